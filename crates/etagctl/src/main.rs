@@ -1,0 +1,2 @@
+//! etagctl (in progress).
+fn main() {}

@@ -1,0 +1,323 @@
+//! The entry format: what one fill stores, split so the 304 path reads only the small part.
+//!
+//! A fill writes up to three kinds of item (keys in `key`):
+//!
+//! - the **head record** at `u:<resource>`: one of [`HeadRecord::Entry`] (the response has no `Vary`),
+//!   [`HeadRecord::Variants`] (it varies: the names, and the URL generation its variants were stored under) or
+//!   [`HeadRecord::Pass`] (recently uncacheable: go straight to the origin, like Varnish's hit-for-pass);
+//! - for a varying response, the **variant entry** at `v:<variant>`: an [`EntryMeta`];
+//! - the **body** at `b:<entry>:<fill id>[:<coding>]`: replayed headers and the body bytes, immutable once
+//!   written, so a process may keep it in memory keyed by its name.
+//!
+//! [`EntryMeta`] holds the validator and everything needed to decide "is this current?" and to answer 304
+//! (RFC 9110 section 15.4.5 headers), typically 200-400 bytes; the body item holds everything else.
+//!
+//! ## Wire layout (schema `etagd1`)
+//!
+//! Every value begins with the two bytes `E1` and one kind byte: `E` entry, `V` variants, `P` pass, `B` body.
+//! `E`, `V` and `P` are followed by one MessagePack value (the structs below, encoded as arrays of their fields
+//! in declaration order). `B` is followed by a 4-byte little-endian length `n`, `n` bytes of MessagePack
+//! [`BodyHead`], then the raw body bytes to the end of the item. Any other prefix is a corrupt entry and reads
+//! as a miss.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_64;
+
+const MAGIC: &[u8; 2] = b"E1";
+const KIND_ENTRY: u8 = b'E';
+const KIND_VARIANTS: u8 = b'V';
+const KIND_PASS: u8 = b'P';
+const KIND_BODY: u8 = b'B';
+
+/// Why stored bytes could not be read back as an entry.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EntryError {
+    /// The bytes do not start with a known prefix (another program's item, or an older schema).
+    #[error("stored item has an unknown format prefix; it will be treated as a miss and overwritten")]
+    UnknownFormat,
+    /// The bytes have a known prefix but do not decode.
+    #[error("stored item is corrupt ({0}); it will be treated as a miss and overwritten")]
+    Corrupt(String),
+    /// A body item whose bytes do not match the checksum written with them.
+    #[error("stored body failed its checksum; it will be treated as a miss and overwritten")]
+    Checksum,
+}
+
+/// The generation values an entry was filled under. An entry is current only while every one of them still
+/// equals the live generation (see `generation`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Generations {
+    /// The namespace generation (`g:all`).
+    pub all: u64,
+    /// The URL generation of the head's Vary index; 0 when the response does not vary.
+    pub url: u64,
+    /// One value per tag, in the order of [`EntryMeta::tags`].
+    pub tags: Vec<u64>,
+}
+
+/// The small part of an entry: the validator and what proves it current.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryMeta {
+    /// Unique per fill; names the body item.
+    pub fill_id: u64,
+    /// The response status.
+    pub status: u16,
+    /// The entity tag exactly as sent to clients, quoted, with `W/` when weak.
+    pub etag: String,
+    /// Whether etagd minted `etag` (so a weakened copy of it proves a proxy in front rewrote it).
+    pub minted: bool,
+    /// The `Last-Modified` value, if the origin sent one.
+    pub last_modified: Option<String>,
+    /// Unix time in milliseconds when the response was received.
+    pub stored_at_ms: u64,
+    /// The age the response already had when received (RFC 9111 section 4.2.3), seconds.
+    pub initial_age_s: u64,
+    /// The freshness lifetime (RFC 9111 section 4.2.1), seconds; `u64::MAX` for "until invalidated".
+    pub fresh_for_s: u64,
+    /// `stale-while-revalidate` window, seconds (RFC 5861).
+    pub stale_while_revalidate_s: u32,
+    /// `stale-if-error` window, seconds (RFC 5861).
+    pub stale_if_error_s: u32,
+    /// `must-revalidate`/`proxy-revalidate`/`no-cache`: never serve it stale, and (no-cache) revalidate always.
+    pub must_revalidate: bool,
+    /// Headers a 304 must repeat (RFC 9110 section 15.4.5): cache-control, content-location, expires, vary.
+    pub headers_304: Vec<(String, String)>,
+    /// Lowercase names of the request headers the response varies on.
+    pub vary: Vec<String>,
+    /// Tags from `Surrogate-Key` and route rules.
+    pub tags: Vec<String>,
+    /// The generations the fill was made under.
+    pub generations: Generations,
+    /// Length of the identity body in bytes.
+    pub body_len: u64,
+    /// Content codings stored besides identity (each its own body item and its own validator).
+    pub codings: Vec<String>,
+}
+
+/// The head record of a resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadRecord {
+    /// The response does not vary: the entry itself.
+    Entry(EntryMeta),
+    /// The response varies: each variant lives at its own key.
+    Variants(VaryIndex),
+    /// The last response was not storable: skip the cache until `until_ms`.
+    Pass(PassMarker),
+}
+
+/// The Vary index of a resource whose responses vary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VaryIndex {
+    /// The URL generation. A new value is minted whenever the index is written afresh, so every variant stored
+    /// under an older index stops matching: invalidating a URL is one delete of its head.
+    pub url_generation: u64,
+    /// Lowercase header names.
+    pub vary: Vec<String>,
+}
+
+/// A hit-for-pass marker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassMarker {
+    /// Unix time in milliseconds until which requests go straight to the origin.
+    pub until_ms: u64,
+    /// Why the response was not stored (a `NoStoreReason` label).
+    pub reason: String,
+}
+
+/// The header section of a body item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BodyHead {
+    /// Headers to replay with the body, hop-by-hop ones removed.
+    pub headers: Vec<(String, serde_bytes::ByteBuf)>,
+    /// xxh3-64 of the body bytes, checked on read.
+    pub checksum: u64,
+}
+
+/// A decoded body item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBody {
+    /// Headers to replay.
+    pub headers: Vec<(String, Bytes)>,
+    /// The body bytes (a slice of the stored item, not a copy).
+    pub body: Bytes,
+}
+
+fn encode_msgpack<T: Serialize>(kind: u8, value: &T) -> Bytes {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(MAGIC);
+    out.push(kind);
+    rmp_serde::encode::write(&mut out, value).expect("entry structs always serialize");
+    Bytes::from(out)
+}
+
+fn split_prefix(bytes: &[u8]) -> Result<(u8, &[u8]), EntryError> {
+    if bytes.len() < 3 || &bytes[..2] != MAGIC {
+        return Err(EntryError::UnknownFormat);
+    }
+    Ok((bytes[2], &bytes[3..]))
+}
+
+fn decode_msgpack<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, EntryError> {
+    rmp_serde::from_slice(bytes).map_err(|e| EntryError::Corrupt(e.to_string()))
+}
+
+impl HeadRecord {
+    /// Encodes the record for storage.
+    pub fn encode(&self) -> Bytes {
+        match self {
+            Self::Entry(meta) => meta.encode(),
+            Self::Variants(index) => encode_msgpack(KIND_VARIANTS, index),
+            Self::Pass(marker) => encode_msgpack(KIND_PASS, marker),
+        }
+    }
+
+    /// Decodes a stored head record.
+    pub fn decode(bytes: &[u8]) -> Result<Self, EntryError> {
+        let (kind, rest) = split_prefix(bytes)?;
+        match kind {
+            KIND_ENTRY => Ok(Self::Entry(decode_msgpack(rest)?)),
+            KIND_VARIANTS => Ok(Self::Variants(decode_msgpack(rest)?)),
+            KIND_PASS => Ok(Self::Pass(decode_msgpack(rest)?)),
+            _ => Err(EntryError::UnknownFormat),
+        }
+    }
+}
+
+impl EntryMeta {
+    /// Encodes the entry for storage (as a head record or a variant entry).
+    pub fn encode(&self) -> Bytes {
+        encode_msgpack(KIND_ENTRY, self)
+    }
+
+    /// Decodes a stored variant entry.
+    pub fn decode(bytes: &[u8]) -> Result<Self, EntryError> {
+        match split_prefix(bytes)? {
+            (KIND_ENTRY, rest) => decode_msgpack(rest),
+            _ => Err(EntryError::UnknownFormat),
+        }
+    }
+}
+
+impl StoredBody {
+    /// Encodes a body item.
+    pub fn encode(headers: &[(String, Bytes)], body: &[u8]) -> Bytes {
+        let head = BodyHead {
+            headers: headers
+                .iter()
+                .map(|(name, value)| (name.clone(), serde_bytes::ByteBuf::from(value.to_vec())))
+                .collect(),
+            checksum: xxh3_64(body),
+        };
+        let head = rmp_serde::to_vec(&head).expect("body head always serializes");
+        let mut out = BytesMut::with_capacity(3 + 4 + head.len() + body.len());
+        out.put_slice(MAGIC);
+        out.put_u8(KIND_BODY);
+        out.put_u32_le(u32::try_from(head.len()).expect("header section below 4 GiB"));
+        out.put_slice(&head);
+        out.put_slice(body);
+        out.freeze()
+    }
+
+    /// Decodes a body item without copying the body.
+    pub fn decode(bytes: Bytes) -> Result<Self, EntryError> {
+        let (kind, rest) = split_prefix(&bytes)?;
+        if kind != KIND_BODY {
+            return Err(EntryError::UnknownFormat);
+        }
+        if rest.len() < 4 {
+            return Err(EntryError::Corrupt("truncated body header".into()));
+        }
+        let head_len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+        let head_start: usize = 3 + 4;
+        let body_start = head_start
+            .checked_add(head_len)
+            .filter(|&end| end <= bytes.len())
+            .ok_or_else(|| EntryError::Corrupt("body header length past the end".into()))?;
+        let head: BodyHead = decode_msgpack(&bytes[head_start..body_start])?;
+        let body = bytes.slice(body_start..);
+        if xxh3_64(&body) != head.checksum {
+            return Err(EntryError::Checksum);
+        }
+        let headers = head
+            .headers
+            .into_iter()
+            .map(|(name, value)| (name, Bytes::from(value.into_vec())))
+            .collect();
+        Ok(Self { headers, body })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample_meta() -> EntryMeta {
+        EntryMeta {
+            fill_id: 0x0123_4567_89ab_cdef,
+            status: 200,
+            etag: "\"18a2b3c4d5e6f-0123456789abcdef\"".into(),
+            minted: true,
+            last_modified: Some("Tue, 24 Nov 2026 10:00:00 GMT".into()),
+            stored_at_ms: 1_795_000_000_000,
+            initial_age_s: 0,
+            fresh_for_s: 300,
+            stale_while_revalidate_s: 30,
+            stale_if_error_s: 600,
+            must_revalidate: false,
+            headers_304: vec![("cache-control".into(), "public, max-age=300".into())],
+            vary: vec![],
+            tags: vec!["server".into(), "list".into()],
+            generations: Generations { all: 7, url: 0, tags: vec![1, 2] },
+            body_len: 65536,
+            codings: vec![],
+        }
+    }
+
+    #[test]
+    fn head_records_round_trip() {
+        let records = [
+            HeadRecord::Entry(sample_meta()),
+            HeadRecord::Variants(VaryIndex { url_generation: 9, vary: vec!["accept-encoding".into()] }),
+            HeadRecord::Pass(PassMarker { until_ms: 5, reason: "private".into() }),
+        ];
+        for record in records {
+            assert_eq!(HeadRecord::decode(&record.encode()).unwrap(), record);
+        }
+    }
+
+    #[test]
+    fn meta_stays_small_whatever_the_body() {
+        let len = sample_meta().encode().len();
+        assert!(len < 400, "entry meta is {len} bytes");
+    }
+
+    #[test]
+    fn body_round_trips_without_reencoding() {
+        let body: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
+        let headers = vec![("content-type".to_owned(), Bytes::from_static(b"application/octet-stream\xff"))];
+        let encoded = StoredBody::encode(&headers, &body);
+        let decoded = StoredBody::decode(encoded).unwrap();
+        assert_eq!(decoded.body, body);
+        assert_eq!(decoded.headers, headers);
+    }
+
+    #[test]
+    fn garbage_is_an_error_never_a_panic() {
+        let good = StoredBody::encode(&[], b"hello");
+        let mut flipped = good.to_vec();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert!(matches!(StoredBody::decode(Bytes::from(flipped)), Err(EntryError::Checksum)));
+        let cases: [&[u8]; 7] = [b"", b"E", b"E1", b"E1B", b"E1B\xff\xff\xff\xff", b"E1E\x00", b"XYZ"];
+        for case in cases {
+            assert!(HeadRecord::decode(case).is_err());
+            assert!(EntryMeta::decode(case).is_err());
+            assert!(StoredBody::decode(Bytes::copy_from_slice(case)).is_err());
+        }
+        let meta = sample_meta().encode();
+        for cut in 0..meta.len() {
+            let _ = HeadRecord::decode(&meta[..cut]);
+        }
+    }
+}

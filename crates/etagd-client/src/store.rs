@@ -1,0 +1,236 @@
+//! The storage abstraction: a small set of Memcached meta-protocol verbs that both stores implement.
+//!
+//! The cache engine needs five things from a store: a batched read that can hand out a fill lease on a miss
+//! (`mg ... N`), a conditional write (`ms` plain, add, or compare-and-swap), a hard or soft delete
+//! (`md`, `md I`), per-server statistics and per-server health. [`memcached::MemcachedStore`] maps them onto
+//! real servers; [`memory::MemoryStore`] implements the same semantics in process, bounded by bytes. Both pass
+//! the same contract tests (`tests/store_contract.rs`).
+//!
+//! A store never retries a write on its own and never calls `flush_all`.
+
+pub mod memcached;
+pub mod memory;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+/// Why a store operation failed. A store error is never shown to an HTTP client: the caller falls back to the
+/// origin and counts it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The server failed recently and is skipped until its back-off ends.
+    #[error("memcached {server} is marked down after a failure; its keys go to the origin for {retry_in:?}")]
+    ServerDown {
+        /// The server address as configured.
+        server: String,
+        /// Time left until the server is tried again.
+        retry_in: Duration,
+    },
+    /// The server did not answer within the I/O timeout.
+    #[error("memcached {server} did not answer within {timeout:?}; check it is up or raise the timeout")]
+    Timeout {
+        /// The server address as configured.
+        server: String,
+        /// The timeout that passed.
+        timeout: Duration,
+    },
+    /// A connection or protocol failure.
+    #[error("memcached {server} failed: {detail}")]
+    Server {
+        /// The server address as configured.
+        server: String,
+        /// What the client library reported.
+        detail: String,
+    },
+    /// The value is larger than the store accepts for one item.
+    #[error("item {key} is {size} bytes, above the store's item limit of {limit} bytes (raise memcached -I)")]
+    TooLarge {
+        /// The item key.
+        key: String,
+        /// The value size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// How long an item lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// Until evicted or deleted.
+    Never,
+    /// This many seconds (at least 1).
+    Secs(u32),
+}
+
+impl Expiry {
+    /// An expiry of at least one second from a duration; durations of 30 days or more are kept as they are
+    /// (the Memcached store converts them to absolute times as the protocol requires).
+    pub fn from_secs(secs: u64) -> Self {
+        Self::Secs(u32::try_from(secs.max(1)).unwrap_or(u32::MAX))
+    }
+}
+
+/// One item to read in a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GetRequest {
+    /// The item key (from `key`).
+    pub key: String,
+    /// On a miss, create a placeholder living this many seconds and hand the caller a fill lease; on a stale
+    /// item, hand one caller a refresh lease. `None` for a plain read.
+    pub lease_secs: Option<u32>,
+}
+
+impl GetRequest {
+    /// A plain read.
+    pub fn plain(key: impl Into<String>) -> Self {
+        Self { key: key.into(), lease_secs: None }
+    }
+
+    /// A read that takes a lease on a miss or a stale item.
+    pub fn leased(key: impl Into<String>, lease_secs: u32) -> Self {
+        Self { key: key.into(), lease_secs: Some(lease_secs.max(1)) }
+    }
+}
+
+/// The lease state a read reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    /// No lease was requested or involved.
+    None,
+    /// This caller won: it should fill (or refresh) the item and write it with `SetCondition::Cas(cas)`.
+    Won {
+        /// The CAS of the placeholder or stale item.
+        cas: u64,
+    },
+    /// Another caller holds the lease.
+    Busy,
+}
+
+/// A found item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// The stored bytes.
+    pub value: Bytes,
+    /// The item's CAS.
+    pub cas: u64,
+    /// The item was soft-deleted ([`DeleteMode::Stale`]) and awaits a refresh.
+    pub stale: bool,
+    /// Lease state (a stale item hands one reader a refresh lease).
+    pub lease: Lease,
+}
+
+/// What a read found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GetOutcome {
+    /// The item exists (possibly stale).
+    Hit(Item),
+    /// No item (or only a fill placeholder).
+    Miss {
+        /// `Won` when this caller created the placeholder, `Busy` when another caller is filling.
+        lease: Lease,
+    },
+}
+
+/// When a write applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetCondition {
+    /// Always.
+    Always,
+    /// Only if no item exists.
+    Add,
+    /// Only if the item exists with this CAS (a lease placeholder counts).
+    Cas(u64),
+}
+
+/// Whether a write applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetOutcome {
+    /// The value was stored.
+    Stored,
+    /// The condition did not hold (add: exists; cas: changed or gone).
+    NotStored,
+}
+
+/// How to delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteMode {
+    /// Remove the item.
+    Hard,
+    /// Keep the item readable but stale for `grace`, handing one reader a refresh lease (`md <key> I T<grace>`).
+    Stale {
+        /// How long the stale item may still be served.
+        grace: Duration,
+    },
+}
+
+/// Statistics of one server (for `etagctl stats`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ServerStats {
+    /// The server address, or `embedded`.
+    pub server: String,
+    /// Whether it answered.
+    pub reachable: bool,
+    /// The error when it did not.
+    pub error: Option<String>,
+    /// The server version.
+    pub version: Option<String>,
+    /// Items currently stored.
+    pub items: Option<u64>,
+    /// Bytes currently stored.
+    pub bytes: Option<u64>,
+    /// Byte limit.
+    pub limit_bytes: Option<u64>,
+    /// Read hits since start.
+    pub get_hits: Option<u64>,
+    /// Read misses since start.
+    pub get_misses: Option<u64>,
+    /// Reads since start (`cmd_get`).
+    pub cmd_get: Option<u64>,
+    /// Evictions since start.
+    pub evictions: Option<u64>,
+}
+
+/// Health of one server (for `/readyz` and metrics).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ServerHealth {
+    /// The server address, or `embedded`.
+    pub server: String,
+    /// False while the server is marked down.
+    pub up: bool,
+    /// The last failure, if any.
+    pub last_error: Option<String>,
+}
+
+/// The storage abstraction. Implementations are cheap to share (`Arc<dyn Store>`).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Reads several items in one round: pipelined per server, servers in parallel. Returns one result per
+    /// request, in order; a failing server fails only its own keys.
+    async fn get_many(&self, requests: &[GetRequest]) -> Vec<Result<GetOutcome, StoreError>>;
+
+    /// Writes one item under a condition.
+    async fn set(&self, key: &str, value: Bytes, expiry: Expiry, condition: SetCondition)
+    -> Result<SetOutcome, StoreError>;
+
+    /// Deletes one item, hard or soft. Returns whether an item existed.
+    async fn delete(&self, key: &str, mode: DeleteMode) -> Result<bool, StoreError>;
+
+    /// Statistics per server.
+    async fn stats(&self) -> Vec<ServerStats>;
+
+    /// Health per server, from what recent operations saw (no I/O).
+    fn health(&self) -> Vec<ServerHealth>;
+
+    /// The server a key lives on, or `embedded` (for error reports).
+    fn server_of(&self, key: &str) -> String;
+
+    /// The largest value the store accepts for one item.
+    fn max_item_bytes(&self) -> usize;
+
+    /// Whether bodies read from this store are worth keeping in process (false for the in-process store).
+    fn is_remote(&self) -> bool;
+}

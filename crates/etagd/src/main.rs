@@ -1,0 +1,2 @@
+//! etagd (in progress).
+fn main() {}
