@@ -35,7 +35,9 @@ const KIND_BODY: u8 = b'B';
 #[non_exhaustive]
 pub enum EntryError {
     /// The bytes do not start with a known prefix (another program's item, or an older schema).
-    #[error("stored item has an unknown format prefix; it will be treated as a miss and overwritten")]
+    #[error(
+        "stored item has an unknown format prefix; it will be treated as a miss and overwritten"
+    )]
     UnknownFormat,
     /// The bytes have a known prefix but do not decode.
     #[error("stored item is corrupt ({0}); it will be treated as a miss and overwritten")]
@@ -269,7 +271,11 @@ mod tests {
             headers_304: vec![("cache-control".into(), "public, max-age=300".into())],
             vary: vec![],
             tags: vec!["server".into(), "list".into()],
-            generations: Generations { all: 7, url: 0, tags: vec![1, 2] },
+            generations: Generations {
+                all: 7,
+                url: 0,
+                tags: vec![1, 2],
+            },
             body_len: 65536,
             codings: vec![],
         }
@@ -279,8 +285,14 @@ mod tests {
     fn head_records_round_trip() {
         let records = [
             HeadRecord::Entry(sample_meta()),
-            HeadRecord::Variants(VaryIndex { url_generation: 9, vary: vec!["accept-encoding".into()] }),
-            HeadRecord::Pass(PassMarker { until_ms: 5, reason: "private".into() }),
+            HeadRecord::Variants(VaryIndex {
+                url_generation: 9,
+                vary: vec!["accept-encoding".into()],
+            }),
+            HeadRecord::Pass(PassMarker {
+                until_ms: 5,
+                reason: "private".into(),
+            }),
         ];
         for record in records {
             assert_eq!(HeadRecord::decode(&record.encode()).unwrap(), record);
@@ -296,7 +308,10 @@ mod tests {
     #[test]
     fn body_round_trips_without_reencoding() {
         let body: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
-        let headers = vec![("content-type".to_owned(), Bytes::from_static(b"application/octet-stream\xff"))];
+        let headers = vec![(
+            "content-type".to_owned(),
+            Bytes::from_static(b"application/octet-stream\xff"),
+        )];
         let encoded = StoredBody::encode(&headers, &body);
         let decoded = StoredBody::decode(encoded).unwrap();
         assert_eq!(decoded.body, body);
@@ -308,8 +323,19 @@ mod tests {
         let good = StoredBody::encode(&[], b"hello");
         let mut flipped = good.to_vec();
         *flipped.last_mut().unwrap() ^= 1;
-        assert!(matches!(StoredBody::decode(Bytes::from(flipped)), Err(EntryError::Checksum)));
-        let cases: [&[u8]; 7] = [b"", b"E", b"E1", b"E1B", b"E1B\xff\xff\xff\xff", b"E1E\x00", b"XYZ"];
+        assert!(matches!(
+            StoredBody::decode(Bytes::from(flipped)),
+            Err(EntryError::Checksum)
+        ));
+        let cases: [&[u8]; 7] = [
+            b"",
+            b"E",
+            b"E1",
+            b"E1B",
+            b"E1B\xff\xff\xff\xff",
+            b"E1E\x00",
+            b"XYZ",
+        ];
         for case in cases {
             assert!(HeadRecord::decode(case).is_err());
             assert!(EntryMeta::decode(case).is_err());

@@ -22,7 +22,9 @@ use bytes::Bytes;
 #[non_exhaustive]
 pub enum StoreError {
     /// The server failed recently and is skipped until its back-off ends.
-    #[error("memcached {server} is marked down after a failure; its keys go to the origin for {retry_in:?}")]
+    #[error(
+        "memcached {server} is marked down after a failure; its keys go to the origin for {retry_in:?}"
+    )]
     ServerDown {
         /// The server address as configured.
         server: String,
@@ -30,7 +32,9 @@ pub enum StoreError {
         retry_in: Duration,
     },
     /// The server did not answer within the I/O timeout.
-    #[error("memcached {server} did not answer within {timeout:?}; check it is up or raise the timeout")]
+    #[error(
+        "memcached {server} did not answer within {timeout:?}; check it is up or raise the timeout"
+    )]
     Timeout {
         /// The server address as configured.
         server: String,
@@ -46,7 +50,9 @@ pub enum StoreError {
         detail: String,
     },
     /// The value is larger than the store accepts for one item.
-    #[error("item {key} is {size} bytes, above the store's item limit of {limit} bytes (raise memcached -I)")]
+    #[error(
+        "item {key} is {size} bytes, above the store's item limit of {limit} bytes (raise memcached -I)"
+    )]
     TooLarge {
         /// The item key.
         key: String,
@@ -87,12 +93,18 @@ pub struct GetRequest {
 impl GetRequest {
     /// A plain read.
     pub fn plain(key: impl Into<String>) -> Self {
-        Self { key: key.into(), lease_secs: None }
+        Self {
+            key: key.into(),
+            lease_secs: None,
+        }
     }
 
     /// A read that takes a lease on a miss or a stale item.
     pub fn leased(key: impl Into<String>, lease_secs: u32) -> Self {
-        Self { key: key.into(), lease_secs: Some(lease_secs.max(1)) }
+        Self {
+            key: key.into(),
+            lease_secs: Some(lease_secs.max(1)),
+        }
     }
 }
 
@@ -160,6 +172,12 @@ pub enum SetOutcome {
 pub enum DeleteMode {
     /// Remove the item.
     Hard,
+    /// Remove the item only if its CAS still matches (`md <key> C<cas>`): releases a lease placeholder without
+    /// deleting what another caller wrote since.
+    IfCas {
+        /// The CAS the item must still have.
+        cas: u64,
+    },
     /// Keep the item readable but stale for `grace`, handing one reader a refresh lease (`md <key> I T<grace>`).
     Stale {
         /// How long the stale item may still be served.
@@ -213,8 +231,13 @@ pub trait Store: Send + Sync + 'static {
     async fn get_many(&self, requests: &[GetRequest]) -> Vec<Result<GetOutcome, StoreError>>;
 
     /// Writes one item under a condition.
-    async fn set(&self, key: &str, value: Bytes, expiry: Expiry, condition: SetCondition)
-    -> Result<SetOutcome, StoreError>;
+    async fn set(
+        &self,
+        key: &str,
+        value: Bytes,
+        expiry: Expiry,
+        condition: SetCondition,
+    ) -> Result<SetOutcome, StoreError>;
 
     /// Deletes one item, hard or soft. Returns whether an item existed.
     async fn delete(&self, key: &str, mode: DeleteMode) -> Result<bool, StoreError>;

@@ -1,0 +1,480 @@
+#!/usr/bin/env python3
+"""Helper of bench/run.sh (Python 3.11, standard library only).
+
+run.sh owns the processes and the wrk runs; this file owns everything that parses or talks a protocol:
+
+  free-ports N                      print N distinct free loopback ports
+  mc-gets PORT[,PORT...]            print the sum of memcached's cmd_get over those servers
+  mc-set PORT KEY URL               fetch URL and store its body in memcached under KEY (for nginx memcached_pass)
+  prepare SCENARIO BASE_URL LUA     warm a server up for a scenario, check its answers, write the wrk Lua script;
+                                    prints one line of notes; exit 0 = run it, 3 = scenario not applicable
+  row ...                           parse one wrk output and append a row to raw.csv
+  summary RUN_DIR                   write RUN_DIR/summary.md from raw.csv, meta.env, notes.tsv
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import http.client
+import os
+import re
+import socket
+import statistics
+import sys
+import urllib.parse
+from collections import defaultdict
+
+# Scenario name -> (path, request headers, expected status, expected body length or None, expect gzip).
+# The 304 scenario's If-None-Match is filled in from the ETag the server itself returns on a warm-up request.
+SCENARIOS: dict[str, tuple[str, dict[str, str], int, int | None, bool]] = {
+    "hit-2k": ("/bytes/2048", {}, 200, 2048, False),
+    "hit-64k": ("/bytes/65536", {}, 200, 65536, False),
+    "304": ("/bytes/2048", {}, 304, 0, False),
+    "json-gzip": ("/json/65536", {"Accept-Encoding": "gzip"}, 200, None, True),
+    "json-identity": ("/json/65536", {}, 200, None, False),
+}
+SCENARIO_ORDER = list(SCENARIOS)
+PEERS = ["varnish", "nginx-proxy-cache", "nginx-memcached"]
+WARMUP_REQUESTS = 5
+NOT_AVAILABLE = "not available"
+RAW_FIELDS = [
+    "round", "server", "scenario", "connections", "rps", "p50_ms", "p99_ms", "cpu_us_per_req", "gets_per_req",
+    "errors", "requests", "non_2xx_3xx", "socket_errors", "duration_s", "note",
+]
+# Headers that tell whether a response came from a cache; recorded in the notes so a reader can see hits.
+CACHE_HEADERS = ["age", "x-cache", "x-cache-status", "cache-status", "x-varnish", "etag", "content-encoding"]
+
+
+# === small protocol helpers ===
+
+
+def free_ports(count: int) -> list[int]:
+    # All sockets stay open until every port is chosen, so the ports are distinct.
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def mc_command(port: int, payload: bytes, terminator: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(payload)
+        data = b""
+        while not data.endswith(terminator):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+
+def mc_gets(ports: list[int]) -> int:
+    total = 0
+    for port in ports:
+        stats = mc_command(port, b"stats\r\n", b"END\r\n").decode()
+        match = re.search(r"^STAT cmd_get (\d+)\r?$", stats, re.M)
+        if not match:
+            raise SystemExit(f"memcached on port {port} reported no cmd_get")
+        total += int(match.group(1))
+    return total
+
+
+def fetch(url: str, headers: dict[str, str], conn: http.client.HTTPConnection | None = None):
+    parts = urllib.parse.urlsplit(url)
+    own = conn is None
+    if own:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        conn.request("GET", parts.path or "/", headers=headers)
+        resp = conn.getresponse()
+        body = resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
+    finally:
+        if own:
+            conn.close()
+
+
+def mc_set(port: int, key: str, url: str) -> None:
+    status, _, body = fetch(url, {})
+    if status != 200:
+        raise SystemExit(f"mc-set: {url} answered {status}, expected 200")
+    reply = mc_command(port, f"set {key} 0 0 {len(body)}\r\n".encode() + body + b"\r\n", b"\r\n")
+    if reply != b"STORED\r\n":
+        raise SystemExit(f"mc-set: memcached on port {port} answered {reply!r} for {key}")
+    got = mc_command(port, f"get {key}\r\n".encode(), b"END\r\n")
+    if body not in got:
+        raise SystemExit(f"mc-set: memcached on port {port} did not return what was stored for {key}")
+
+
+# === prepare: warm-up, checks, Lua script ===
+
+
+def lua_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+LUA_DONE = r"""
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "BENCH-RESULT requests=%.0f duration_us=%.0f bytes=%.0f connect=%.0f read=%.0f write=%.0f status=%.0f timeout=%.0f p50_us=%.0f p99_us=%.0f\n",
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def prepare(scenario: str, base_url: str, lua_path: str) -> int:
+    path, headers, want_status, want_len, want_gzip = SCENARIOS[scenario]
+    headers = dict(headers)
+    url = base_url.rstrip("/") + path
+    notes: list[str] = []
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        if scenario == "304":
+            status, resp_headers, _ = fetch(url, {}, conn)
+            etag = resp_headers.get("etag")
+            if status != 200 or not etag:
+                print(f"not applicable: warm-up GET answered {status} with ETag {etag!r}")
+                return 3
+            headers["If-None-Match"] = etag
+        status = 0
+        resp_headers: dict[str, str] = {}
+        body = b""
+        for _ in range(WARMUP_REQUESTS):
+            status, resp_headers, body = fetch(url, headers, conn)
+    except (OSError, http.client.HTTPException) as error:
+        print(f"not applicable: warm-up failed: {error}")
+        return 3
+    finally:
+        conn.close()
+
+    if status != want_status:
+        notes.append(f"CHECK FAILED: answered {status}, expected {want_status}")
+    if want_len is not None and status == want_status and len(body) != want_len:
+        notes.append(f"CHECK FAILED: body {len(body)} bytes, expected {want_len}")
+    encoding = resp_headers.get("content-encoding", "")
+    if want_gzip and encoding != "gzip":
+        notes.append("not compressed (no Content-Encoding: gzip)")
+    if not want_gzip and encoding:
+        notes.append(f"CHECK FAILED: Content-Encoding {encoding} without Accept-Encoding")
+    if scenario.startswith("json"):
+        notes.append(f"body {len(body)} B")
+    seen = [f"{h}: {resp_headers[h]}" for h in CACHE_HEADERS if h in resp_headers]
+    if seen:
+        notes.append("; ".join(seen))
+
+    lines = [f"-- generated by bench/harness.py: scenario {scenario}, {url}", f"wrk.path = {lua_string(path)}"]
+    for name, value in headers.items():
+        lines.append(f"wrk.headers[{lua_string(name)}] = {lua_string(value)}")
+    with open(lua_path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n" + LUA_DONE)
+    print(" | ".join(notes))
+    return 0
+
+
+# === row: one wrk run -> raw.csv ===
+
+
+def parse_wrk(text: str) -> dict[str, float] | None:
+    match = re.search(r"^BENCH-RESULT (.*)$", text, re.M)
+    if not match:
+        return None
+    return {k: float(v) for k, v in (pair.split("=") for pair in match.group(1).split())}
+
+
+def row(args: argparse.Namespace) -> None:
+    record = {k: "" for k in RAW_FIELDS}
+    record.update(round=args.round, server=args.server, scenario=args.scenario, connections=args.connections,
+                  note=args.note)
+    if args.unavailable:
+        record["note"] = NOT_AVAILABLE
+    elif args.wrk_out is None:
+        raise SystemExit("row: pass --wrk-out or --unavailable")
+    else:
+        with open(args.wrk_out, encoding="utf-8", errors="replace") as f:
+            result = parse_wrk(f.read())
+        if result is None:
+            record["note"] = "; ".join(x for x in [args.note, "wrk produced no result"] if x)
+            record["errors"] = "wrk-failed"
+        else:
+            fill_measurement(record, result, args)
+    append_row(args.raw, record)
+    print(f"  {args.server:<18} {args.scenario:<14} c={args.connections:<4} rps={record['rps'] or '-':>7} "
+          f"p50={record['p50_ms'] or '-'}ms p99={record['p99_ms'] or '-'}ms cpu/req={record['cpu_us_per_req'] or '-'}us "
+          f"gets/req={record['gets_per_req'] or '-'} errors={record['errors'] or 0} {record['note']}")
+
+
+def fill_measurement(record: dict[str, str], result: dict[str, float], args: argparse.Namespace) -> None:
+    duration = result["duration_us"] / 1e6
+    socket_errors = int(result["connect"] + result["read"] + result["write"] + result["timeout"])
+    non_ok = int(result["status"])
+    requests = int(result["requests"])
+    # Only 2xx/3xx answers count as throughput: a server answering errors quickly must not look fast.
+    ok = max(requests - non_ok, 0)
+    record.update(
+        rps=f"{ok / duration:.0f}",
+        p50_ms=f"{result['p50_us'] / 1000:.3f}",
+        p99_ms=f"{result['p99_us'] / 1000:.3f}",
+        errors=str(non_ok + socket_errors),
+        requests=str(requests),
+        non_2xx_3xx=str(non_ok),
+        socket_errors=str(socket_errors),
+        duration_s=f"{duration:.2f}",
+    )
+    if ok:
+        cpu_seconds = args.busy_jiffies / args.clk_tck
+        record["cpu_us_per_req"] = f"{cpu_seconds * 1e6 / ok:.1f}"
+        if args.gets != "":
+            record["gets_per_req"] = f"{int(args.gets) / ok:.3f}"
+
+
+def append_row(raw: str, record: dict[str, str]) -> None:
+    new_file = not os.path.exists(raw)
+    with open(raw, "a", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=RAW_FIELDS)
+        if new_file:
+            writer.writeheader()
+        writer.writerow(record)
+
+
+# === summary ===
+
+
+def read_meta(path: str) -> dict[str, str]:
+    meta: dict[str, str] = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if "=" in line:
+                    key, value = line.rstrip("\n").split("=", 1)
+                    meta[key] = value
+    return meta
+
+
+def read_tsv(path: str) -> list[list[str]]:
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n").split("\t") for line in f if line.strip()]
+
+
+def fnum(value: str) -> float | None:
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def fmt(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def server_order(names: list[str]) -> list[str]:
+    fixed = ["origin"] + PEERS
+    etagds = sorted(n for n in names if n.startswith("etagd"))
+    rest = [n for n in names if n not in fixed and n not in etagds]
+    return ["origin"] * ("origin" in names) + etagds + [p for p in PEERS if p in names] + rest
+
+
+def summary(run_dir: str) -> None:
+    meta = read_meta(os.path.join(run_dir, "meta.env"))
+    with open(os.path.join(run_dir, "raw.csv"), newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    notes: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for fields in read_tsv(os.path.join(run_dir, "notes.tsv")):
+        if len(fields) >= 3 and fields[2] and fields[2] not in notes[(fields[0], fields[1])]:
+            notes[(fields[0], fields[1])].append(fields[2])
+    unavailable = {fields[0]: fields[1] if len(fields) > 1 else "" for fields in read_tsv(os.path.join(run_dir, "unavailable.tsv"))}
+
+    groups: dict[tuple[str, str, int], list[dict[str, str]]] = defaultdict(list)
+    not_run: set[tuple[str, str, int]] = set()
+    for r in rows:
+        if r["note"] == NOT_AVAILABLE:
+            not_run.add((r["server"], r["scenario"], int(r["connections"])))
+            continue
+        groups[(r["server"], r["scenario"], int(r["connections"]))].append(r)
+    servers = server_order(sorted({r["server"] for r in rows} | set(unavailable)))
+    connections = sorted({int(r["connections"]) for r in rows})
+    scenarios = [s for s in SCENARIO_ORDER if any(r["scenario"] == s for r in rows)]
+
+    def med(key, field):
+        return median([v for v in (fnum(r[field]) for r in groups.get(key, [])) if v is not None])
+
+    out: list[str] = []
+    w = out.append
+    w(f"# Benchmark run {os.path.basename(os.path.normpath(run_dir))}")
+    w("")
+    w(f"Command: `{meta.get('command', '?')}`  ")
+    w(f"Commit: `{meta.get('commit', '?')}`  ")
+    w(f"Started: {meta.get('started', '?')}, finished: {meta.get('finished', '?')}  ")
+    w(f"Machine: {meta.get('nproc', '?')} CPUs ({meta.get('cpu_model', '?')}), kernel {meta.get('kernel', '?')}, "
+      f"{meta.get('mem', '?')}  ")
+    w(f"Versions: {meta.get('versions', '?')}  ")
+    w(f"Load: wrk -t{meta.get('threads', '?')}, {meta.get('duration', '?')} s per run after a "
+      f"{meta.get('warmup', '?')} s warm-up, {meta.get('rounds', '?')} rounds with the server order rotated each round; "
+      f"every process (servers, memcached, wrk) on the same machine.  ")
+    w(f"Settings: {meta.get('settings', '')}")
+    w("")
+    w("Each figure is the median over rounds. rps counts 2xx/3xx answers only. CPU/req is whole-machine busy CPU "
+      "(all processes, /proc/stat) during the wrk run divided by those answers. gets/req is memcached `cmd_get` "
+      "(delta over the run) per answer, for servers that use memcached.")
+    w("")
+    if unavailable:
+        w("## Not available in this run")
+        w("")
+        for name, reason in unavailable.items():
+            w(f"- **{name}**: not available ({reason})")
+        w("")
+
+    flagged: list[str] = []
+    for c in connections:
+        w(f"## Medians at {c} connections")
+        w("")
+        w("| scenario | server | req/s | req/s range | p50 ms | p99 ms | CPU us/req | gets/req | errors | notes |")
+        w("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+        for scenario in scenarios:
+            for server in servers:
+                key = (server, scenario, c)
+                if key in not_run and key not in groups:
+                    w(f"| {scenario} | {server} | not available | | | | | | | |")
+                    continue
+                if key not in groups:
+                    continue
+                group = groups[key]
+                rps_values = [v for v in (fnum(r["rps"]) for r in group) if v is not None]
+                errors = sum(int(r["errors"]) for r in group if r["errors"].isdigit())
+                failed = sum(1 for r in group if r["errors"] == "wrk-failed")
+                requests = sum(int(r["requests"]) for r in group if r["requests"].isdigit())
+                err_cell = str(errors)
+                if errors or failed:
+                    err_cell = f"**{errors}**" + (f" (+{failed} failed runs)" if failed else "")
+                    flagged.append(f"{server} / {scenario} / c={c}: {errors} errors in {requests} requests"
+                                   + (f", {failed} wrk runs failed" if failed else ""))
+                rng = f"{fmt(min(rps_values))}-{fmt(max(rps_values))}" if rps_values else "-"
+                row_notes = [n for r in group for n in [r["note"]] if n]
+                note = "; ".join(dict.fromkeys(notes.get((server, scenario), []) + row_notes))
+                w(f"| {scenario} | {server} | {fmt(med(key, 'rps'))} | {rng} | {fmt(med(key, 'p50_ms'), 3)} | "
+                  f"{fmt(med(key, 'p99_ms'), 3)} | {fmt(med(key, 'cpu_us_per_req'), 1)} | "
+                  f"{fmt(med(key, 'gets_per_req'), 3)} | {err_cell} | {note.replace('|', '/')} |")
+        w("")
+
+    w("## Errors")
+    w("")
+    if flagged:
+        w("These cells had non-2xx/3xx answers or socket errors; their req/s counts good answers only, "
+          "and their ratios below are marked with `!`:")
+        w("")
+        for line in flagged:
+            w(f"- {line}")
+    else:
+        w("None: every wrk run finished with zero non-2xx/3xx answers and zero socket errors.")
+    w("")
+
+    etagds = [s for s in servers if s.startswith("etagd")]
+    w("## etagd vs peers (same run)")
+    w("")
+    w("Ratio = etagd / peer, computed per round from runs minutes apart, then the median over rounds (range in "
+      "brackets). req/s: above 1 means etagd answers more. CPU/req: below 1 means etagd costs less.")
+    w("")
+    present = [e for e in etagds if any(k[0] == e for k in groups)]
+    if not present:
+        why = "; ".join(f"{e}: {unavailable.get(e, 'not run')}" for e in etagds) or "not in --servers"
+        w(f"etagd: not available in this run ({why}), so there are no ratios.")
+        w("")
+    else:
+        errored = {(s, sc, c) for s, sc, c in groups if any(r["errors"] not in ("", "0") for r in groups[(s, sc, c)])}
+        for etagd in present:
+            for c in connections:
+                w(f"### {etagd}, {c} connections")
+                w("")
+                peers = [p for p in PEERS if p in servers and p not in unavailable]
+                w("| scenario | " + " | ".join(f"req/s vs {p} | CPU/req vs {p}" for p in peers) + " |")
+                w("|---|" + "---:|---:|" * len(peers))
+                for scenario in scenarios:
+                    cells = []
+                    for peer in peers:
+                        for field in ("rps", "cpu_us_per_req"):
+                            cells.append(ratio_cell(groups, etagd, peer, scenario, c, field, errored))
+                    w(f"| {scenario} | " + " | ".join(cells) + " |")
+                w("")
+    with open(os.path.join(run_dir, "summary.md"), "w", encoding="utf-8") as f:
+        f.write("\n".join(out))
+    print("\n".join(out))
+
+
+def ratio_cell(groups, etagd, peer, scenario, c, field, errored) -> str:
+    mine = {r["round"]: fnum(r[field]) for r in groups.get((etagd, scenario, c), [])}
+    theirs = {r["round"]: fnum(r[field]) for r in groups.get((peer, scenario, c), [])}
+    ratios = [mine[k] / theirs[k] for k in mine if mine[k] and theirs.get(k)]
+    if not ratios:
+        return "-"
+    mark = "!" if (etagd, scenario, c) in errored or (peer, scenario, c) in errored else ""
+    return f"{statistics.median(ratios):.2f}{mark} [{min(ratios):.2f}-{max(ratios):.2f}]"
+
+
+# === command line ===
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("free-ports").add_argument("count", type=int)
+    sub.add_parser("mc-gets").add_argument("ports")
+    p = sub.add_parser("mc-set")
+    p.add_argument("port", type=int)
+    p.add_argument("key")
+    p.add_argument("url")
+    p = sub.add_parser("prepare")
+    p.add_argument("scenario", choices=SCENARIO_ORDER)
+    p.add_argument("base_url")
+    p.add_argument("lua")
+    p = sub.add_parser("row")
+    p.add_argument("--raw", required=True)
+    p.add_argument("--round", required=True)
+    p.add_argument("--server", required=True)
+    p.add_argument("--scenario", required=True)
+    p.add_argument("--connections", required=True)
+    p.add_argument("--wrk-out")
+    p.add_argument("--unavailable", action="store_true", help="write a 'not available' row")
+    p.add_argument("--busy-jiffies", type=int, default=0)
+    p.add_argument("--clk-tck", type=int, default=100)
+    p.add_argument("--gets", default="")
+    p.add_argument("--note", default="")
+    sub.add_parser("summary").add_argument("run_dir")
+    sub.add_parser("scenarios")
+    args = parser.parse_args()
+
+    if args.command == "free-ports":
+        print(" ".join(map(str, free_ports(args.count))))
+    elif args.command == "mc-gets":
+        print(mc_gets([int(p) for p in args.ports.split(",") if p]))
+    elif args.command == "mc-set":
+        mc_set(args.port, args.key, args.url)
+    elif args.command == "prepare":
+        return prepare(args.scenario, args.base_url, args.lua)
+    elif args.command == "row":
+        row(args)
+    elif args.command == "summary":
+        summary(args.run_dir)
+    elif args.command == "scenarios":
+        print(",".join(SCENARIO_ORDER))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,538 @@
+#!/usr/bin/env bash
+# Macro benchmark: etagd beside Varnish and nginx, in one run, on this machine. See BENCHMARKS.md.
+#
+# Starts (all on 127.0.0.1, free ports, configs and logs in a temp dir, stopped on exit even on failure):
+#   origin             demo-origin alone (release build)
+#   etagd              target/release/etagd in front of the origin, with its own memcached(s)
+#   varnish            varnishd -F, malloc 256m, backend = the origin
+#   nginx-proxy-cache  nginx proxy_cache in front of the origin
+#   nginx-memcached    nginx memcached_pass to its own memcached, pre-populated with the bodies
+# then, for each round, connection count and scenario, runs wrk against each server (order rotated every round)
+# and writes bench/runs/<YYYY-MM-DD>-<host>-<HHMM>/{raw.csv,summary.md}.
+set -euo pipefail
+
+usage() {
+  cat <<'EOF'
+Usage: bench/run.sh [options]
+  --rounds N              rounds; the server order is rotated each round (default 3)
+  --duration S            seconds per wrk run (default 5)
+  --warmup S              seconds of unrecorded wrk load before each recorded run (default 1)
+  --connections C[,C..]   wrk connections; several values give a scaling table (default 32)
+  --threads T             wrk threads, -t (default 1)
+  --servers a,b,c         any of origin,etagd,varnish,nginx-proxy-cache,nginx-memcached (default all)
+  --scenarios x,y         any of hit-2k,hit-64k,304,json-gzip,json-identity (default all)
+  --etagd-workers N[,N..] pass --workers N to etagd; several values run one etagd per value (default: not passed)
+  --memcached-servers M[,M..]  memcached processes behind etagd; several values run one etagd per value (default 1)
+  --nginx-workers V       worker_processes for both nginx servers: 1, auto, or probe (default probe: measure
+                          hit-2k with 1 and with auto for 2 s each and keep the faster)
+  --no-build              use the binaries already in target/release
+  --keep-tmp              keep the temp dir (configs, logs, wrk output) after a successful run
+  --out DIR               output dir (default bench/runs/<YYYY-MM-DD>-<hostname>-<HHMM>)
+EOF
+}
+
+ALL_SERVERS=origin,etagd,varnish,nginx-proxy-cache,nginx-memcached
+ALL_SCENARIOS=hit-2k,hit-64k,304,json-gzip,json-identity
+ROUNDS=3
+DURATION=5
+WARMUP=1
+CONNECTIONS=32
+THREADS=1
+SERVERS=$ALL_SERVERS
+SCENARIOS=$ALL_SCENARIOS
+ETAGD_WORKERS=""
+MC_SERVERS=1
+NGINX_WORKERS=probe
+BUILD=1
+KEEP_TMP=0
+OUT=""
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+HARNESS="$REPO/bench/harness.py"
+COMMAND_LINE="bench/run.sh$(printf ' %q' "$@")"
+
+die() {
+  echo "run.sh: $*" >&2
+  exit 64
+}
+posint() { [[ $2 =~ ^[1-9][0-9]*$ ]] || die "$1 wants a positive integer, got '$2'"; }
+posints() {
+  local v
+  local -a list
+  IFS=, read -r -a list <<<"$2"
+  ((${#list[@]})) || die "$1 wants a list of positive integers"
+  for v in "${list[@]}"; do posint "$1" "$v"; done
+}
+within() { # within FLAG LIST ALLOWED
+  local v
+  local -a list
+  IFS=, read -r -a list <<<"$2"
+  ((${#list[@]})) || die "$1 wants a non-empty list"
+  for v in "${list[@]}"; do [[ ,$3, == *,"$v",* ]] || die "$1: unknown '$v'; pick from $3"; done
+}
+
+while (($#)); do
+  case $1 in
+    --rounds) posint "$1" "${2-}"; ROUNDS=$2; shift 2 ;;
+    --duration) posint "$1" "${2-}"; DURATION=$2; shift 2 ;;
+    --warmup) [[ ${2-} =~ ^[0-9]+$ ]] || die "--warmup wants seconds"; WARMUP=$2; shift 2 ;;
+    --connections) posints "$1" "${2-}"; CONNECTIONS=$2; shift 2 ;;
+    --threads) posint "$1" "${2-}"; THREADS=$2; shift 2 ;;
+    --servers) within "$1" "${2-}" "$ALL_SERVERS"; SERVERS=$2; shift 2 ;;
+    --scenarios) within "$1" "${2-}" "$ALL_SCENARIOS"; SCENARIOS=$2; shift 2 ;;
+    --etagd-workers) posints "$1" "${2-}"; ETAGD_WORKERS=$2; shift 2 ;;
+    --memcached-servers) posints "$1" "${2-}"; MC_SERVERS=$2; shift 2 ;;
+    --nginx-workers) [[ ${2-} =~ ^(1|auto|probe)$ ]] || die "--nginx-workers wants 1, auto or probe"; NGINX_WORKERS=$2; shift 2 ;;
+    --no-build) BUILD=0; shift ;;
+    --keep-tmp) KEEP_TMP=1; shift ;;
+    --out) [[ -n ${2-} ]] || die "--out wants a directory"; OUT=$2; shift 2 ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage >&2; die "unknown option '$1'" ;;
+  esac
+done
+
+IFS=, read -r -a SERVER_LIST <<<"$SERVERS"
+IFS=, read -r -a SCENARIO_LIST <<<"$SCENARIOS"
+IFS=, read -r -a CONN_LIST <<<"$CONNECTIONS"
+IFS=, read -r -a MC_LIST <<<"$MC_SERVERS"
+if [[ -n $ETAGD_WORKERS ]]; then IFS=, read -r -a WORKER_LIST <<<"$ETAGD_WORKERS"; else WORKER_LIST=(""); fi
+export PATH="$PATH:/usr/sbin:/sbin"
+
+# --- dependencies and build -------------------------------------------------------------------------------------
+
+bash "$REPO/bench/install-deps.sh"
+
+ETAGD_BUILD_ERROR=""
+if ((BUILD)); then
+  echo "run.sh: building release binaries"
+  if ! (cd "$REPO" && cargo build --release -p etagd-demo-origin -p etagd); then
+    # The sidecar may not compile while it is being written; the peers are still worth measuring, but a stale
+    # etagd binary must not be benchmarked as if it were the current one.
+    ETAGD_BUILD_ERROR="cargo build -p etagd failed"
+    (cd "$REPO" && cargo build --release -p etagd-demo-origin) || die "cannot build demo-origin"
+  fi
+fi
+ORIGIN_BIN="$REPO/target/release/demo-origin"
+ETAGD_BIN="$REPO/target/release/etagd"
+[[ -x $ORIGIN_BIN ]] || die "$ORIGIN_BIN is missing; run without --no-build"
+
+# --- run dirs, process bookkeeping, cleanup ---------------------------------------------------------------------
+
+STAMP_DATE=$(date +%F)
+STAMP_TIME=$(date +%H%M)
+HOST=$(hostname -s 2>/dev/null || hostname)
+OUT=${OUT:-"$REPO/bench/runs/$STAMP_DATE-$HOST-$STAMP_TIME"}
+mkdir -p "$OUT"
+RAW="$OUT/raw.csv"
+rm -f "$RAW"
+TMP=$(mktemp -d /tmp/etagd-bench.XXXXXX)
+# varnishd's and nginx's unprivileged children must reach their work dirs inside.
+chmod 755 "$TMP"
+NOTES="$TMP/notes.tsv"
+UNAVAILABLE="$TMP/unavailable.tsv"
+: >"$NOTES"
+: >"$UNAVAILABLE"
+CLK_TCK=$(getconf CLK_TCK)
+
+PIDS=()
+SUCCESS=0
+stop_pid() {
+  local pid=$1 i
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < 50; i++)); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+}
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+  wait 2>/dev/null || true
+  if ((SUCCESS && !KEEP_TMP)); then
+    rm -rf "$TMP"
+  else
+    echo "run.sh: configs, logs and wrk output kept in $TMP" >&2
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+free_ports() { python3 "$HARNESS" free-ports "$1"; }
+
+# wait_port PORT PID SECONDS: true once something accepts on PORT, false if PID died or time ran out.
+wait_port() {
+  local port=$1 pid=$2 deadline=$((SECONDS + $3))
+  while ((SECONDS < deadline)); do
+    kill -0 "$pid" 2>/dev/null || return 1
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  return 1
+}
+
+unavailable() { # unavailable SERVER REASON
+  printf '%s\t%s\n' "$1" "$2" >>"$UNAVAILABLE"
+  echo "run.sh: $1 not available: $2" >&2
+}
+is_unavailable() { cut -f1 "$UNAVAILABLE" | grep -qxF -- "$1"; }
+
+ROOT_USER=()
+((EUID == 0)) && ROOT_USER=(-u root)
+
+# start_memcached NAME: prints the port. memcached cannot report a port it chose, so pick one and retry on a clash.
+start_memcached() {
+  local name=$1 attempt port pid
+  for attempt in 1 2 3; do
+    port=$(free_ports 1)
+    memcached -l 127.0.0.1 -p "$port" -U 0 -m 256 -t 1 "${ROOT_USER[@]}" >"$TMP/$name.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    if wait_port "$port" "$pid" 10; then
+      echo "$port"
+      return 0
+    fi
+    stop_pid "$pid"
+  done
+  return 1
+}
+
+# Every long-running process is started in this shell (not in $(...)), so that PIDS is this shell's list.
+MC_PORT_OUT="$TMP/.port"
+memcached_into() { # memcached_into NAME VAR
+  start_memcached "$1" >"$MC_PORT_OUT" || return 1
+  printf -v "$2" '%s' "$(cat "$MC_PORT_OUT")"
+}
+
+declare -A PORT=()           # server -> port
+declare -A MC_OF=()          # server -> comma-separated memcached ports whose cmd_get is read
+declare -A SCENARIOS_OF=()   # server -> scenarios it takes part in
+SERVER_NAMES=()              # every server measured, in --servers order (etagd expanded per variant)
+
+# --- origin -------------------------------------------------------------------------------------------------------
+
+ORIGIN_PORT=$(free_ports 1)
+"$ORIGIN_BIN" --listen "127.0.0.1:$ORIGIN_PORT" >"$TMP/origin.log" 2>&1 &
+ORIGIN_PID=$!
+PIDS+=("$ORIGIN_PID")
+wait_port "$ORIGIN_PORT" "$ORIGIN_PID" 15 || die "demo-origin did not start; see $TMP/origin.log"
+ORIGIN="http://127.0.0.1:$ORIGIN_PORT"
+
+# --- nginx --------------------------------------------------------------------------------------------------------
+
+nginx_conf() { # nginx_conf DIR PORT WORKERS KIND(proxy-cache|memcached) MC_PORT
+  local dir=$1 port=$2 workers=$3 kind=$4 mc=${5-} user_line=""
+  mkdir -p "$dir/cache" "$dir/tmp"
+  ((EUID == 0)) && user_line="user root;"
+  {
+    cat <<EOF
+# generated by bench/run.sh
+$user_line
+worker_processes $workers;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $dir/tmp/body;
+  proxy_temp_path $dir/tmp/proxy;
+  fastcgi_temp_path $dir/tmp/fastcgi;
+  uwsgi_temp_path $dir/tmp/uwsgi;
+  scgi_temp_path $dir/tmp/scgi;
+  keepalive_requests 1000000;
+EOF
+    if [[ $kind == proxy-cache ]]; then
+      cat <<EOF
+  proxy_cache_path $dir/cache levels=1:2 keys_zone=bench:16m max_size=1g inactive=1h use_temp_path=off;
+  upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 64; }
+  gzip on;
+  gzip_types application/json;
+  gzip_proxied any;
+  server {
+    listen 127.0.0.1:$port;
+    location / {
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_cache bench;
+      proxy_cache_valid 200 1h;
+      proxy_cache_lock on;
+      add_header X-Cache-Status \$upstream_cache_status;
+    }
+  }
+}
+EOF
+    else
+      cat <<EOF
+  upstream mc { server 127.0.0.1:$mc; keepalive 64; }
+  server {
+    listen 127.0.0.1:$port;
+    location / {
+      set \$memcached_key "\$uri";
+      memcached_pass mc;
+      default_type application/octet-stream;
+    }
+  }
+}
+EOF
+    fi
+  } >"$dir/nginx.conf"
+}
+
+# start_nginx NAME KIND WORKERS [MC_PORT]: sets PORT[NAME] and NGINX_PID, or returns 1.
+start_nginx() {
+  local name=$1 kind=$2 workers=$3 mc=${4-} port dir
+  port=$(free_ports 1)
+  dir="$TMP/$name-$workers"
+  nginx_conf "$dir" "$port" "$workers" "$kind" "$mc"
+  nginx -t -q -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" >"$dir/test.log" 2>&1 || {
+    unavailable "$name" "nginx -t rejected the config: $(tail -n1 "$dir/test.log")"
+    return 1
+  }
+  nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" >"$dir/stdout.log" 2>&1 &
+  NGINX_PID=$!
+  PIDS+=("$NGINX_PID")
+  if ! wait_port "$port" "$NGINX_PID" 15; then
+    unavailable "$name" "nginx did not start: $(tail -n1 "$dir/error.log" 2>/dev/null)"
+    return 1
+  fi
+  PORT[$name]=$port
+}
+
+# One wrk run, unrecorded; prints requests per second.
+quick_rps() { # quick_rps URL SECONDS
+  wrk -t"$THREADS" -c32 -d"$2" --timeout 2s "$1" 2>&1 | awk '/^Requests\/sec:/ {printf "%.0f", $2}'
+}
+
+wants() { [[ ,$SERVERS, == *,"$1",* ]]; }
+
+NGINX_CHOICE=""
+if wants nginx-proxy-cache || wants nginx-memcached; then
+  NGINX_CHOICE=$NGINX_WORKERS
+  if [[ $NGINX_WORKERS == probe ]]; then
+    declare -A PROBE=()
+    for w in 1 auto; do
+      if start_nginx nginx-probe proxy-cache "$w"; then
+        url="http://127.0.0.1:${PORT[nginx-probe]}/bytes/2048"
+        curl -s -o /dev/null "$url" || true
+        quick_rps "$url" 1 >/dev/null
+        PROBE[$w]=$(quick_rps "$url" 2)
+        stop_pid "$NGINX_PID"
+      else
+        PROBE[$w]=0
+      fi
+    done
+    if ((${PROBE[auto]:-0} > ${PROBE[1]:-0})); then NGINX_CHOICE=auto; else NGINX_CHOICE=1; fi
+    NGINX_PROBE="probe on hit-2k, 2 s each: worker_processes 1 = ${PROBE[1]:-0} req/s, auto = ${PROBE[auto]:-0} req/s; kept $NGINX_CHOICE"
+    # The probe leaves no trace in the unavailable list; only the measured servers count there.
+    sed -i '/^nginx-probe\t/d' "$UNAVAILABLE"
+    echo "run.sh: nginx $NGINX_PROBE"
+  fi
+fi
+
+# --- servers ------------------------------------------------------------------------------------------------------
+
+varnish_start() {
+  local port dir
+  port=$(free_ports 1)
+  dir="$TMP/varnish"
+  mkdir -p "$dir"
+  cat >"$dir/bench.vcl" <<EOF
+vcl 4.1;
+# generated by bench/run.sh: cache what the origin marks public (Varnish's built-in VCL does the rest, including
+# answering If-None-Match with 304 from a cached object that has an ETag).
+backend origin {
+  .host = "127.0.0.1";
+  .port = "$ORIGIN_PORT";
+}
+sub vcl_backend_response {
+  if (beresp.http.Content-Type ~ "^application/json") {
+    set beresp.do_gzip = true;
+  }
+}
+EOF
+  varnishd -F -n "$dir/work" -a "127.0.0.1:$port" -f "$dir/bench.vcl" -s malloc,256m -T none \
+    >"$dir/varnishd.log" 2>&1 &
+  local pid=$!
+  PIDS+=("$pid")
+  if ! wait_port "$port" "$pid" 30; then
+    unavailable varnish "varnishd did not start: $(grep -v '^$' "$dir/varnishd.log" | tail -n1)"
+    return 1
+  fi
+  PORT[varnish]=$port
+}
+
+etagd_start() { # etagd_start NAME WORKERS MC_COUNT
+  local name=$1 workers=$2 count=$3 i mc port admin pid list="" mcport
+  if [[ -n $ETAGD_BUILD_ERROR ]]; then
+    unavailable "$name" "$ETAGD_BUILD_ERROR"
+    return 1
+  fi
+  if [[ ! -x $ETAGD_BIN ]]; then
+    unavailable "$name" "$ETAGD_BIN is missing"
+    return 1
+  fi
+  mc=""
+  for ((i = 1; i <= count; i++)); do
+    memcached_into "$name-memcached-$i" mcport || {
+      unavailable "$name" "its memcached did not start"
+      return 1
+    }
+    mc+="${mc:+,}127.0.0.1:$mcport"
+    list+="${list:+,}$mcport"
+  done
+  read -r port admin < <(free_ports 2)
+  local args=(--listen "127.0.0.1:$port" --upstream "$ORIGIN" --memcached "$mc" --admin-listen "127.0.0.1:$admin")
+  [[ -n $workers ]] && args+=(--workers "$workers")
+  echo "$ETAGD_BIN ${args[*]}" >"$TMP/$name.cmd"
+  "$ETAGD_BIN" "${args[@]}" >"$TMP/$name.log" 2>&1 &
+  pid=$!
+  PIDS+=("$pid")
+  if ! wait_port "$port" "$pid" 15; then
+    local last
+    last=$(grep -v '^$' "$TMP/$name.log" | tail -n1 | cut -c1-160)
+    unavailable "$name" "target/release/etagd did not start listening${last:+: $last}"
+    return 1
+  fi
+  PORT[$name]=$port
+  MC_OF[$name]=$list
+}
+
+for server in "${SERVER_LIST[@]}"; do
+  case $server in
+    origin)
+      PORT[origin]=$ORIGIN_PORT
+      SERVER_NAMES+=(origin)
+      SCENARIOS_OF[origin]=$SCENARIOS
+      ;;
+    etagd)
+      for w in "${WORKER_LIST[@]}"; do
+        for m in "${MC_LIST[@]}"; do
+          name=etagd
+          ((${#WORKER_LIST[@]} > 1 || ${#MC_LIST[@]} > 1)) && name="etagd-w${w:-default}-mc$m"
+          SERVER_NAMES+=("$name")
+          SCENARIOS_OF[$name]=$SCENARIOS
+          etagd_start "$name" "$w" "$m" || true
+        done
+      done
+      ;;
+    varnish)
+      SERVER_NAMES+=(varnish)
+      SCENARIOS_OF[varnish]=$SCENARIOS
+      varnish_start || true
+      ;;
+    nginx-proxy-cache)
+      SERVER_NAMES+=(nginx-proxy-cache)
+      SCENARIOS_OF[nginx-proxy-cache]=$SCENARIOS
+      start_nginx nginx-proxy-cache proxy-cache "$NGINX_CHOICE" || true
+      ;;
+    nginx-memcached)
+      SERVER_NAMES+=(nginx-memcached)
+      # memcached_pass serves bodies only: no validators, no compression, so only the hit scenarios apply.
+      SCENARIOS_OF[nginx-memcached]=""
+      for s in "${SCENARIO_LIST[@]}"; do [[ $s == hit-* ]] && SCENARIOS_OF[nginx-memcached]+="${SCENARIOS_OF[nginx-memcached]:+,}$s"; done
+      if memcached_into nginx-memcached-store NGINX_MC_PORT; then
+        MC_OF[nginx-memcached]=$NGINX_MC_PORT
+        if python3 "$HARNESS" mc-set "$NGINX_MC_PORT" /bytes/2048 "$ORIGIN/bytes/2048" &&
+          python3 "$HARNESS" mc-set "$NGINX_MC_PORT" /bytes/65536 "$ORIGIN/bytes/65536"; then
+          start_nginx nginx-memcached memcached "$NGINX_CHOICE" "$NGINX_MC_PORT" || true
+        else
+          unavailable nginx-memcached "could not pre-populate its memcached"
+        fi
+      else
+        unavailable nginx-memcached "its memcached did not start"
+      fi
+      ;;
+  esac
+done
+
+# --- metadata -----------------------------------------------------------------------------------------------------
+
+version_of() { "$@" 2>&1 | head -n1 | tr -d '\r' || true; }
+COMMIT=$(git -C "$REPO" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+if [[ -n $(git -C "$REPO" status --porcelain 2>/dev/null | head -n1) ]]; then COMMIT+=" (with uncommitted changes)"; fi
+{
+  echo "command=$COMMAND_LINE"
+  echo "commit=$COMMIT"
+  echo "started=$(date '+%F %T %Z')"
+  echo "nproc=$(nproc)"
+  echo "cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
+  echo "kernel=$(uname -r)"
+  echo "mem=$(awk '/^MemTotal/ {printf "%.0f GiB RAM", $2/1048576}' /proc/meminfo)"
+  echo "versions=$(version_of varnishd -V | sed 's/ revision.*)/)/'); $(version_of nginx -v | sed 's/^nginx version: //'); memcached $(memcached -V | awk '{print $2}'); $(version_of wrk -v | awk '{print $1, $2}'); Python $(python3 -c 'import platform; print(platform.python_version())')"
+  echo "rounds=$ROUNDS"
+  echo "duration=$DURATION"
+  echo "warmup=$WARMUP"
+  echo "threads=$THREADS"
+  settings="memcached -U 0 -m 256 -t 1 (one per etagd variant x --memcached-servers, one for nginx-memcached); varnishd -s malloc,256m, default thread pools; nginx worker_processes $NGINX_CHOICE"
+  [[ -n ${NGINX_PROBE-} ]] && settings+=" ($NGINX_PROBE)"
+  settings+="; demo-origin with default tokio workers (one per CPU)"
+  [[ -n $ETAGD_WORKERS ]] && settings+="; etagd --workers $ETAGD_WORKERS"
+  echo "settings=$settings"
+} >"$TMP/meta.env"
+
+# --- measurement --------------------------------------------------------------------------------------------------
+
+busy_jiffies() {
+  local _cpu user nice system idle iowait irq softirq steal _rest
+  read -r _cpu user nice system idle iowait irq softirq steal _rest </proc/stat
+  echo $((user + nice + system + irq + softirq + steal))
+}
+
+measure() { # measure ROUND SERVER SCENARIO CONNECTIONS
+  local round=$1 server=$2 scenario=$3 c=$4 lua out note rc before after gets="" g0="" g1=""
+  if is_unavailable "$server"; then
+    python3 "$HARNESS" row --raw "$RAW" --round "$round" --server "$server" --scenario "$scenario" \
+      --connections "$c" --unavailable
+    return 0
+  fi
+  local url="http://127.0.0.1:${PORT[$server]}"
+  lua="$TMP/$server-$scenario.lua"
+  out="$TMP/wrk-r$round-$server-$scenario-c$c.txt"
+  rc=0
+  note=$(python3 "$HARNESS" prepare "$scenario" "$url" "$lua") || rc=$?
+  printf '%s\t%s\t%s\n' "$server" "$scenario" "$note" >>"$NOTES"
+  if ((rc == 3)); then
+    echo "  $server $scenario: $note"
+    return 0
+  elif ((rc != 0)); then
+    echo "  $server $scenario: prepare failed ($rc)"
+    return 0
+  fi
+  if ((WARMUP > 0)); then
+    timeout $((WARMUP + 30)) wrk -t"$THREADS" -c"$c" -d"$WARMUP" --timeout 2s -s "$lua" "$url/" >/dev/null 2>&1 || true
+  fi
+  [[ -n ${MC_OF[$server]-} ]] && g0=$(python3 "$HARNESS" mc-gets "${MC_OF[$server]}" 2>/dev/null || echo "")
+  before=$(busy_jiffies)
+  timeout $((DURATION + 30)) wrk -t"$THREADS" -c"$c" -d"$DURATION" --timeout 2s --latency -s "$lua" "$url/" \
+    >"$out" 2>&1 || true
+  after=$(busy_jiffies)
+  [[ -n ${MC_OF[$server]-} ]] && g1=$(python3 "$HARNESS" mc-gets "${MC_OF[$server]}" 2>/dev/null || echo "")
+  [[ -n $g0 && -n $g1 ]] && gets=$((g1 - g0))
+  python3 "$HARNESS" row --raw "$RAW" --round "$round" --server "$server" --scenario "$scenario" \
+    --connections "$c" --wrk-out "$out" --busy-jiffies $((after - before)) --clk-tck "$CLK_TCK" --gets "$gets"
+}
+
+n=${#SERVER_NAMES[@]}
+for ((round = 1; round <= ROUNDS; round++)); do
+  echo "run.sh: round $round/$ROUNDS"
+  for c in "${CONN_LIST[@]}"; do
+    for scenario in "${SCENARIO_LIST[@]}"; do
+      for ((i = 0; i < n; i++)); do
+        server=${SERVER_NAMES[$(((i + round - 1) % n))]}
+        [[ ,${SCENARIOS_OF[$server]}, == *,"$scenario",* ]] || continue
+        measure "$round" "$server" "$scenario" "$c"
+      done
+    done
+  done
+done
+
+echo "finished=$(date '+%F %T %Z')" >>"$TMP/meta.env"
+cp "$TMP/meta.env" "$TMP/notes.tsv" "$TMP/unavailable.tsv" "$OUT/"
+# meta.env, notes.tsv and unavailable.tsv stay beside raw.csv so that `bench/harness.py summary DIR` can rebuild
+# summary.md later (for example after changing the report's layout).
+python3 "$HARNESS" summary "$OUT" >/dev/null
+SUCCESS=1
+echo "run.sh: wrote $OUT/raw.csv and $OUT/summary.md"

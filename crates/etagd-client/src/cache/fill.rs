@@ -1,0 +1,570 @@
+//! Filling an entry: the commit protocol that makes a fill safe against invalidations and other writers.
+//!
+//! A [`Fill`] is handed out by a lookup that found nothing current. It carries the generation values read
+//! before the origin was asked and the CAS of whatever the fill will replace (a lease placeholder, a stale
+//! entry). Commit writes in this order, so a reader never sees an entry without its body:
+//!
+//! 1. the body items (identity and each stored coding), named by a fresh fill id;
+//! 2. for a varying response, the variant entry;
+//! 3. the head record, conditional on the CAS seen at lookup (`Add` when there was nothing). This is the commit
+//!    point: if the URL was invalidated meanwhile (its head deleted) or someone else wrote it, the condition
+//!    fails and nothing becomes reachable.
+//!
+//! Failure modes, each releasing what the fill held so waiters move on at once: commit refused (invalidated,
+//! raced); [`Fill::abandon`] (uncacheable answer: writes a hit-for-pass marker so waiters go straight to the
+//! origin); the fill dropped without either (origin error, panic, cancelled request): the placeholder or lock
+//! is released from `Drop`, and failing that, expires after `fill_lease`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::HeaderMap;
+
+use super::{Cache, Live, LookupRequest, bump, inflight};
+use crate::cacheability::Freshness;
+use crate::entry::{EntryMeta, Generations, HeadRecord, PassMarker, StoredBody, VaryIndex};
+use crate::etag::EntityTag;
+use crate::generation::{Generation, random_value};
+use crate::key::{Digest, ResourceKey};
+use crate::store::{
+    DeleteMode, Expiry, GetOutcome, GetRequest, SetCondition, SetOutcome, StoreError,
+};
+
+/// Why a fill was not stored. The response is still good to send to the client.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommitError {
+    /// An invalidation landed while the origin was answering.
+    #[error("an invalidation landed while the origin was answering; the response was not stored")]
+    Invalidated,
+    /// Another writer (or an invalidation of the URL) replaced what the lookup saw.
+    #[error(
+        "the entry changed since the lookup (another fill or an invalidation); the response was not stored"
+    )]
+    Raced,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What the origin answered, prepared for storage by the caller (hop-by-hop and etagd's own headers removed,
+/// freshness decided by `cacheability`).
+#[derive(Debug, Clone)]
+pub struct FillResponse {
+    /// The status.
+    pub status: u16,
+    /// Headers to replay with the body (not `ETag` or `Age`: the engine adds those).
+    pub headers: Vec<(String, Bytes)>,
+    /// Headers a 304 repeats (`headers::headers_for_304`).
+    pub headers_304: Vec<(String, String)>,
+    /// The identity body.
+    pub body: Bytes,
+    /// Freshness.
+    pub freshness: Freshness,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Lowercase header names the response varies on.
+    pub vary: Vec<String>,
+    /// The origin's own validator, kept when present.
+    pub etag: Option<EntityTag>,
+    /// The origin's `Last-Modified`.
+    pub last_modified: Option<String>,
+    /// Encoded representations to store beside identity: (content coding, encoded body, headers to replay).
+    pub codings: Vec<(String, Bytes)>,
+}
+
+/// What a fill will replace and what it holds.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    /// CAS of the head record seen at lookup; `None` when there was none (write with `Add`).
+    head_cas: Option<u64>,
+    /// The live Vary index, when the head is one that need not be rewritten.
+    index: Option<VaryIndex>,
+    /// The variant slot the lookup selected, and the CAS of its item or placeholder.
+    variant: Option<(Digest, Option<u64>)>,
+    /// What this fill holds and must release if it does not commit.
+    held: Held,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Held {
+    Nothing,
+    HeadPlaceholder(u64),
+    VariantPlaceholder(u64),
+    Lock(String),
+}
+
+impl Plan {
+    pub(crate) fn head(cas: Option<u64>, leased: bool) -> Self {
+        let held = match (cas, leased) {
+            (Some(cas), true) => Held::HeadPlaceholder(cas),
+            _ => Held::Nothing,
+        };
+        Self {
+            head_cas: cas,
+            index: None,
+            variant: None,
+            held,
+        }
+    }
+
+    pub(crate) fn variant(head_cas: u64, index: Option<VaryIndex>, digest: Digest) -> Self {
+        Self {
+            head_cas: Some(head_cas),
+            index,
+            variant: Some((digest, None)),
+            held: Held::Nothing,
+        }
+    }
+
+    pub(crate) fn variant_lease(&mut self, cas: u64) {
+        self.variant_cas(cas);
+        self.held = Held::VariantPlaceholder(cas);
+    }
+
+    pub(crate) fn variant_cas(&mut self, cas: u64) {
+        if let Some((_, slot)) = &mut self.variant {
+            *slot = Some(cas);
+        }
+    }
+
+    pub(crate) fn lock(&mut self, key: String) {
+        self.held = Held::Lock(key);
+    }
+
+    fn head_condition(&self) -> SetCondition {
+        self.head_cas.map_or(SetCondition::Add, SetCondition::Cas)
+    }
+}
+
+/// The right (and duty) to fill one entry. Commit it, abandon it, or drop it.
+#[derive(Debug)]
+pub struct Fill {
+    cache: Cache,
+    resource: ResourceKey,
+    headers: HeaderMap,
+    plan: Plan,
+    live: Live,
+    started_ms: u64,
+    finished: bool,
+    _in_flight: Option<inflight::Guard>,
+}
+
+impl Fill {
+    pub(crate) fn new(
+        cache: &Cache,
+        request: LookupRequest<'_>,
+        plan: Plan,
+        live: Live,
+        started_ms: u64,
+    ) -> Self {
+        let in_flight =
+            (plan.held != Held::Nothing).then(|| cache.inflight_guard(request.resource.digest()));
+        Self {
+            cache: cache.clone(),
+            resource: request.resource.clone(),
+            headers: request.headers.clone(),
+            plan,
+            live,
+            started_ms,
+            finished: false,
+            _in_flight: in_flight,
+        }
+    }
+
+    /// Whether this fill holds the fleet-wide right to fill (a lease or lock), as opposed to filling uncoordinated.
+    pub fn is_leader(&self) -> bool {
+        self.plan.held != Held::Nothing
+    }
+
+    /// Unix ms when the lookup that made this fill began.
+    pub fn started_ms(&self) -> u64 {
+        self.started_ms
+    }
+
+    /// Stores a response. On error nothing new is reachable and whatever the fill held is released.
+    pub async fn commit(mut self, response: FillResponse) -> Result<Arc<EntryMeta>, CommitError> {
+        let result = self.write(response).await;
+        match &result {
+            Ok(_) => bump(&self.cache.inner.counters.fills_stored),
+            Err(CommitError::Invalidated) => bump(&self.cache.inner.counters.fills_invalidated),
+            Err(CommitError::Raced) => bump(&self.cache.inner.counters.fills_raced),
+            Err(CommitError::Store(error)) => self.cache.store_error(error),
+        }
+        self.release(result.is_ok()).await;
+        result
+    }
+
+    /// Stores a revalidated entry: the origin answered 304 to a revalidation of `previous`, so the body stays and
+    /// the entry gets new freshness and headers (RFC 9111 section 4.3.4).
+    pub async fn commit_revalidated(
+        mut self,
+        previous: &EntryMeta,
+        freshness: Freshness,
+        headers_304: Vec<(String, String)>,
+    ) -> Result<Arc<EntryMeta>, CommitError> {
+        let result = self
+            .write_revalidated(previous, freshness, headers_304)
+            .await;
+        if let Err(CommitError::Store(error)) = &result {
+            self.cache.store_error(error);
+        }
+        self.release(result.is_ok()).await;
+        result
+    }
+
+    /// Gives the fill up. With a reason (the response was not storable), the resource is marked
+    /// hit-for-pass for `pass_ttl`, so waiting and later requests go straight to the origin instead of queueing.
+    pub async fn abandon(mut self, reason: Option<&str>) {
+        if let (Some(reason), None) = (reason, &self.plan.variant) {
+            let marker = HeadRecord::Pass(PassMarker {
+                until_ms: self
+                    .cache
+                    .now_ms()
+                    .saturating_add(self.cache.config().pass_ttl.as_millis() as u64),
+                reason: reason.to_owned(),
+            });
+            let key = self.cache.config().namespace.head_key(&self.resource);
+            let expiry = Expiry::from_secs(self.cache.config().pass_ttl.as_secs());
+            let written = self
+                .cache
+                .store()
+                .set(&key, marker.encode(), expiry, self.plan.head_condition())
+                .await;
+            if let Err(error) = written {
+                self.cache.store_error(&error);
+            }
+        }
+        self.release(false).await;
+    }
+
+    async fn release(&mut self, committed: bool) {
+        self.finished = true;
+        let ns = &self.cache.config().namespace;
+        match &self.plan.held {
+            Held::Nothing => {}
+            Held::HeadPlaceholder(cas) if !committed => {
+                self.cache.release(&ns.head_key(&self.resource), *cas).await;
+            }
+            Held::VariantPlaceholder(cas) => {
+                // After a commit the placeholder is either replaced (CAS changed: the delete is a no-op) or was
+                // left behind because the response's Vary moved the entry elsewhere.
+                if let Some((digest, _)) = &self.plan.variant {
+                    self.cache.release(&ns.variant_key(digest), *cas).await;
+                }
+            }
+            Held::HeadPlaceholder(_) => {}
+            Held::Lock(key) => {
+                if let Err(error) = self.cache.store().delete(key, DeleteMode::Hard).await {
+                    self.cache.store_error(&error);
+                }
+            }
+        }
+    }
+
+    /// The generation values to record: those read at lookup, and for counters first met now, their live
+    /// values provided they changed before the fill began.
+    async fn generations(&self, tags: &[String]) -> Result<Generations, CommitError> {
+        let ns = &self.cache.config().namespace;
+        let mut known: HashMap<&str, u64> = HashMap::new();
+        let mut late: Vec<(Option<&str>, String)> = Vec::new();
+        match &self.live.all {
+            Some(generation) => {
+                known.insert("", generation.value);
+            }
+            None => late.push((None, ns.all_generation_key())),
+        }
+        for tag in tags {
+            match self.live.tags.get(tag) {
+                Some(Some(generation)) => {
+                    known.insert(tag, generation.value);
+                }
+                _ => late.push((Some(tag), ns.tag_generation_key(tag))),
+            }
+        }
+        if !late.is_empty() {
+            let requests: Vec<GetRequest> = late
+                .iter()
+                .map(|(_, key)| GetRequest::plain(key.clone()))
+                .collect();
+            let results = self.cache.store().get_many(&requests).await;
+            for ((name, key), result) in late.iter().zip(results) {
+                let generation = match result? {
+                    GetOutcome::Hit(item) => Generation::decode(&item.value),
+                    GetOutcome::Miss { .. } => None,
+                };
+                let generation = match generation {
+                    Some(generation) => generation,
+                    None => self.create_generation(key).await?,
+                };
+                if !generation.predates(self.started_ms, self.cache.config().clock_skew) {
+                    return Err(CommitError::Invalidated);
+                }
+                known.insert(name.unwrap_or(""), generation.value);
+            }
+        }
+        Ok(Generations {
+            all: known[""],
+            url: 0,
+            tags: tags.iter().map(|tag| known[tag.as_str()]).collect(),
+        })
+    }
+
+    /// Creates a missing (or unreadable) counter; if another caller created it first, reads theirs.
+    async fn create_generation(&self, key: &str) -> Result<Generation, CommitError> {
+        let store = self.cache.store();
+        let created = Generation::created();
+        match store
+            .set(key, created.encode(), Expiry::Never, SetCondition::Add)
+            .await?
+        {
+            SetOutcome::Stored => Ok(created),
+            SetOutcome::NotStored => {
+                let outcome = store
+                    .get_many(&[GetRequest::plain(key)])
+                    .await
+                    .pop()
+                    .expect("one result")?;
+                match outcome {
+                    GetOutcome::Hit(item) => {
+                        Generation::decode(&item.value).ok_or(CommitError::Raced)
+                    }
+                    GetOutcome::Miss { .. } => Err(CommitError::Raced),
+                }
+            }
+        }
+    }
+
+    fn expiry(freshness: &Freshness, keep_s: u64) -> Expiry {
+        if freshness.fresh_for_s == u64::MAX {
+            return Expiry::Never;
+        }
+        let stale = u64::from(
+            freshness
+                .stale_while_revalidate_s
+                .max(freshness.stale_if_error_s),
+        );
+        let lifetime = freshness
+            .fresh_for_s
+            .saturating_sub(freshness.initial_age_s);
+        Expiry::from_secs(lifetime.saturating_add(stale).saturating_add(keep_s))
+    }
+
+    async fn write(&mut self, response: FillResponse) -> Result<Arc<EntryMeta>, CommitError> {
+        let cache = self.cache.clone();
+        let config = cache.config();
+        let ns = &config.namespace;
+        let store = cache.store();
+        let mut generations = self.generations(&response.tags).await?;
+        let now_ms = cache.now_ms();
+        let fill_id = random_value();
+        let etag = match &response.etag {
+            Some(etag) => etag.clone(),
+            None => match config.validator {
+                super::ValidatorMode::Timestamp => {
+                    EntityTag::mint_timestamp(now_ms.saturating_mul(1000), fill_id)
+                }
+                super::ValidatorMode::Content => EntityTag::from_content(&response.body),
+            },
+        };
+        let mut vary = response.vary.clone();
+        vary.sort();
+        vary.dedup();
+        let reuse = self
+            .plan
+            .index
+            .clone()
+            .filter(|index| !vary.is_empty() && index.vary == vary);
+        let (entry_digest, url_generation) = if vary.is_empty() {
+            (self.resource.digest(), 0)
+        } else {
+            let url_generation = reuse
+                .as_ref()
+                .map_or_else(random_value, |index| index.url_generation);
+            (self.resource.variant(&vary, &self.headers), url_generation)
+        };
+        generations.url = url_generation;
+        let meta = EntryMeta {
+            fill_id,
+            status: response.status,
+            etag: etag.to_header_value(),
+            minted: response.etag.is_none(),
+            last_modified: response.last_modified.clone(),
+            stored_at_ms: now_ms,
+            initial_age_s: response.freshness.initial_age_s,
+            fresh_for_s: response.freshness.fresh_for_s,
+            stale_while_revalidate_s: response.freshness.stale_while_revalidate_s,
+            stale_if_error_s: response.freshness.stale_if_error_s,
+            must_revalidate: response.freshness.must_revalidate,
+            headers_304: response.headers_304.clone(),
+            vary: vary.clone(),
+            tags: response.tags.clone(),
+            generations,
+            body_len: response.body.len() as u64,
+            codings: response
+                .codings
+                .iter()
+                .map(|(coding, _)| coding.clone())
+                .collect(),
+        };
+        let expiry = Self::expiry(&response.freshness, config.keep.as_secs());
+
+        // 1. Bodies, immutable and named by the fill id.
+        let body_item = StoredBody::encode(&response.headers, &response.body);
+        store
+            .set(
+                &ns.body_key(&entry_digest, fill_id, None),
+                body_item,
+                expiry,
+                SetCondition::Always,
+            )
+            .await?;
+        for (coding, encoded) in &response.codings {
+            let mut headers = response.headers.clone();
+            headers.push((
+                "content-encoding".to_owned(),
+                Bytes::copy_from_slice(coding.as_bytes()),
+            ));
+            let item = StoredBody::encode(&headers, encoded);
+            store
+                .set(
+                    &ns.body_key(&entry_digest, fill_id, Some(coding)),
+                    item,
+                    expiry,
+                    SetCondition::Always,
+                )
+                .await?;
+        }
+
+        if vary.is_empty() {
+            // 3. The head record is the entry: the commit point.
+            let head = HeadRecord::Entry(meta.clone()).encode();
+            let written = store
+                .set(
+                    &ns.head_key(&self.resource),
+                    head,
+                    expiry,
+                    self.plan.head_condition(),
+                )
+                .await?;
+            if written == SetOutcome::NotStored {
+                return Err(CommitError::Raced);
+            }
+            return Ok(Arc::new(meta));
+        }
+
+        // 2. The variant entry. Under a reused index it replaces what the lookup saw; under a new index (new URL
+        //    generation) nothing older can match it, so it is written unconditionally.
+        let variant_condition = match (&reuse, &self.plan.variant) {
+            (Some(_), Some((digest, Some(cas)))) if *digest == entry_digest => {
+                SetCondition::Cas(*cas)
+            }
+            _ => SetCondition::Always,
+        };
+        let variant_key = ns.variant_key(&entry_digest);
+        if store
+            .set(&variant_key, meta.encode(), expiry, variant_condition)
+            .await?
+            == SetOutcome::NotStored
+        {
+            return Err(CommitError::Raced);
+        }
+        // 3. A new Vary index when the head is not already the right one: the commit point.
+        if reuse.is_none() {
+            let index = HeadRecord::Variants(VaryIndex {
+                url_generation,
+                vary,
+            });
+            let written = store
+                .set(
+                    &ns.head_key(&self.resource),
+                    index.encode(),
+                    Expiry::Never,
+                    self.plan.head_condition(),
+                )
+                .await?;
+            if written == SetOutcome::NotStored {
+                return Err(CommitError::Raced);
+            }
+        }
+        Ok(Arc::new(meta))
+    }
+
+    async fn write_revalidated(
+        &mut self,
+        previous: &EntryMeta,
+        freshness: Freshness,
+        headers_304: Vec<(String, String)>,
+    ) -> Result<Arc<EntryMeta>, CommitError> {
+        let cache = self.cache.clone();
+        let config = cache.config();
+        let ns = &config.namespace;
+        let mut generations = self.generations(&previous.tags).await?;
+        generations.url = previous.generations.url;
+        let mut meta = previous.clone();
+        meta.stored_at_ms = cache.now_ms();
+        meta.initial_age_s = freshness.initial_age_s;
+        meta.fresh_for_s = freshness.fresh_for_s;
+        meta.stale_while_revalidate_s = freshness.stale_while_revalidate_s;
+        meta.stale_if_error_s = freshness.stale_if_error_s;
+        meta.must_revalidate = freshness.must_revalidate;
+        // RFC 9111 section 4.3.4: the stored headers are updated with those the 304 carries.
+        for (name, value) in headers_304 {
+            meta.headers_304.retain(|(existing, _)| *existing != name);
+            meta.headers_304.push((name, value));
+        }
+        meta.generations = generations;
+        let expiry = Self::expiry(&freshness, config.keep.as_secs());
+        let (key, value, condition) = match &self.plan.variant {
+            None => (
+                ns.head_key(&self.resource),
+                HeadRecord::Entry(meta.clone()).encode(),
+                self.plan.head_condition(),
+            ),
+            Some((digest, cas)) => {
+                if self.plan.index.is_none() {
+                    // The Vary index was soft-invalidated: a refresh under it would be unreachable. Refill instead.
+                    return Err(CommitError::Raced);
+                }
+                let condition = cas.map_or(SetCondition::Add, SetCondition::Cas);
+                (ns.variant_key(digest), meta.encode(), condition)
+            }
+        };
+        match cache.store().set(&key, value, expiry, condition).await? {
+            SetOutcome::Stored => Ok(Arc::new(meta)),
+            SetOutcome::NotStored => Err(CommitError::Raced),
+        }
+    }
+}
+
+impl Drop for Fill {
+    fn drop(&mut self) {
+        if self.finished || self.plan.held == Held::Nothing {
+            return;
+        }
+        // Dropped without commit or abandon (origin error, panic, cancelled request): release in the background so
+        // waiters do not sit out the whole lease.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let cache = self.cache.clone();
+        let ns = cache.config().namespace.clone();
+        let (key, mode) = match &self.plan.held {
+            Held::HeadPlaceholder(cas) => {
+                (ns.head_key(&self.resource), DeleteMode::IfCas { cas: *cas })
+            }
+            Held::VariantPlaceholder(cas) => match &self.plan.variant {
+                Some((digest, _)) => (ns.variant_key(digest), DeleteMode::IfCas { cas: *cas }),
+                None => return,
+            },
+            Held::Lock(key) => (key.clone(), DeleteMode::Hard),
+            Held::Nothing => return,
+        };
+        runtime.spawn(async move {
+            if let Err(error) = cache.store().delete(&key, mode).await {
+                cache.store_error(&error);
+            }
+        });
+    }
+}

@@ -1,0 +1,445 @@
+//! Configuration, read once before anything binds: flags with `ETAGD_*` environment fallbacks (clap), an
+//! optional TOML file for route rules and tuning, then validation into [`Config`]. A bad value stops start-up
+//! with a message naming it (exit 64).
+//!
+//! TOML (`--config etagd.toml`); every key optional:
+//!
+//! ```toml
+//! namespace = "shop"             # same as --namespace
+//! max_body_bytes = 1048576       # largest body stored
+//! validator = "timestamp"        # or "content": the xxh3-128 of the body
+//! stale_while_revalidate = "0s"  # defaults for responses that do not say
+//! stale_if_error = "0s"
+//!
+//! [[route]]
+//! prefix = "/api/servers"        # path prefix
+//! ttl = "1h"                     # cacheable for this long even without headers; "forever" = until invalidated
+//! tags = ["servers"]
+//! stale_while_revalidate = "30s"
+//! stale_if_error = "10m"
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use etagd_client::cache::ValidatorMode;
+use etagd_client::key::Namespace;
+use serde::Deserialize;
+
+/// Raw command-line flags; each also reads `ETAGD_<FLAG>`.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "etagd", version, about = "A shared HTTP cache in front of each app replica, backed by Memcached")]
+#[command(after_help = "Example:\n  etagd --listen 0.0.0.0:8080 --upstream http://127.0.0.1:8000 \\\n        \
+    --memcached mc-0:11211,mc-1:11211 --admin-listen 127.0.0.1:9091")]
+pub struct Args {
+    /// Address the proxy listens on.
+    #[arg(long, env = "ETAGD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// The app this sidecar fronts.
+    #[arg(long, env = "ETAGD_UPSTREAM", default_value = "http://127.0.0.1:8000")]
+    pub upstream: String,
+    /// Memcached servers, comma separated. Without it, an embedded in-process store is used and validators are
+    /// not shared between replicas.
+    #[arg(long, env = "ETAGD_MEMCACHED", value_delimiter = ',')]
+    pub memcached: Vec<String>,
+    /// Address of the admin port (invalidation, health, metrics).
+    #[arg(long, env = "ETAGD_ADMIN_LISTEN", default_value = "127.0.0.1:9091")]
+    pub admin_listen: String,
+    /// Bearer token for the admin API; required when the admin port is not on loopback.
+    #[arg(long, env = "ETAGD_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// TOML file with route rules and tuning.
+    #[arg(long, env = "ETAGD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Key namespace, so deployments can share a Memcached.
+    #[arg(long, env = "ETAGD_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Log format.
+    #[arg(long, env = "ETAGD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Tokio worker threads (default: the number of cores).
+    #[arg(long, env = "ETAGD_WORKERS")]
+    pub workers: Option<usize>,
+    /// Largest response body stored, in bytes (larger ones stream through uncached).
+    #[arg(long, env = "ETAGD_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Memcached I/O timeout per batch.
+    #[arg(long, env = "ETAGD_MEMCACHED_TIMEOUT", value_parser = parse_duration, default_value = "100ms")]
+    pub memcached_timeout: Duration,
+    /// Memcached connect timeout.
+    #[arg(long, env = "ETAGD_MEMCACHED_CONNECT_TIMEOUT", value_parser = parse_duration, default_value = "50ms")]
+    pub memcached_connect_timeout: Duration,
+    /// How long a failed Memcached server is skipped before it is tried again.
+    #[arg(long, env = "ETAGD_MEMCACHED_BACKOFF", value_parser = parse_duration, default_value = "2s")]
+    pub memcached_backoff: Duration,
+    /// Bytes of the embedded store (when no --memcached).
+    #[arg(long, env = "ETAGD_EMBEDDED_BYTES", default_value_t = 256 << 20)]
+    pub embedded_bytes: u64,
+    /// Bytes of bodies kept in process in front of Memcached (keyed by their immutable fill id; validators are
+    /// still checked in Memcached on every request).
+    #[arg(long, env = "ETAGD_BODY_CACHE_BYTES", default_value_t = 64 << 20)]
+    pub body_cache_bytes: u64,
+    /// How long a request waits for another replica's fill before asking the origin itself.
+    #[arg(long, env = "ETAGD_FILL_WAIT", value_parser = parse_duration, default_value = "5s")]
+    pub fill_wait: Duration,
+    /// Lifetime of a fill lease; set above the slowest origin response you want coalesced.
+    #[arg(long, env = "ETAGD_FILL_LEASE", value_parser = parse_duration, default_value = "30s")]
+    pub fill_lease: Duration,
+    /// Timeout for one origin request (headers).
+    #[arg(long, env = "ETAGD_ORIGIN_TIMEOUT", value_parser = parse_duration, default_value = "60s")]
+    pub origin_timeout: Duration,
+    /// How long in-flight requests may run after SIGTERM.
+    #[arg(long, env = "ETAGD_DRAIN_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    pub drain_timeout: Duration,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (write it like 100ms, 2s, 5m)"))
+}
+
+/// The TOML file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    namespace: Option<String>,
+    max_body_bytes: Option<usize>,
+    validator: Option<String>,
+    stale_while_revalidate: Option<String>,
+    stale_if_error: Option<String>,
+    #[serde(default, rename = "route")]
+    routes: Vec<FileRoute>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRoute {
+    prefix: String,
+    ttl: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    stale_while_revalidate: Option<String>,
+    stale_if_error: Option<String>,
+}
+
+/// A route rule: caching settings for a path prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Path prefix.
+    pub prefix: String,
+    /// Cacheable for this many seconds even without headers; `u64::MAX` = until invalidated.
+    pub ttl_s: Option<u64>,
+    /// Tags given to every entry under the prefix.
+    pub tags: Vec<String>,
+    /// `stale-while-revalidate` default, seconds.
+    pub stale_while_revalidate_s: Option<u32>,
+    /// `stale-if-error` default, seconds.
+    pub stale_if_error_s: Option<u32>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Proxy address.
+    pub listen: SocketAddr,
+    /// Upstream base URI (scheme and authority).
+    pub upstream: http::Uri,
+    /// Memcached servers; empty = embedded store.
+    pub memcached: Vec<String>,
+    /// Admin address.
+    pub admin_listen: SocketAddr,
+    /// Admin bearer token.
+    pub admin_token: Option<String>,
+    /// Key namespace.
+    pub namespace: Namespace,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Tokio worker threads.
+    pub workers: usize,
+    /// Largest stored body.
+    pub max_body_bytes: usize,
+    /// Validator minting.
+    pub validator: ValidatorMode,
+    /// Memcached I/O timeout.
+    pub memcached_timeout: Duration,
+    /// Memcached connect timeout.
+    pub memcached_connect_timeout: Duration,
+    /// Memcached back-off after a failure.
+    pub memcached_backoff: Duration,
+    /// Embedded store size.
+    pub embedded_bytes: u64,
+    /// In-process body cache size.
+    pub body_cache_bytes: u64,
+    /// Fill wait.
+    pub fill_wait: Duration,
+    /// Fill lease.
+    pub fill_lease: Duration,
+    /// Origin timeout.
+    pub origin_timeout: Duration,
+    /// Drain timeout.
+    pub drain_timeout: Duration,
+    /// Default stale-while-revalidate, seconds.
+    pub stale_while_revalidate_s: u32,
+    /// Default stale-if-error, seconds.
+    pub stale_if_error_s: u32,
+    /// Route rules, longest prefix first.
+    pub routes: Vec<Route>,
+}
+
+/// A configuration problem, named so the operator can fix it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A flag or key has a bad value.
+    #[error("{name}: {reason}")]
+    Invalid {
+        /// The flag or key.
+        name: String,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// The config file could not be read or parsed.
+    #[error("config file {path}: {reason}")]
+    File {
+        /// The path.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+fn invalid(name: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { name: name.to_owned(), reason: reason.into() }
+}
+
+fn seconds(name: &str, text: &str) -> Result<u64, ConfigError> {
+    if text == "forever" {
+        return Ok(u64::MAX);
+    }
+    parse_duration(text).map(|d| d.as_secs()).map_err(|e| invalid(name, e))
+}
+
+fn seconds_u32(name: &str, text: &str) -> Result<u32, ConfigError> {
+    let secs = seconds(name, text)?;
+    u32::try_from(secs).map_err(|_| invalid(name, "too long for a stale window"))
+}
+
+fn socket(name: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+    text.parse().map_err(|_| invalid(name, format!("{text:?} is not an address like 127.0.0.1:8080")))
+}
+
+impl Config {
+    /// Validates flags and reads the config file they name.
+    pub fn from_args(args: Args) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            None => FileConfig::default(),
+            Some(path) => {
+                let shown = path.display().to_string();
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError::File { path: shown.clone(), reason: e.to_string() })?;
+                toml::from_str(&text).map_err(|e| ConfigError::File { path: shown, reason: e.to_string() })?
+            }
+        };
+        Self::build(args, file)
+    }
+
+    /// Parses flags as clap would (for tests: never touches the process environment beyond clap's own reads).
+    pub fn try_parse_from<I, T>(args: I) -> Result<Self, anyhow::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Ok(Self::from_args(Args::try_parse_from(args)?)?)
+    }
+
+    fn build(args: Args, file: FileConfig) -> Result<Self, ConfigError> {
+        let listen = socket("--listen", &args.listen)?;
+        let admin_listen = socket("--admin-listen", &args.admin_listen)?;
+        let upstream: http::Uri = args
+            .upstream
+            .parse()
+            .map_err(|_| invalid("--upstream", format!("{:?} is not a URL like http://127.0.0.1:8000", args.upstream)))?;
+        if upstream.scheme_str() != Some("http") || upstream.authority().is_none() {
+            return Err(invalid("--upstream", "use an http:// URL with a host and port, e.g. http://127.0.0.1:8000"));
+        }
+        if upstream.path() != "/" && !upstream.path().is_empty() {
+            return Err(invalid("--upstream", "give only scheme, host and port; paths are forwarded as requested"));
+        }
+        let memcached: Vec<String> =
+            args.memcached.iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+        for server in &memcached {
+            let valid = server.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !valid {
+                return Err(invalid("--memcached", format!("{server:?} is not HOST:PORT (e.g. mc-0:11211)")));
+            }
+        }
+        let admin_token = args.admin_token.filter(|t| !t.is_empty());
+        if !admin_listen.ip().is_loopback() && admin_token.is_none() {
+            return Err(invalid(
+                "--admin-listen",
+                format!("{admin_listen} is not loopback: set --admin-token (ETAGD_ADMIN_TOKEN) so invalidation is not open"),
+            ));
+        }
+        let namespace_text = args.namespace.or(file.namespace).unwrap_or_else(|| "default".to_owned());
+        let namespace = Namespace::new(&namespace_text).map_err(|e| invalid("--namespace", e.to_string()))?;
+        let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        if workers == 0 || workers > 512 {
+            return Err(invalid("--workers", "use 1 to 512"));
+        }
+        let max_body_bytes = args.max_body_bytes.or(file.max_body_bytes).unwrap_or(1 << 20);
+        if max_body_bytes == 0 {
+            return Err(invalid("max_body_bytes", "must be above 0"));
+        }
+        let validator = match file.validator.as_deref() {
+            None | Some("timestamp") => ValidatorMode::Timestamp,
+            Some("content") => ValidatorMode::Content,
+            Some(other) => return Err(invalid("validator", format!("{other:?}: use \"timestamp\" or \"content\""))),
+        };
+        let stale_while_revalidate_s = match &file.stale_while_revalidate {
+            Some(text) => seconds_u32("stale_while_revalidate", text)?,
+            None => 0,
+        };
+        let stale_if_error_s = match &file.stale_if_error {
+            Some(text) => seconds_u32("stale_if_error", text)?,
+            None => 0,
+        };
+        let mut routes = Vec::with_capacity(file.routes.len());
+        for (i, route) in file.routes.into_iter().enumerate() {
+            let name = format!("route[{i}]");
+            if !route.prefix.starts_with('/') {
+                return Err(invalid(&format!("{name}.prefix"), "must start with '/'"));
+            }
+            let tags = route.tags;
+            if let Some(bad) = tags.iter().find(|t| t.is_empty() || t.chars().any(|c| c.is_whitespace() || c.is_control())) {
+                return Err(invalid(&format!("{name}.tags"), format!("{bad:?}: tags are non-empty words without spaces")));
+            }
+            routes.push(Route {
+                prefix: route.prefix,
+                ttl_s: route.ttl.as_deref().map(|t| seconds(&format!("{name}.ttl"), t)).transpose()?,
+                tags,
+                stale_while_revalidate_s: route
+                    .stale_while_revalidate
+                    .as_deref()
+                    .map(|t| seconds_u32(&format!("{name}.stale_while_revalidate"), t))
+                    .transpose()?,
+                stale_if_error_s: route
+                    .stale_if_error
+                    .as_deref()
+                    .map(|t| seconds_u32(&format!("{name}.stale_if_error"), t))
+                    .transpose()?,
+            });
+        }
+        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        Ok(Self {
+            listen,
+            upstream,
+            memcached,
+            admin_listen,
+            admin_token,
+            namespace,
+            log_format: args.log_format,
+            workers,
+            max_body_bytes,
+            validator,
+            memcached_timeout: args.memcached_timeout,
+            memcached_connect_timeout: args.memcached_connect_timeout,
+            memcached_backoff: args.memcached_backoff,
+            embedded_bytes: args.embedded_bytes,
+            body_cache_bytes: args.body_cache_bytes,
+            fill_wait: args.fill_wait,
+            fill_lease: args.fill_lease,
+            origin_timeout: args.origin_timeout,
+            drain_timeout: args.drain_timeout,
+            stale_while_revalidate_s,
+            stale_if_error_s,
+            routes,
+        })
+    }
+
+    /// The route rule for a path: the longest matching prefix.
+    pub fn route_for(&self, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|route| path.starts_with(&route.prefix))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let mut all = vec!["etagd"];
+        all.extend_from_slice(args);
+        Config::try_parse_from(all).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert!(config.memcached.is_empty());
+        assert_eq!(config.max_body_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        let cases = [
+            (&["--listen", "nowhere"][..], "--listen"),
+            (&["--upstream", "ftp://x"][..], "--upstream"),
+            (&["--upstream", "http://x:1/path"][..], "--upstream"),
+            (&["--memcached", "mc-0"][..], "--memcached"),
+            (&["--admin-listen", "0.0.0.0:9091"][..], "--admin-token"),
+            (&["--namespace", "has space"][..], "--namespace"),
+            (&["--memcached-timeout", "soon"][..], "100ms"),
+            (&["--workers", "0"][..], "--workers"),
+        ];
+        for (args, needle) in cases {
+            let error = parse(args).unwrap_err();
+            assert!(error.contains(needle), "{args:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn memcached_list_and_token() {
+        let config = parse(&["--memcached", "a:1, b:2", "--admin-listen", "0.0.0.0:9", "--admin-token", "t"]).unwrap();
+        assert_eq!(config.memcached, ["a:1", "b:2"]);
+        assert_eq!(config.admin_token.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn file_routes() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            namespace = "shop"
+            [[route]]
+            prefix = "/api"
+            ttl = "forever"
+            tags = ["api"]
+            [[route]]
+            prefix = "/api/servers"
+            ttl = "1h"
+            tags = ["servers"]
+            stale_if_error = "10m"
+            "#,
+        )
+        .unwrap();
+        let config = Config::build(Args::try_parse_from(["etagd"]).unwrap(), file).unwrap();
+        assert_eq!(config.namespace.as_str(), "shop");
+        let route = config.route_for("/api/servers?x").unwrap();
+        assert_eq!((route.ttl_s, route.stale_if_error_s), (Some(3600), Some(600)));
+        assert_eq!(config.route_for("/api/other").unwrap().ttl_s, Some(u64::MAX));
+        assert!(config.route_for("/static").is_none());
+        assert!(toml::from_str::<FileConfig>("unknown = 1").is_err());
+        let bad: FileConfig = toml::from_str("[[route]]\nprefix = \"api\"").unwrap();
+        assert!(Config::build(Args::try_parse_from(["etagd"]).unwrap(), bad).is_err());
+    }
+}

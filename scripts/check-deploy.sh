@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Checks every deploy artifact without a cluster or a Docker engine, and exits non-zero if any is invalid:
+#
+#   - deploy/kubernetes: renders the base and every overlay (deploy/check/kustomize_lite.py; when kubectl is
+#     installed, `kubectl kustomize` too, and the two must agree), validates each rendered object strictly
+#     (unknown fields are errors) against the Kubernetes 1.29 and 1.37 API schemas, then checks what a schema
+#     cannot: container hardening, the etagd native sidecar and its probes, selectors and references, the
+#     Memcached server list against the StatefulSet, and etagd.toml's keys.
+#   - docker-compose.yml: validates against the compose-spec JSON schema, then checks service references,
+#     mounted files, the etagd wiring and nginx's upstreams; deploy/compose/etagd.toml must equal the ConfigMap's.
+#   - deploy/compose/nginx.conf: `nginx -t` (upstream hosts mapped to 127.0.0.1, as they exist only in compose).
+#   - deploy/Dockerfile: hadolint.
+#
+# Each validator is first shown a broken input and must reject it (a "canary"), so a validator that silently
+# accepts everything cannot make this script pass.
+#
+# Installs what it needs on first run: a venv with the pinned tools of deploy/check/requirements.txt under
+# ~/.cache/etagd/ (reused while the pins are unchanged), and nginx, when it is not installed, as an unpacked
+# Debian package (`apt-get download`; nothing is installed system-wide and no daemon starts).
+# Needs python3 (3.11+, with venv) and network access to PyPI and Debian on first run. Idempotent.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+K8S_VERSIONS=(1.29.0 1.37.0)
+CACHE="${ETAGD_CHECK_DEPLOY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/etagd/check-deploy}"
+OUT="$ROOT/target/check-deploy"
+START=$SECONDS
+FAILED=()
+
+step() { printf '\n== %s\n' "$*"; }
+fail() {
+    FAILED+=("$1")
+    printf 'FAILED: %s\n' "$1" >&2
+}
+
+# --- tools -------------------------------------------------------------------------------------------------------
+REQUIREMENTS="deploy/check/requirements.txt"
+PIN_HASH="$(cat "$REQUIREMENTS" <(python3 --version) | sha256sum | cut -c1-16)"
+VENV="$CACHE/venv-$PIN_HASH"
+step "tools"
+if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "check-deploy needs Python 3.11 or newer (for tomllib); found $(python3 --version 2>&1)" >&2
+    exit 1
+fi
+if [[ ! -f "$VENV/.complete" ]]; then
+    echo "installing $REQUIREMENTS into $VENV"
+    rm -rf "$VENV"
+    if ! python3 -m venv "$VENV"; then
+        echo "python3 -m venv failed; on Debian, install it with: apt-get install python3-venv" >&2
+        exit 1
+    fi
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-input -r "$REQUIREMENTS"
+    touch "$VENV/.complete"
+else
+    echo "reusing $VENV"
+fi
+PY="$VENV/bin/python"
+echo "kubernetes-validate $("$VENV/bin/kubernetes-validate" --version | awk '{print $NF}'), \
+check-jsonschema $("$VENV/bin/check-jsonschema" --version | awk '{print $NF}'), $("$VENV/bin/hadolint" --version)"
+
+NGINX="$(command -v nginx || true)"
+if [[ -z "$NGINX" ]]; then
+    NGINX="$CACHE/nginx/usr/sbin/nginx"
+    if [[ ! -x "$NGINX" ]]; then
+        echo "nginx is not installed: unpacking Debian's nginx package into $CACHE/nginx"
+        rm -rf "$CACHE/nginx" "$CACHE/nginx-deb"
+        mkdir -p "$CACHE/nginx-deb"
+        # apt-get download needs package lists; a fresh machine may have none yet.
+        if ! (cd "$CACHE/nginx-deb" && apt-get download -qq nginx 2>/dev/null); then
+            apt-get update -qq
+            (cd "$CACHE/nginx-deb" && apt-get download -qq nginx)
+        fi
+        dpkg-deb -x "$CACHE"/nginx-deb/nginx_*.deb "$CACHE/nginx"
+    fi
+fi
+echo "$("$NGINX" -v 2>&1) ($NGINX)"
+
+KUBECTL_ARGS=()
+if command -v kubectl >/dev/null && kubectl kustomize --help >/dev/null 2>&1; then
+    KUBECTL_ARGS=(--kubectl kubectl)
+    echo "kubectl $(kubectl version --client 2>/dev/null | awk '/Kustomize/ {print "(kustomize " $3 ")"}') \
+renders too, for comparison"
+else
+    echo "kubectl not found: rendering with deploy/check/kustomize_lite.py only"
+fi
+
+# --- Kubernetes and the etagd.toml files -----------------------------------------------------------------------------
+step "kustomize_lite unit tests"
+"$PY" -m unittest discover --start-directory deploy/check --top-level-directory deploy/check 2>&1 ||
+    fail "kustomize_lite unit tests"
+
+step "Kubernetes manifests, etagd.toml, docker-compose.yml references"
+rm -rf "$OUT"
+mkdir -p "$OUT"
+K8S_ARGS=()
+for version in "${K8S_VERSIONS[@]}"; do K8S_ARGS+=(--k8s-version "$version"); done
+"$PY" deploy/check/check_deploy.py --root "$ROOT" --out "$OUT/rendered" "${K8S_ARGS[@]}" "${KUBECTL_ARGS[@]}" ||
+    fail "Kubernetes manifests / compose references (see the problems above)"
+
+# --- docker-compose.yml schema ---------------------------------------------------------------------------------
+step "docker-compose.yml against the compose-spec schema"
+compose_schema() { "$VENV/bin/check-jsonschema" --builtin-schema vendor.compose-spec "$@"; }
+sed 's/^\( *\)network_mode: /\1network_mod: /' docker-compose.yml >"$OUT/canary-compose.yml"
+if compose_schema "$OUT/canary-compose.yml" >/dev/null 2>&1; then
+    fail "canary: the compose schema accepted a misspelt key (network_mod)"
+else
+    echo "canary: a misspelt key is rejected, as it must be"
+fi
+compose_schema docker-compose.yml || fail "docker-compose.yml does not match the compose-spec schema"
+
+# --- nginx.conf ------------------------------------------------------------------------------------------------
+step "deploy/compose/nginx.conf with nginx -t"
+nginx_test() {
+    local conf="$1" prefix="$OUT/nginx"
+    mkdir -p "$prefix/tmp"
+    # The upstream names resolve only inside compose; nginx -t resolves them, so point them at loopback. The
+    # scratch paths under /tmp move into our output directory, which nginx -t creates.
+    sed -e 's/^\( *server \)[A-Za-z0-9_.-]*:\([0-9]*\);/\1127.0.0.1:\2;/' -e "s#/tmp/#$prefix/tmp/#g" "$conf" \
+        >"$prefix/nginx.conf"
+    "$NGINX" -t -q -e stderr -p "$prefix/" -c "$prefix/nginx.conf"
+}
+sed 's/^\( *\)gzip_proxied /\1gzip_proxyed /' deploy/compose/nginx.conf >"$OUT/canary-nginx.conf"
+if nginx_test "$OUT/canary-nginx.conf" >/dev/null 2>&1; then
+    fail "canary: nginx -t accepted an unknown directive (gzip_proxyed)"
+else
+    echo "canary: an unknown directive is rejected, as it must be"
+fi
+if nginx_test deploy/compose/nginx.conf; then
+    echo "deploy/compose/nginx.conf: ok"
+else
+    fail "deploy/compose/nginx.conf does not pass nginx -t"
+fi
+
+# --- Dockerfile --------------------------------------------------------------------------------------------------
+step "deploy/Dockerfile with hadolint"
+printf 'FROM debian\nRUN apt-get install curl\n' >"$OUT/canary.Dockerfile"
+if "$VENV/bin/hadolint" "$OUT/canary.Dockerfile" >/dev/null 2>&1; then
+    fail "canary: hadolint accepted an untagged base image and an unpinned apt-get install"
+else
+    echo "canary: an untagged base image is rejected, as it must be"
+fi
+if "$VENV/bin/hadolint" deploy/Dockerfile; then
+    echo "deploy/Dockerfile: ok"
+else
+    fail "deploy/Dockerfile has hadolint findings"
+fi
+
+# --- result ------------------------------------------------------------------------------------------------------
+echo
+if ((${#FAILED[@]})); then
+    printf 'check-deploy: %d check(s) failed in %ss:\n' "${#FAILED[@]}" "$((SECONDS - START))" >&2
+    printf '  - %s\n' "${FAILED[@]}" >&2
+    exit 1
+fi
+echo "check-deploy: all deploy files valid in $((SECONDS - START))s (renderings in ${OUT#"$ROOT"/}/rendered)"
