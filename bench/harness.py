@@ -40,10 +40,10 @@ WARMUP_REQUESTS = 5
 NOT_AVAILABLE = "not available"
 RAW_FIELDS = [
     "round", "server", "scenario", "connections", "rps", "p50_ms", "p99_ms", "cpu_us_per_req", "gets_per_req",
-    "errors", "requests", "non_2xx_3xx", "socket_errors", "duration_s", "note",
+    "errors", "requests", "non_2xx_3xx", "socket_errors", "duration_s", "background_busy_pct", "note",
 ]
 # Headers that tell whether a response came from a cache; recorded in the notes so a reader can see hits.
-CACHE_HEADERS = ["age", "x-cache", "x-cache-status", "cache-status", "x-varnish", "etag", "content-encoding"]
+CACHE_HEADERS = ["x-cache", "x-cache-status", "cache-status", "x-varnish", "etag", "content-encoding"]
 
 
 # === small protocol helpers ===
@@ -168,7 +168,17 @@ def prepare(scenario: str, base_url: str, lua_path: str) -> int:
         notes.append(f"CHECK FAILED: Content-Encoding {encoding} without Accept-Encoding")
     if scenario.startswith("json"):
         notes.append(f"body {len(body)} B")
-    seen = [f"{h}: {resp_headers[h]}" for h in CACHE_HEADERS if h in resp_headers]
+    seen = []
+    for name in CACHE_HEADERS:
+        value = resp_headers.get(name)
+        if value is None:
+            continue
+        if name == "x-varnish":
+            # Two transaction ids mean the object came from the cache; one means a fetch from the backend.
+            value = "hit" if len(value.split()) == 2 else "miss"
+        elif name == "age":
+            continue
+        seen.append(f"{name}: {value}")
     if seen:
         notes.append("; ".join(seen))
 
@@ -194,7 +204,7 @@ def parse_wrk(text: str) -> dict[str, float] | None:
 def row(args: argparse.Namespace) -> None:
     record = {k: "" for k in RAW_FIELDS}
     record.update(round=args.round, server=args.server, scenario=args.scenario, connections=args.connections,
-                  note=args.note)
+                  note=args.note, background_busy_pct=args.background_pct)
     if args.unavailable:
         record["note"] = NOT_AVAILABLE
     elif args.wrk_out is None:
@@ -373,6 +383,20 @@ def summary(run_dir: str) -> None:
                   f"{fmt(med(key, 'gets_per_req'), 3)} | {err_cell} | {note.replace('|', '/')} |")
         w("")
 
+    if len(connections) > 1:
+        w("## Scaling with connections (median req/s; p99 ms in brackets)")
+        w("")
+        w("| scenario | server | " + " | ".join(f"c={c}" for c in connections) + " |")
+        w("|---|---|" + "---:|" * len(connections))
+        for scenario in scenarios:
+            for server in servers:
+                if not any((server, scenario, c) in groups for c in connections):
+                    continue
+                cells = [f"{fmt(med((server, scenario, c), 'rps'))} [{fmt(med((server, scenario, c), 'p99_ms'), 2)}]"
+                         if (server, scenario, c) in groups else "-" for c in connections]
+                w(f"| {scenario} | {server} | " + " | ".join(cells) + " |")
+        w("")
+
     w("## Errors")
     w("")
     if flagged:
@@ -386,9 +410,27 @@ def summary(run_dir: str) -> None:
     w("")
 
     etagds = [s for s in servers if s.startswith("etagd")]
+    quiet_limit = fnum(meta.get("quiet_pct", "")) or 10.0
+    noisy = [r for r in rows if (fnum(r.get("background_busy_pct", "")) or 0.0) > quiet_limit]
+    w("## Quiet check")
+    w("")
+    if noisy:
+        w(f"These runs started while the machine was more than {quiet_limit:.0f} % busy without load (another "
+          "process was using CPU); treat their figures with care:")
+        w("")
+        by_cell: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+        for r in noisy:
+            by_cell[(r["server"], r["scenario"], r["connections"])].append(
+                f"round {r['round']}: {r['background_busy_pct']} %")
+        for (server, scenario, c), runs in by_cell.items():
+            w(f"- {server} / {scenario} / c={c}: " + ", ".join(runs))
+    else:
+        w(f"Every run started on a quiet machine (at most {quiet_limit:.0f} % busy over 0.5 s just before wrk started).")
+    w("")
+
     w("## etagd vs peers (same run)")
     w("")
-    w("Ratio = etagd / peer, computed per round from runs minutes apart, then the median over rounds (range in "
+    w("Ratio = etagd / peer, computed within each round (the two servers ran minutes apart at most), then the median over rounds (range in "
       "brackets). req/s: above 1 means etagd answers more. CPU/req: below 1 means etagd costs less.")
     w("")
     present = [e for e in etagds if any(k[0] == e for k in groups)]
@@ -398,6 +440,12 @@ def summary(run_dir: str) -> None:
         w("")
     else:
         errored = {(s, sc, c) for s, sc, c in groups if any(r["errors"] not in ("", "0") for r in groups[(s, sc, c)])}
+        # A server that did not do what the scenario asks (no 304, no gzip) is not comparable on that row.
+        suspect = {key for key, texts in notes.items()
+                   if any("CHECK FAILED" in t or "not compressed" in t for t in texts)}
+        w("`!` = errors in one of the two cells (see Errors); `?` = one of the two servers failed the scenario's "
+          "check (no 304, no gzip, wrong body; see the notes column), so that ratio compares different work.")
+        w("")
         for etagd in present:
             for c in connections:
                 w(f"### {etagd}, {c} connections")
@@ -409,7 +457,7 @@ def summary(run_dir: str) -> None:
                     cells = []
                     for peer in peers:
                         for field in ("rps", "cpu_us_per_req"):
-                            cells.append(ratio_cell(groups, etagd, peer, scenario, c, field, errored))
+                            cells.append(ratio_cell(groups, etagd, peer, scenario, c, field, errored, suspect))
                     w(f"| {scenario} | " + " | ".join(cells) + " |")
                 w("")
     with open(os.path.join(run_dir, "summary.md"), "w", encoding="utf-8") as f:
@@ -417,13 +465,15 @@ def summary(run_dir: str) -> None:
     print("\n".join(out))
 
 
-def ratio_cell(groups, etagd, peer, scenario, c, field, errored) -> str:
+def ratio_cell(groups, etagd, peer, scenario, c, field, errored, suspect) -> str:
     mine = {r["round"]: fnum(r[field]) for r in groups.get((etagd, scenario, c), [])}
     theirs = {r["round"]: fnum(r[field]) for r in groups.get((peer, scenario, c), [])}
     ratios = [mine[k] / theirs[k] for k in mine if mine[k] and theirs.get(k)]
     if not ratios:
         return "-"
     mark = "!" if (etagd, scenario, c) in errored or (peer, scenario, c) in errored else ""
+    if (etagd, scenario) in suspect or (peer, scenario) in suspect:
+        mark += "?"
     return f"{statistics.median(ratios):.2f}{mark} [{min(ratios):.2f}-{max(ratios):.2f}]"
 
 
@@ -455,6 +505,7 @@ def main() -> int:
     p.add_argument("--clk-tck", type=int, default=100)
     p.add_argument("--gets", default="")
     p.add_argument("--note", default="")
+    p.add_argument("--background-pct", default="", help="machine busy %% just before the run")
     sub.add_parser("summary").add_argument("run_dir")
     sub.add_parser("scenarios")
     args = parser.parse_args()

@@ -25,9 +25,14 @@ Usage: bench/run.sh [options]
   --memcached-servers M[,M..]  memcached processes behind etagd; several values run one etagd per value (default 1)
   --nginx-workers V       worker_processes for both nginx servers: 1, auto, or probe (default probe: measure
                           hit-2k with 1 and with auto for 2 s each and keep the faster)
+  --quiet-pct P           before each measured run, wait until the machine is at most P % busy over 0.5 s
+                          (other builds or benchmarks skew every figure; default 10)
+  --quiet-wait S          give up waiting for quiet after S seconds, run anyway and flag the row (default 120)
   --no-build              use the binaries already in target/release
   --keep-tmp              keep the temp dir (configs, logs, wrk output) after a successful run
   --out DIR               output dir (default bench/runs/<YYYY-MM-DD>-<hostname>-<HHMM>)
+Environment: ETAGD_BIN=/path/to/etagd benchmarks that binary instead of building target/release/etagd.
+The harness's environment is passed to every server, so RUST_LOG or ETAGD_* settings reach etagd.
 EOF
 }
 
@@ -43,6 +48,8 @@ SCENARIOS=$ALL_SCENARIOS
 ETAGD_WORKERS=""
 MC_SERVERS=1
 NGINX_WORKERS=probe
+QUIET_PCT=10
+QUIET_WAIT=120
 BUILD=1
 KEEP_TMP=0
 OUT=""
@@ -83,6 +90,8 @@ while (($#)); do
     --etagd-workers) posints "$1" "${2-}"; ETAGD_WORKERS=$2; shift 2 ;;
     --memcached-servers) posints "$1" "${2-}"; MC_SERVERS=$2; shift 2 ;;
     --nginx-workers) [[ ${2-} =~ ^(1|auto|probe)$ ]] || die "--nginx-workers wants 1, auto or probe"; NGINX_WORKERS=$2; shift 2 ;;
+    --quiet-pct) [[ ${2-} =~ ^[0-9]+$ ]] || die "--quiet-pct wants a percentage"; QUIET_PCT=$2; shift 2 ;;
+    --quiet-wait) [[ ${2-} =~ ^[0-9]+$ ]] || die "--quiet-wait wants seconds"; QUIET_WAIT=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     --keep-tmp) KEEP_TMP=1; shift ;;
     --out) [[ -n ${2-} ]] || die "--out wants a directory"; OUT=$2; shift 2 ;;
@@ -103,9 +112,16 @@ export PATH="$PATH:/usr/sbin:/sbin"
 bash "$REPO/bench/install-deps.sh"
 
 ETAGD_BUILD_ERROR=""
+# ETAGD_BIN from the environment benchmarks a binary built elsewhere; then only demo-origin is built here.
+if [[ -n ${ETAGD_BIN-} ]]; then
+  ETAGD_PACKAGES=()
+else
+  ETAGD_BIN="$REPO/target/release/etagd"
+  ETAGD_PACKAGES=(-p etagd)
+fi
 if ((BUILD)); then
   echo "run.sh: building release binaries"
-  if ! (cd "$REPO" && cargo build --release -p etagd-demo-origin -p etagd); then
+  if ! (cd "$REPO" && cargo build --release -p etagd-demo-origin "${ETAGD_PACKAGES[@]}"); then
     # The sidecar may not compile while it is being written; the peers are still worth measuring, but a stale
     # etagd binary must not be benchmarked as if it were the current one.
     ETAGD_BUILD_ERROR="cargo build -p etagd failed"
@@ -113,7 +129,6 @@ if ((BUILD)); then
   fi
 fi
 ORIGIN_BIN="$REPO/target/release/demo-origin"
-ETAGD_BIN="$REPO/target/release/etagd"
 [[ -x $ORIGIN_BIN ]] || die "$ORIGIN_BIN is missing; run without --no-build"
 
 # --- run dirs, process bookkeeping, cleanup ---------------------------------------------------------------------
@@ -133,6 +148,7 @@ UNAVAILABLE="$TMP/unavailable.tsv"
 : >"$NOTES"
 : >"$UNAVAILABLE"
 CLK_TCK=$(getconf CLK_TCK)
+NPROC=$(nproc)
 
 PIDS=()
 SUCCESS=0
@@ -160,6 +176,45 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 free_ports() { python3 "$HARNESS" free-ports "$1"; }
+
+busy_jiffies() {
+  local _cpu user nice system idle iowait irq softirq steal _rest
+  read -r _cpu user nice system idle iowait irq softirq steal _rest </proc/stat
+  echo $((user + nice + system + irq + softirq + steal))
+}
+
+# Percentage of the whole machine (all CPUs) busy over half a second while no load is being generated.
+background_pct() {
+  local a b
+  a=$(busy_jiffies)
+  sleep 0.5
+  b=$(busy_jiffies)
+  echo $(((b - a) * 200 / (CLK_TCK * NPROC)))
+}
+
+# Waits until the machine is quiet and sets QUIET_RESULT to the last background percentage. Bounded twice: by
+# --quiet-wait per run and by QUIET_BUDGET over the whole script, after which it only samples.
+QUIET_BUDGET=900
+QUIET_SPENT=0
+wait_quiet() {
+  local start=$SECONDS deadline pct warned=0
+  deadline=$((SECONDS + QUIET_WAIT))
+  ((QUIET_SPENT >= QUIET_BUDGET)) && deadline=$SECONDS
+  while :; do
+    pct=$(background_pct)
+    if ((pct <= QUIET_PCT || SECONDS >= deadline)); then
+      break
+    fi
+    if ((!warned)); then
+      echo "  machine ${pct}% busy before the run; waiting up to ${QUIET_WAIT}s for <= ${QUIET_PCT}%" >&2
+      warned=1
+    fi
+    sleep 1
+  done
+  QUIET_SPENT=$((QUIET_SPENT + SECONDS - start))
+  QUIET_RESULT=$pct
+}
+
 
 # wait_port PORT PID SECONDS: true once something accepts on PORT, false if PID died or time ran out.
 wait_port() {
@@ -318,6 +373,7 @@ if wants nginx-proxy-cache || wants nginx-memcached; then
         url="http://127.0.0.1:${PORT[nginx-probe]}/bytes/2048"
         curl -s -o /dev/null "$url" || true
         quick_rps "$url" 1 >/dev/null
+        wait_quiet
         PROBE[$w]=$(quick_rps "$url" 2)
         stop_pid "$NGINX_PID"
       else
@@ -393,7 +449,7 @@ etagd_start() { # etagd_start NAME WORKERS MC_COUNT
   if ! wait_port "$port" "$pid" 15; then
     local last
     last=$(grep -v '^$' "$TMP/$name.log" | tail -n1 | cut -c1-160)
-    unavailable "$name" "target/release/etagd did not start listening${last:+: $last}"
+    unavailable "$name" "$ETAGD_BIN did not start listening${last:+: $last}"
     return 1
   fi
   PORT[$name]=$port
@@ -466,6 +522,7 @@ if [[ -n $(git -C "$REPO" status --porcelain 2>/dev/null | head -n1) ]]; then CO
   echo "duration=$DURATION"
   echo "warmup=$WARMUP"
   echo "threads=$THREADS"
+  echo "quiet_pct=$QUIET_PCT"
   settings="memcached -U 0 -m 256 -t 1 (one per etagd variant x --memcached-servers, one for nginx-memcached); varnishd -s malloc,256m, default thread pools; nginx worker_processes $NGINX_CHOICE"
   [[ -n ${NGINX_PROBE-} ]] && settings+=" ($NGINX_PROBE)"
   settings+="; demo-origin with default tokio workers (one per CPU)"
@@ -475,14 +532,8 @@ if [[ -n $(git -C "$REPO" status --porcelain 2>/dev/null | head -n1) ]]; then CO
 
 # --- measurement --------------------------------------------------------------------------------------------------
 
-busy_jiffies() {
-  local _cpu user nice system idle iowait irq softirq steal _rest
-  read -r _cpu user nice system idle iowait irq softirq steal _rest </proc/stat
-  echo $((user + nice + system + irq + softirq + steal))
-}
-
 measure() { # measure ROUND SERVER SCENARIO CONNECTIONS
-  local round=$1 server=$2 scenario=$3 c=$4 lua out note rc before after gets="" g0="" g1=""
+  local round=$1 server=$2 scenario=$3 c=$4 lua out note rc before after gets="" g0="" g1="" quiet
   if is_unavailable "$server"; then
     python3 "$HARNESS" row --raw "$RAW" --round "$round" --server "$server" --scenario "$scenario" \
       --connections "$c" --unavailable
@@ -504,6 +555,8 @@ measure() { # measure ROUND SERVER SCENARIO CONNECTIONS
   if ((WARMUP > 0)); then
     timeout $((WARMUP + 30)) wrk -t"$THREADS" -c"$c" -d"$WARMUP" --timeout 2s -s "$lua" "$url/" >/dev/null 2>&1 || true
   fi
+  wait_quiet
+  quiet=$QUIET_RESULT
   [[ -n ${MC_OF[$server]-} ]] && g0=$(python3 "$HARNESS" mc-gets "${MC_OF[$server]}" 2>/dev/null || echo "")
   before=$(busy_jiffies)
   timeout $((DURATION + 30)) wrk -t"$THREADS" -c"$c" -d"$DURATION" --timeout 2s --latency -s "$lua" "$url/" \
@@ -512,7 +565,8 @@ measure() { # measure ROUND SERVER SCENARIO CONNECTIONS
   [[ -n ${MC_OF[$server]-} ]] && g1=$(python3 "$HARNESS" mc-gets "${MC_OF[$server]}" 2>/dev/null || echo "")
   [[ -n $g0 && -n $g1 ]] && gets=$((g1 - g0))
   python3 "$HARNESS" row --raw "$RAW" --round "$round" --server "$server" --scenario "$scenario" \
-    --connections "$c" --wrk-out "$out" --busy-jiffies $((after - before)) --clk-tck "$CLK_TCK" --gets "$gets"
+    --connections "$c" --wrk-out "$out" --busy-jiffies $((after - before)) --clk-tck "$CLK_TCK" --gets "$gets" \
+    --background-pct "$quiet"
 }
 
 n=${#SERVER_NAMES[@]}

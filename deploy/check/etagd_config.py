@@ -1,7 +1,8 @@
 """Checks an etagd.toml as the deploy files ship it: valid TOML, only the keys etagd reads, values of the right type.
 
-This mirrors the config schema of crates/etagd (namespace, max_body_bytes, [[route]] tables). It catches typos
-such as `stale_while_revalidte` that TOML itself accepts. When etagd learns a new key, add it to the tables here.
+This mirrors `FileConfig` and `FileRoute` in crates/etagd/src/config.rs, which reject unknown keys at start-up
+(exit 64); checking here finds a typo such as `stale_while_revalidte` before a rollout instead of in a crash loop.
+When etagd learns a new key, add it to the tables here.
 """
 
 from __future__ import annotations
@@ -10,7 +11,16 @@ import re
 import tomllib
 from typing import Any
 
-TOP_LEVEL: dict[str, type] = {"namespace": str, "max_body_bytes": int, "route": list}
+TOP_LEVEL: dict[str, type] = {
+    "namespace": str,
+    "max_body_bytes": int,
+    "validator": str,
+    "stale_while_revalidate": str,
+    "stale_if_error": str,
+    "route": list,
+}
+VALIDATORS = {"timestamp", "content"}
+NAMESPACE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 ROUTE: dict[str, type] = {
     "prefix": str,
     "ttl": str,
@@ -18,8 +28,13 @@ ROUTE: dict[str, type] = {
     "stale_while_revalidate": str,
     "stale_if_error": str,
 }
-# "30s", "10m", "1h", "1d", "500ms", or "forever" (until invalidated) for a ttl.
-DURATION = re.compile(r"^[0-9]+(ms|s|m|h|d)$")
+# humantime durations as etagd parses them ("30s", "10m", "1h 30m", "500ms", "2days"), or "forever" (until
+# invalidated) for a ttl.
+UNIT = (
+    r"(nsec|ns|usec|us|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min|m|hours|hour|hrs|hr|h"
+    r"|days|day|d|weeks|week|w|months|month|M|years|year|y)"
+)
+DURATION = re.compile(rf"^\s*([0-9]+\s*{UNIT}\s*)+$")
 
 
 def check(text: str, where: str) -> tuple[dict[str, Any], list[str]]:
@@ -29,8 +44,16 @@ def check(text: str, where: str) -> tuple[dict[str, Any], list[str]]:
     except tomllib.TOMLDecodeError as e:
         return {}, [f"{where}: not valid TOML: {e}"]
     problems = _check_table(config, TOP_LEVEL, where)
-    if not config.get("namespace"):
-        problems.append(f"{where}: `namespace` must be set: every app sharing the Memcached servers needs its own")
+    if not NAMESPACE.match(str(config.get("namespace", ""))):
+        problems.append(
+            f"{where}: `namespace` must be set, 1 to 32 of A-Z a-z 0-9 _ -: every app sharing the Memcached "
+            "servers needs its own"
+        )
+    if "validator" in config and config["validator"] not in VALIDATORS:
+        problems.append(f"{where}: `validator` must be one of {sorted(VALIDATORS)}")
+    for key in ("stale_while_revalidate", "stale_if_error"):
+        if isinstance(config.get(key), str) and not DURATION.match(config[key]):
+            problems.append(f'{where}: `{key} = "{config[key]}"` is not a duration such as "30s", "10m", "1h"')
     for number, route in enumerate(config.get("route") or [], start=1):
         at = f"{where} [[route]] #{number}"
         if not isinstance(route, dict):

@@ -14,15 +14,27 @@ from typing import Any
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet"}
 # Secrets the operator creates before `kubectl apply` (docs/deploying.md): they hold credentials, never in git.
 EXTERNAL_SECRETS = {"etagd-admin"}
+# Every flag of crates/etagd/src/config.rs, as its environment variable.
 ETAGD_ENV = {
     "ETAGD_LISTEN",
     "ETAGD_UPSTREAM",
     "ETAGD_MEMCACHED",
     "ETAGD_ADMIN_LISTEN",
-    "ETAGD_CONFIG",
     "ETAGD_ADMIN_TOKEN",
-    "ETAGD_LOG_FORMAT",
+    "ETAGD_CONFIG",
     "ETAGD_NAMESPACE",
+    "ETAGD_LOG_FORMAT",
+    "ETAGD_WORKERS",
+    "ETAGD_MAX_BODY_BYTES",
+    "ETAGD_MEMCACHED_TIMEOUT",
+    "ETAGD_MEMCACHED_CONNECT_TIMEOUT",
+    "ETAGD_MEMCACHED_BACKOFF",
+    "ETAGD_EMBEDDED_BYTES",
+    "ETAGD_BODY_CACHE_BYTES",
+    "ETAGD_FILL_WAIT",
+    "ETAGD_FILL_LEASE",
+    "ETAGD_ORIGIN_TIMEOUT",
+    "ETAGD_DRAIN_TIMEOUT",
 }
 ETAGD_REQUIRED_ENV = {"ETAGD_LISTEN", "ETAGD_UPSTREAM", "ETAGD_MEMCACHED", "ETAGD_ADMIN_LISTEN"}
 

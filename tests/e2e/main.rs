@@ -1,1 +1,25 @@
-//! End-to-end tests (in progress).
+//! End-to-end tests: real memcached processes, an origin app on loopback and etagd replicas started in process,
+//! talking HTTP over loopback. One module per topic; shared fixtures live in [`support`].
+//!
+//! | module | proves |
+//! |---|---|
+//! | `sharing` | replicas share one fill, one validator, 304s and HEAD hits |
+//! | `headers` | Cache-Status and Age, etagd's own headers and hop-by-hop fields stripped |
+//! | `storage_rules` | what must not be stored is not; big bodies pass whole |
+//! | `vary` | variants are kept apart |
+//! | `invalidation` | URL, tag, all, unsafe methods, origin headers; the late-fill race |
+//! | `admin` | metrics, entries, bad requests, the admin token |
+//! | `stale` | stale-while-revalidate, stale-if-error, soft invalidation |
+//! | `fleet` | fleet-wide single flight, and no serialising behind uncacheable answers |
+//! | `failover` | memcached servers dying: the origin answers, the rest of the cache keeps working |
+
+mod admin;
+mod failover;
+mod fleet;
+mod headers;
+mod invalidation;
+mod sharing;
+mod stale;
+mod storage_rules;
+mod support;
+mod vary;

@@ -57,14 +57,21 @@ pub(crate) async fn run(target: &Target, json: bool) -> Result<(), CliError> {
         Target::Admin(admin) => admin.stats().await?,
     };
     let stats: StatsView = serde_json::from_value(answer.clone()).map_err(|error| {
-        CliError::Failed(format!("the admin API answered /stats with unexpected statistics ({error})"))
+        CliError::Failed(format!(
+            "the admin API answered /stats with unexpected statistics ({error})"
+        ))
     })?;
     if json {
         table::print_json(&answer);
     } else {
         table::print(&render(&stats));
     }
-    let down: Vec<&str> = stats.servers.iter().filter(|s| !s.reachable).map(|s| s.server.as_str()).collect();
+    let down: Vec<&str> = stats
+        .servers
+        .iter()
+        .filter(|s| !s.reachable)
+        .map(|s| s.server.as_str())
+        .collect();
     if down.is_empty() {
         return Ok(());
     }
@@ -93,7 +100,9 @@ fn render(stats: &StatsView) -> String {
         .iter()
         .map(|s| {
             let bytes = match (s.bytes, s.limit_bytes) {
-                (Some(used), Some(limit)) => format!("{} / {}", table::bytes(used), table::bytes(limit)),
+                (Some(used), Some(limit)) => {
+                    format!("{} / {}", table::bytes(used), table::bytes(limit))
+                }
                 (used, _) => table::or_dash(used.map(table::bytes)),
             };
             vec![
@@ -107,16 +116,36 @@ fn render(stats: &StatsView) -> String {
             ]
         })
         .collect();
-    let mut out =
-        table::columns(&["SERVER", "REACHABLE", "VERSION", "ITEMS", "BYTES", "HIT RATIO", "EVICTIONS"], &rows);
+    let mut out = table::columns(
+        &[
+            "SERVER",
+            "REACHABLE",
+            "VERSION",
+            "ITEMS",
+            "BYTES",
+            "HIT RATIO",
+            "EVICTIONS",
+        ],
+        &rows,
+    );
     for server in stats.servers.iter().filter(|s| !s.reachable) {
-        out.push_str(&format!("{}: {}\n", server.server, server.error.as_deref().unwrap_or("unreachable")));
+        out.push_str(&format!(
+            "{}: {}\n",
+            server.server,
+            server.error.as_deref().unwrap_or("unreachable")
+        ));
     }
     if !stats.health.is_empty() {
         let rows: Vec<Vec<String>> = stats
             .health
             .iter()
-            .map(|h| vec![h.server.clone(), if h.up { "up" } else { "down" }.to_owned(), table::or_dash(h.last_error.clone())])
+            .map(|h| {
+                vec![
+                    h.server.clone(),
+                    if h.up { "up" } else { "down" }.to_owned(),
+                    table::or_dash(h.last_error.clone()),
+                ]
+            })
             .collect();
         out.push_str("\nas the sidecar sees them:\n");
         out.push_str(&table::columns(&["SERVER", "STATE", "LAST ERROR"], &rows));
@@ -151,9 +180,15 @@ mod tests {
         }))
         .expect("stats");
         let text = render(&stats);
-        assert!(text.contains("m:1     yes        1.6.21   3      2.0 KiB / 64.0 MiB  90.0%      0\n"), "{text}");
+        assert!(
+            text.contains("m:1     yes        1.6.21   3      2.0 KiB / 64.0 MiB  90.0%      0\n"),
+            "{text}"
+        );
         assert!(text.contains("m:2     no         -"), "{text}");
-        assert!(text.contains("m:2: connect failed: Connection refused\n"), "{text}");
+        assert!(
+            text.contains("m:2: connect failed: Connection refused\n"),
+            "{text}"
+        );
         assert!(text.contains("m:2     down   refused\n"), "{text}");
     }
 }

@@ -9,6 +9,7 @@
 //! | [`cache_control`] | `Cache-Control` directive parsing |
 //! | [`cacheability`] | may a response be stored, and for how long (RFC 9111) |
 //! | [`etag`] | entity tags: parse, mint, compare |
+//! | [`encoding`] | content codings: `Accept-Encoding` negotiation and compression once per fill |
 //! | [`conditional`] | `If-None-Match` / `If-Modified-Since` evaluation (RFC 9110 section 13) |
 //! | [`headers`] | hop-by-hop headers and the headers a 304 repeats |
 //! | [`generation`] | generation counters behind invalidation by URL, tag and namespace |
@@ -20,6 +21,7 @@ pub mod cache;
 pub mod cache_control;
 pub mod cacheability;
 pub mod conditional;
+pub mod encoding;
 pub mod entry;
 pub mod etag;
 pub mod generation;

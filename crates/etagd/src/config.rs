@@ -10,6 +10,7 @@
 //! validator = "timestamp"        # or "content": the xxh3-128 of the body
 //! stale_while_revalidate = "0s"  # defaults for responses that do not say
 //! stale_if_error = "0s"
+//! compress_types = ["text/*", "application/json"]  # what etagd compresses (see --compress)
 //!
 //! [[route]]
 //! prefix = "/api/servers"        # path prefix
@@ -25,6 +26,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use etagd_client::cache::ValidatorMode;
+use etagd_client::encoding::{Coding, CompressionPolicy};
 use etagd_client::key::Namespace;
 use serde::Deserialize;
 
@@ -90,6 +92,15 @@ pub struct Args {
     /// Timeout for one origin request (headers).
     #[arg(long, env = "ETAGD_ORIGIN_TIMEOUT", value_parser = parse_duration, default_value = "60s")]
     pub origin_timeout: Duration,
+    /// Content codings etagd produces once per fill for compressible responses (`gzip,br,zstd`), or `off`.
+    #[arg(long, env = "ETAGD_COMPRESS", default_value = "gzip,br,zstd")]
+    pub compress: String,
+    /// Compression level (gzip 1-9, br 0-11, zstd 1-19; clamped per codec).
+    #[arg(long, env = "ETAGD_COMPRESS_LEVEL", default_value_t = 5)]
+    pub compress_level: u32,
+    /// Smallest body worth compressing, in bytes.
+    #[arg(long, env = "ETAGD_COMPRESS_MIN_BYTES", default_value_t = 1024)]
+    pub compress_min_bytes: usize,
     /// How long in-flight requests may run after SIGTERM.
     #[arg(long, env = "ETAGD_DRAIN_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
     pub drain_timeout: Duration,
@@ -117,6 +128,7 @@ struct FileConfig {
     validator: Option<String>,
     stale_while_revalidate: Option<String>,
     stale_if_error: Option<String>,
+    compress_types: Option<Vec<String>>,
     #[serde(default, rename = "route")]
     routes: Vec<FileRoute>,
 }
@@ -194,6 +206,8 @@ pub struct Config {
     pub stale_if_error_s: u32,
     /// Route rules, longest prefix first.
     pub routes: Vec<Route>,
+    /// What etagd compresses.
+    pub compression: CompressionPolicy,
 }
 
 /// A configuration problem, named so the operator can fix it.
@@ -340,6 +354,24 @@ impl Config {
             });
         }
         routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        let mut compression = CompressionPolicy {
+            codings: Vec::new(),
+            level: args.compress_level,
+            min_bytes: args.compress_min_bytes,
+            ..CompressionPolicy::default()
+        };
+        if !args.compress.trim().eq_ignore_ascii_case("off") {
+            for token in args.compress.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                let coding = Coding::parse(token)
+                    .ok_or_else(|| invalid("--compress", format!("{token:?}: use gzip, br, zstd (comma separated) or off")))?;
+                if !compression.codings.contains(&coding) {
+                    compression.codings.push(coding);
+                }
+            }
+        }
+        if let Some(types) = file.compress_types {
+            compression.types = types.into_iter().map(|t| t.to_ascii_lowercase()).collect();
+        }
         Ok(Self {
             listen,
             upstream,
@@ -363,6 +395,7 @@ impl Config {
             stale_while_revalidate_s,
             stale_if_error_s,
             routes,
+            compression,
         })
     }
 
@@ -401,6 +434,7 @@ mod tests {
             (&["--namespace", "has space"][..], "--namespace"),
             (&["--memcached-timeout", "soon"][..], "100ms"),
             (&["--workers", "0"][..], "--workers"),
+            (&["--compress", "gzip,lz4"][..], "--compress"),
         ];
         for (args, needle) in cases {
             let error = parse(args).unwrap_err();

@@ -20,8 +20,8 @@ use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{
-    AGE, CONTENT_LENGTH, CONTENT_LOCATION, ETAG, HOST, HeaderName, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH,
-    LAST_MODIFIED, LOCATION, RANGE,
+    ACCEPT_ENCODING, AGE, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_LOCATION, ETAG, HOST, HeaderName, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH,
+    LAST_MODIFIED, LOCATION, RANGE, VARY,
 };
 use http::request::Parts;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
@@ -30,6 +30,7 @@ use hyper::body::Incoming;
 use etagd_client::cache::{Cache, CommitError, Fill, FillResponse, Hit, HitState, Invalidation, Lookup, LookupRequest};
 use etagd_client::cacheability::{self, Freshness, NoStoreReason, Policy};
 use etagd_client::conditional::{self, Evaluation};
+use etagd_client::encoding::{self, Coding};
 use etagd_client::entry::EntryMeta;
 use etagd_client::etag::EntityTag;
 use etagd_client::headers::{self, ETAGD_INVALIDATE, SURROGATE_KEY};
@@ -207,7 +208,13 @@ impl Proxy {
         detail: &str,
         outcome: &'static str,
     ) -> Response<ProxyBody> {
-        let etag = EntityTag::parse(&meta.etag);
+        // Each stored coding is its own representation with its own validator (RFC 9110 section 8.8.3).
+        let coding = encoding::negotiate(&read.parts.headers, &meta.codings);
+        let etag = EntityTag::parse(&meta.etag).map(|base| match coding {
+            Some(coding) => base.for_coding(coding.as_str()),
+            None => base,
+        });
+        let etag_value = etag.as_ref().map_or_else(|| meta.etag.clone(), EntityTag::to_header_value);
         if let Some(etag) = &etag {
             if meta.minted && conditional::weakened_copy_of(&read.parts.headers, etag) {
                 self.metrics.weakened_validators.inc();
@@ -221,9 +228,9 @@ impl Proxy {
         }
         if conditional::evaluate(&read.parts.headers, etag.as_ref(), meta.last_modified.as_deref()) == Evaluation::NotModified {
             self.metrics.request("not_modified");
-            return not_modified(meta, hit.age_s, detail);
+            return not_modified(meta, &etag_value, hit.age_s, detail);
         }
-        match self.cache.body(hit, None).await {
+        match self.cache.body(hit, coding.map(Coding::as_str)).await {
             Ok(Some(body)) => {
                 self.metrics.request(outcome);
                 let mut response = Response::new(if read.is_head() { origin::empty() } else { origin::full(body.body.clone()) });
@@ -235,7 +242,7 @@ impl Proxy {
                     }
                 }
                 headers.insert(CONTENT_LENGTH, HeaderValue::from(body.body.len()));
-                insert_validators(headers, meta);
+                insert_etag(headers, &etag_value);
                 headers.insert(AGE, HeaderValue::from(hit.age_s));
                 headers.insert(CACHE_STATUS, status_header(detail));
                 response
@@ -286,6 +293,9 @@ impl Proxy {
         let mut headers = origin::forward_headers(client.clone(), peer, scheme);
         headers.remove(IF_NONE_MATCH);
         headers.remove(IF_MODIFIED_SINCE);
+        if !self.config.compression.codings.is_empty() {
+            headers.remove(ACCEPT_ENCODING);
+        }
         if !meta.minted {
             if let Ok(value) = HeaderValue::from_str(&meta.etag) {
                 headers.insert(IF_NONE_MATCH, value);
@@ -371,6 +381,11 @@ impl Proxy {
         let method = if fill.is_some() {
             headers.remove(IF_NONE_MATCH);
             headers.remove(IF_MODIFIED_SINCE);
+            if !self.config.compression.codings.is_empty() {
+                // etagd negotiates codings itself from one identity fill; an origin that compressed per client
+                // would split the entry into one variant per Accept-Encoding value.
+                headers.remove(ACCEPT_ENCODING);
+            }
             Method::GET
         } else {
             read.parts.method.clone()
@@ -489,6 +504,19 @@ impl Proxy {
                 }
             }
         }
+        let codings = if self.config.compression.applies(&parts.headers, bytes.len()) {
+            let policy = self.config.compression.clone();
+            let body = bytes.clone();
+            // Compression is CPU work of up to milliseconds: keep it off the reactor threads.
+            tokio::task::spawn_blocking(move || policy.encode_all(&body)).await.unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let mut vary = headers::vary_names(&parts.headers).unwrap_or_default();
+        if !codings.is_empty() {
+            vary.retain(|name| name != "accept-encoding");
+            add_vary_accept_encoding(&mut parts.headers);
+        }
         let origin_etag = parts.headers.get(ETAG).and_then(|v| v.to_str().ok()).and_then(EntityTag::parse);
         let last_modified = parts.headers.get(LAST_MODIFIED).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let replay: Vec<(String, Bytes)> = parts
@@ -504,20 +532,31 @@ impl Proxy {
             body: bytes.clone(),
             freshness,
             tags,
-            vary: headers::vary_names(&parts.headers).unwrap_or_default(),
+            vary,
             etag: origin_etag,
             last_modified,
-            codings: Vec::new(),
+            codings: codings.clone(),
         };
         self.metrics.request("miss");
         match fill.commit(response).await {
             Ok(meta) => {
-                self.metrics.stored_bytes.inc_by(bytes.len() as u64);
+                let stored: usize = bytes.len() + codings.iter().map(|(_, body)| body.len()).sum::<usize>();
+                self.metrics.stored_bytes.inc_by(stored as u64);
+                let coding = encoding::negotiate(request, &meta.codings);
+                let base = EntityTag::parse(&meta.etag);
+                let (etag, body) = match (coding, base) {
+                    (Some(coding), Some(base)) => {
+                        let body = codings.iter().find(|(c, _)| c == coding.as_str()).map(|(_, b)| b.clone());
+                        parts.headers.insert(CONTENT_ENCODING, HeaderValue::from_static(coding.as_str()));
+                        (base.for_coding(coding.as_str()).to_header_value(), body.unwrap_or(bytes))
+                    }
+                    _ => (meta.etag.clone(), bytes),
+                };
                 parts.headers.remove(ETAG);
-                insert_validators(&mut parts.headers, &meta);
+                insert_etag(&mut parts.headers, &etag);
                 parts.headers.insert(AGE, HeaderValue::from(meta.initial_age_s));
-                parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-                with_status(Response::from_parts(parts, origin::full(bytes)), "fwd=uri-miss; stored")
+                parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+                with_status(Response::from_parts(parts, origin::full(body)), "fwd=uri-miss; stored")
             }
             Err(error) => {
                 let detail = match error {
@@ -577,9 +616,20 @@ fn same_host(base: &str, value: &str) -> Option<String> {
         .then(|| target.to_string())
 }
 
-fn insert_validators(headers: &mut HeaderMap, meta: &EntryMeta) {
-    if let Ok(etag) = HeaderValue::from_str(&meta.etag) {
+fn insert_etag(headers: &mut HeaderMap, etag: &str) {
+    if let Ok(etag) = HeaderValue::from_str(etag) {
         headers.insert(ETAG, etag);
+    }
+}
+
+/// Adds `Accept-Encoding` to `Vary` (RFC 9110 section 12.5.5): caches downstream must key on it once etagd
+/// picks codings per request.
+fn add_vary_accept_encoding(headers: &mut HeaderMap) {
+    let present = headers.get_all(VARY).iter().any(|v| {
+        v.to_str().is_ok_and(|v| v.split(',').any(|n| n.trim().eq_ignore_ascii_case("accept-encoding") || n.trim() == "*"))
+    });
+    if !present {
+        headers.append(VARY, HeaderValue::from_static("Accept-Encoding"));
     }
 }
 
@@ -589,7 +639,7 @@ fn with_status(mut response: Response<ProxyBody>, detail: &str) -> Response<Prox
 }
 
 /// A 304 with the headers RFC 9110 section 15.4.5 requires (the ones the 200 would carry) and no body.
-fn not_modified(meta: &EntryMeta, age_s: u64, detail: &str) -> Response<ProxyBody> {
+fn not_modified(meta: &EntryMeta, etag: &str, age_s: u64, detail: &str) -> Response<ProxyBody> {
     let mut response = Response::new(origin::empty());
     *response.status_mut() = StatusCode::NOT_MODIFIED;
     let headers = response.headers_mut();
@@ -598,7 +648,7 @@ fn not_modified(meta: &EntryMeta, age_s: u64, detail: &str) -> Response<ProxyBod
             headers.append(name, value);
         }
     }
-    insert_validators(headers, meta);
+    insert_etag(headers, etag);
     if let Some(value) = meta.last_modified.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
         headers.insert(LAST_MODIFIED, value);
     }

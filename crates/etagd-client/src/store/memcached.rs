@@ -12,7 +12,7 @@
 //!   (an invalidation sent meanwhile would have gone to the wrong server). Its keys fail fast instead, and the
 //!   caller goes to the origin.
 //! - Reads of one call are grouped per server, each group sent as one pipelined batch (`run_many`), the
-//!   groups concurrently. [`ServerNode`] holds everything one server needs, so a layer that coalesces
+//!   groups concurrently. `ServerNode` holds everything one server needs, so a layer that coalesces
 //!   concurrent reads into one write per server can live beside it later.
 //! - memcached hands the refresh token of a soft-deleted item to whichever reader comes first, plain or not
 //!   (1.6 `mg`: a stale item without a sent token answers `W` to any read). The store's contract gives it to

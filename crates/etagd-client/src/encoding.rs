@@ -1,0 +1,281 @@
+//! Content codings: which representation a client gets (`Accept-Encoding` negotiation, RFC 9110 section
+//! 12.5.3) and producing the encoded representations once per fill.
+//!
+//! Each stored coding is its own representation with its own strong validator derived from the fill's
+//! (`EntityTag::for_coding`), so one invalidation covers them all and every replica serves the same tags.
+//! Encoding happens when an entry is filled, never per hit: a hit serves stored bytes.
+//!
+//! The parser is ours because the ones in tower-http and async-compression are private; the rule is short.
+
+use std::io::Write;
+
+use http::HeaderMap;
+use http::header::{ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE};
+
+/// A content coding etagd can produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Coding {
+    /// Brotli.
+    Br,
+    /// Zstandard.
+    Zstd,
+    /// Gzip.
+    Gzip,
+}
+
+impl Coding {
+    /// Server preference when the client's weights tie: smallest output first.
+    pub const PREFERENCE: [Coding; 3] = [Coding::Br, Coding::Zstd, Coding::Gzip];
+
+    /// The token used in headers and stored keys.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Br => "br",
+            Self::Zstd => "zstd",
+            Self::Gzip => "gzip",
+        }
+    }
+
+    /// Parses a token.
+    pub fn parse(token: &str) -> Option<Self> {
+        match token.trim().to_ascii_lowercase().as_str() {
+            "br" => Some(Self::Br),
+            "zstd" => Some(Self::Zstd),
+            "gzip" | "x-gzip" => Some(Self::Gzip),
+            _ => None,
+        }
+    }
+
+    /// Encodes a body at `level` (clamped to the codec's range).
+    pub fn encode(self, body: &[u8], level: u32) -> std::io::Result<Vec<u8>> {
+        match self {
+            Self::Gzip => {
+                let level = flate2::Compression::new(level.min(9));
+                let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 3), level);
+                encoder.write_all(body)?;
+                encoder.finish()
+            }
+            Self::Br => {
+                let mut out = Vec::with_capacity(body.len() / 3);
+                let params = brotli::enc::BrotliEncoderParams { quality: level.min(11) as i32, ..Default::default() };
+                brotli::BrotliCompress(&mut &body[..], &mut out, &params)?;
+                Ok(out)
+            }
+            Self::Zstd => zstd::bulk::compress(body, level.clamp(1, 19) as i32),
+        }
+    }
+}
+
+/// Picks the representation for a request among the stored codings: `Some(coding)`, or `None` for identity.
+///
+/// Weights come from `Accept-Encoding` (`q=0` refuses a coding, `*` covers codings not named); ties go to
+/// [`Coding::PREFERENCE`]; no header means identity. Identity stays possible even when the client gives it
+/// `q=0`, since answering with it beats a 406 (RFC 9110 section 12.5.3 allows either). Unparseable parts are
+/// ignored.
+pub fn negotiate(headers: &HeaderMap, available: &[String]) -> Option<Coding> {
+    if available.is_empty() {
+        return None;
+    }
+    let mut star: Option<f32> = None;
+    let mut named: Vec<(Coding, f32)> = Vec::new();
+    let mut any_header = false;
+    for value in headers.get_all(ACCEPT_ENCODING) {
+        let Ok(value) = value.to_str() else { continue };
+        any_header = true;
+        for item in value.split(',') {
+            let mut parts = item.split(';');
+            let token = parts.next().unwrap_or("").trim();
+            let mut q = 1.0_f32;
+            for param in parts {
+                if let Some((name, value)) = param.split_once('=') {
+                    if name.trim().eq_ignore_ascii_case("q") {
+                        q = value.trim().parse().ok().filter(|q: &f32| (0.0..=1.0).contains(q)).unwrap_or(0.0);
+                    }
+                }
+            }
+            if token == "*" {
+                star = Some(q);
+            } else if let Some(coding) = Coding::parse(token) {
+                named.push((coding, q));
+            }
+        }
+    }
+    if !any_header {
+        return None;
+    }
+    let weight = |coding: Coding| named.iter().find(|(c, _)| *c == coding).map(|(_, q)| *q).or(star).unwrap_or(0.0);
+    let mut best: Option<(Coding, f32)> = None;
+    for coding in Coding::PREFERENCE {
+        if !available.iter().any(|a| a == coding.as_str()) {
+            continue;
+        }
+        let q = weight(coding);
+        if q > 0.0 && best.is_none_or(|(_, best_q)| q > best_q) {
+            best = Some((coding, q));
+        }
+    }
+    best.map(|(coding, _)| coding)
+}
+
+/// What etagd compresses.
+#[derive(Debug, Clone)]
+pub struct CompressionPolicy {
+    /// Codings to produce; empty turns compression off.
+    pub codings: Vec<Coding>,
+    /// Compression level (gzip 1-9, br 0-11, zstd 1-19; clamped per codec).
+    pub level: u32,
+    /// Content types (without parameters) to compress; a trailing `/*` matches a whole type.
+    pub types: Vec<String>,
+    /// Smallest body worth compressing.
+    pub min_bytes: usize,
+}
+
+impl Default for CompressionPolicy {
+    fn default() -> Self {
+        Self {
+            codings: vec![Coding::Gzip, Coding::Br, Coding::Zstd],
+            level: 5,
+            types: [
+                "text/*",
+                "application/json",
+                "application/javascript",
+                "application/xml",
+                "application/xhtml+xml",
+                "application/rss+xml",
+                "application/atom+xml",
+                "application/manifest+json",
+                "application/ld+json",
+                "application/wasm",
+                "image/svg+xml",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            min_bytes: 1024,
+        }
+    }
+}
+
+impl CompressionPolicy {
+    /// Whether etagd should produce encoded representations of this response: compression on, the origin
+    /// sent identity, no `no-transform` (RFC 9110 section 7.7), a listed type, at least `min_bytes`.
+    pub fn applies(&self, headers: &HeaderMap, body_len: usize) -> bool {
+        if self.codings.is_empty() || body_len < self.min_bytes {
+            return false;
+        }
+        let identity = headers
+            .get(CONTENT_ENCODING)
+            .is_none_or(|v| v.to_str().is_ok_and(|v| v.trim().eq_ignore_ascii_case("identity")));
+        let no_transform = headers
+            .get_all(CACHE_CONTROL)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.to_ascii_lowercase().contains("no-transform")));
+        let Some(content_type) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+        let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let listed = self.types.iter().any(|t| match t.strip_suffix("/*") {
+            Some(major) => mime.split('/').next() == Some(major),
+            None => *t == mime,
+        });
+        identity && !no_transform && listed
+    }
+
+    /// Produces every configured coding of `body`; a coding that fails or does not shrink the body is skipped.
+    pub fn encode_all(&self, body: &[u8]) -> Vec<(String, bytes::Bytes)> {
+        self.codings
+            .iter()
+            .filter_map(|coding| match coding.encode(body, self.level) {
+                Ok(encoded) if encoded.len() < body.len() => Some((coding.as_str().to_owned(), encoded.into())),
+                Ok(_) => None,
+                Err(error) => {
+                    tracing::warn!(%error, coding = coding.as_str(), "compression failed; serving without it");
+                    None
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    fn pick(accept: Option<&str>, available: &[&str]) -> Option<&'static str> {
+        let mut headers = HeaderMap::new();
+        if let Some(accept) = accept {
+            headers.insert(ACCEPT_ENCODING, accept.parse().unwrap());
+        }
+        let available: Vec<String> = available.iter().map(|s| s.to_string()).collect();
+        negotiate(&headers, &available).map(Coding::as_str)
+    }
+
+    #[test]
+    fn negotiation_table() {
+        let all = ["gzip", "br", "zstd"];
+        let cases: [(Option<&str>, &[&str], Option<&str>); 14] = [
+            (None, &all, None),
+            (Some(""), &all, None),
+            (Some("gzip"), &all, Some("gzip")),
+            (Some("gzip, br"), &all, Some("br")),
+            (Some("gzip;q=1, br;q=0.5"), &all, Some("gzip")),
+            (Some("br;q=0, gzip;q=0.1"), &all, Some("gzip")),
+            (Some("*"), &all, Some("br")),
+            (Some("*;q=0.5, gzip"), &all, Some("gzip")),
+            (Some("identity"), &all, None),
+            (Some("identity;q=0"), &all, None),
+            (Some("gzip;q=garbage"), &all, None),
+            (Some(";;,,=, GZIP ;Q=0.8"), &all, Some("gzip")),
+            (Some("zstd, gzip"), &["gzip"], Some("gzip")),
+            (Some("deflate, compress"), &all, None),
+        ];
+        for (accept, available, expected) in cases {
+            assert_eq!(pick(accept, available), expected, "{accept:?} {available:?}");
+        }
+        assert_eq!(pick(Some("gzip"), &[]), None);
+    }
+
+    #[test]
+    fn codings_round_trip() {
+        let body = br#"[{"id":1,"name":"server-1","region":"eu"}]"#.repeat(200);
+        let policy = CompressionPolicy::default();
+        let encoded = policy.encode_all(&body);
+        assert_eq!(encoded.len(), 3);
+        for (coding, bytes) in encoded {
+            let decoded = match coding.as_str() {
+                "gzip" => {
+                    let mut out = Vec::new();
+                    flate2::read::GzDecoder::new(&bytes[..]).read_to_end(&mut out).unwrap();
+                    out
+                }
+                "br" => {
+                    let mut out = Vec::new();
+                    brotli::BrotliDecompress(&mut &bytes[..], &mut out).unwrap();
+                    out
+                }
+                _ => zstd::decode_all(&bytes[..]).unwrap(),
+            };
+            assert_eq!(decoded, body, "{coding}");
+        }
+    }
+
+    #[test]
+    fn policy_applies_to_compressible_identity_only() {
+        let policy = CompressionPolicy::default();
+        let headers = |pairs: &[(&str, &str)]| {
+            let mut map = HeaderMap::new();
+            for (name, value) in pairs {
+                map.append(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+            }
+            map
+        };
+        assert!(policy.applies(&headers(&[("content-type", "application/json; charset=utf-8")]), 5000));
+        assert!(policy.applies(&headers(&[("content-type", "text/html")]), 5000));
+        assert!(!policy.applies(&headers(&[("content-type", "text/html")]), 10));
+        assert!(!policy.applies(&headers(&[("content-type", "image/png")]), 5000));
+        assert!(!policy.applies(&headers(&[("content-type", "text/html"), ("content-encoding", "gzip")]), 5000));
+        assert!(!policy.applies(&headers(&[("content-type", "text/html"), ("cache-control", "no-transform")]), 5000));
+        assert!(!policy.applies(&headers(&[]), 5000));
+        let off = CompressionPolicy { codings: vec![], ..CompressionPolicy::default() };
+        assert!(!off.applies(&headers(&[("content-type", "text/html")]), 5000));
+    }
+}

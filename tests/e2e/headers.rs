@@ -1,0 +1,105 @@
+//! Response headers: `Cache-Status` on every response (RFC 9211), `Age` on stored ones (RFC 9111 section 5.1),
+//! etagd's own input headers never forwarded, hop-by-hop fields removed both ways (RFC 9110 section 7.6.1).
+//!
+//! `Replica::request` checks the per-response invariants on every reply of every test; these tests walk each
+//! kind of answer through it on purpose.
+
+use etagd_testkit::Memcached;
+
+use crate::support::{Fleet, Origin, Route, guard, shutdown_all};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_answer_carries_cache_status_and_stored_ones_age() {
+    guard(async {
+        let memcached = Memcached::start();
+        let mut origin = Origin::start().await;
+        origin.route(
+            "/tagged",
+            Route::cacheable()
+                .header("surrogate-key", "one two")
+                .header("etagd-invalidate", "unrelated"),
+        );
+        origin.route("/private", Route::new().header("cache-control", "private"));
+        origin.route("/missing", Route::new().status(404));
+        let fleet = Fleet::new(&origin, &[&memcached]);
+        let (a, b) = fleet.pair(&[]).await;
+
+        let miss = a.get_ok("/tagged").await;
+        assert!(miss.cache_status().contains("stored"), "{}", miss.cache_status());
+        assert_eq!(miss.header("age"), "0", "a fresh fill is zero seconds old");
+        let hit = b.get_ok("/tagged").await;
+        assert!(hit.is_fresh_hit());
+        assert!(hit.header("age").parse::<u64>().is_ok(), "Age is a number: {:?}", hit.headers);
+
+        let not_modified = b.get("/tagged", &[("if-none-match", &miss.etag())]).await;
+        assert_eq!(not_modified.status, 304);
+        assert!(not_modified.headers.contains_key("age"));
+
+        for _ in 0..2 {
+            let reply = a.get_ok("/private").await;
+            assert!(!reply.is_hit());
+            assert!(!reply.headers.contains_key("age"), "not stored, no Age: {:?}", reply.headers);
+        }
+        assert_eq!(a.get("/missing", &[]).await.status, 404);
+        assert_eq!(a.request("POST", "/form", &[]).await.status, 200);
+        assert_eq!(a.request("DELETE", "/tagged", &[]).await.status, 200);
+
+        origin.stop().await;
+        let down = b.get("/nowhere", &[]).await;
+        assert_eq!(down.status, 502, "the origin is gone: {}", down.text());
+        shutdown_all([a, b]).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_fields_are_removed_both_ways() {
+    guard(async {
+        let memcached = Memcached::start();
+        let origin = Origin::start().await;
+        // `X-Hop` is hop-by-hop only because `Connection` names it.
+        origin.route(
+            "/hop",
+            Route::cacheable()
+                .header("connection", "x-hop")
+                .header("x-hop", "secret")
+                .header("keep-alive", "timeout=5")
+                .header("proxy-connection", "keep-alive")
+                .header("proxy-authenticate", "Basic")
+                .header("x-end-to-end", "kept"),
+        );
+        let fleet = Fleet::new(&origin, &[&memcached]);
+        let (a, b) = fleet.pair(&[]).await;
+
+        let request_headers = [
+            ("connection", "x-client-hop"),
+            ("x-client-hop", "1"),
+            ("proxy-authorization", "Basic eDp5"),
+            ("te", "trailers"),
+            ("x-client-end-to-end", "1"),
+        ];
+        let miss = a.get("/hop", &request_headers).await;
+        let hit = b.get("/hop", &request_headers).await;
+        assert!(hit.is_fresh_hit());
+        for reply in [&miss, &hit] {
+            assert_eq!(reply.status, 200);
+            assert_eq!(reply.header("x-end-to-end"), "kept", "end-to-end fields pass");
+            assert!(!reply.header("connection").contains("x-hop"), "{:?}", reply.headers);
+        }
+        let seen = origin.last_headers("/hop");
+        for name in ["x-client-hop", "proxy-authorization", "te"] {
+            assert!(!seen.contains_key(name), "{name} reached the origin: {seen:?}");
+        }
+        assert!(
+            !seen
+                .get_all("connection")
+                .iter()
+                .any(|v| v.to_str().unwrap_or("").contains("x-client-hop")),
+            "{seen:?}"
+        );
+        assert_eq!(seen.get("x-client-end-to-end").map(|v| v.as_bytes()), Some(&b"1"[..]));
+        assert_eq!(origin.count("/hop"), 1);
+        shutdown_all([a, b]).await;
+    })
+    .await;
+}
