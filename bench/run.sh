@@ -121,12 +121,15 @@ else
 fi
 if ((BUILD)); then
   echo "run.sh: building release binaries"
-  if ! (cd "$REPO" && cargo build --release -p etagd-demo-origin "${ETAGD_PACKAGES[@]}"); then
+  BUILD_LOG=$(mktemp /tmp/etagd-bench-build.XXXXXX)
+  if ! (cd "$REPO" && cargo build --release -p etagd-demo-origin "${ETAGD_PACKAGES[@]}") 2>&1 | tee "$BUILD_LOG"; then
     # The sidecar may not compile while it is being written; the peers are still worth measuring, but a stale
     # etagd binary must not be benchmarked as if it were the current one.
-    ETAGD_BUILD_ERROR="cargo build -p etagd failed"
+    first_error=$(grep -m1 '^error' "$BUILD_LOG" | cut -c1-120 || true)
+    ETAGD_BUILD_ERROR="cargo build --release -p etagd failed${first_error:+: $first_error}"
     (cd "$REPO" && cargo build --release -p etagd-demo-origin) || die "cannot build demo-origin"
   fi
+  rm -f "$BUILD_LOG"
 fi
 ORIGIN_BIN="$REPO/target/release/demo-origin"
 [[ -x $ORIGIN_BIN ]] || die "$ORIGIN_BIN is missing; run without --no-build"
@@ -178,8 +181,8 @@ trap 'exit 143' TERM
 free_ports() { python3 "$HARNESS" free-ports "$1"; }
 
 busy_jiffies() {
-  local _cpu user nice system idle iowait irq softirq steal _rest
-  read -r _cpu user nice system idle iowait irq softirq steal _rest </proc/stat
+  local _cpu user nice system _idle _iowait irq softirq steal _rest
+  read -r _cpu user nice system _idle _iowait irq softirq steal _rest </proc/stat
   echo $((user + nice + system + irq + softirq + steal))
 }
 
@@ -238,8 +241,8 @@ ROOT_USER=()
 
 # start_memcached NAME: prints the port. memcached cannot report a port it chose, so pick one and retry on a clash.
 start_memcached() {
-  local name=$1 attempt port pid
-  for attempt in 1 2 3; do
+  local name=$1 _attempt port pid
+  for _attempt in 1 2 3; do
     port=$(free_ports 1)
     memcached -l 127.0.0.1 -p "$port" -U 0 -m 256 -t 1 "${ROOT_USER[@]}" >"$TMP/$name.log" 2>&1 &
     pid=$!
@@ -372,9 +375,9 @@ if wants nginx-proxy-cache || wants nginx-memcached; then
       if start_nginx nginx-probe proxy-cache "$w"; then
         url="http://127.0.0.1:${PORT[nginx-probe]}/bytes/2048"
         curl -s -o /dev/null "$url" || true
-        quick_rps "$url" 1 >/dev/null
+        quick_rps "$url" 1 >/dev/null || true
         wait_quiet
-        PROBE[$w]=$(quick_rps "$url" 2)
+        PROBE[$w]=$(quick_rps "$url" 2 || echo 0)
         stop_pid "$NGINX_PID"
       else
         PROBE[$w]=0
@@ -421,7 +424,7 @@ EOF
 }
 
 etagd_start() { # etagd_start NAME WORKERS MC_COUNT
-  local name=$1 workers=$2 count=$3 i mc port admin pid list="" mcport
+  local name=$1 workers=$2 count=$3 i mc port admin pid mc_ports="" mcport
   if [[ -n $ETAGD_BUILD_ERROR ]]; then
     unavailable "$name" "$ETAGD_BUILD_ERROR"
     return 1
@@ -437,7 +440,7 @@ etagd_start() { # etagd_start NAME WORKERS MC_COUNT
       return 1
     }
     mc+="${mc:+,}127.0.0.1:$mcport"
-    list+="${list:+,}$mcport"
+    mc_ports+="${mc_ports:+,}$mcport"
   done
   read -r port admin < <(free_ports 2)
   local args=(--listen "127.0.0.1:$port" --upstream "$ORIGIN" --memcached "$mc" --admin-listen "127.0.0.1:$admin")
@@ -453,7 +456,7 @@ etagd_start() { # etagd_start NAME WORKERS MC_COUNT
     return 1
   fi
   PORT[$name]=$port
-  MC_OF[$name]=$list
+  MC_OF[$name]=$mc_ports
 }
 
 for server in "${SERVER_LIST[@]}"; do

@@ -27,6 +27,8 @@ CACHE="${ETAGD_CHECK_DEPLOY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/etagd/check-d
 OUT="$ROOT/target/check-deploy"
 START=$SECONDS
 FAILED=()
+# No __pycache__ folders in the work tree.
+export PYTHONDONTWRITEBYTECODE=1
 
 step() { printf '\n== %s\n' "$*"; }
 fail() {

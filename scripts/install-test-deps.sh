@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs the external programs the test suites start, when they are missing. Idempotent: a program already
-# on PATH is left alone, and apt-get runs (after one `apt-get update`) only when something is missing.
+# on PATH (or in /usr/sbin, which a non-root PATH often lacks) is left alone, and apt-get runs (after one
+# `apt-get update`) only when something is missing.
 #
 # To add a dependency, add a "command package" line to DEPS.
 set -euo pipefail
 
-# command-on-PATH  Debian-package
+# command-on-PATH-or-in-/usr/sbin  Debian-package
 DEPS=(
   "memcached memcached"
+  "nginx nginx"
 )
 
 missing=()
@@ -15,6 +17,8 @@ for dep in "${DEPS[@]}"; do
   read -r command package <<<"$dep"
   if command -v "$command" >/dev/null 2>&1; then
     echo "test deps: $command found at $(command -v "$command")"
+  elif test -x "/usr/sbin/$command"; then
+    echo "test deps: $command found at /usr/sbin/$command"
   else
     missing+=("$package")
   fi

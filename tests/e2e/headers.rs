@@ -15,9 +15,7 @@ async fn every_kind_of_answer_carries_cache_status_and_stored_ones_age() {
         let mut origin = Origin::start().await;
         origin.route(
             "/tagged",
-            Route::cacheable()
-                .header("surrogate-key", "one two")
-                .header("etagd-invalidate", "unrelated"),
+            Route::cacheable().header("surrogate-key", "one two").header("etagd-invalidate", "unrelated"),
         );
         origin.route("/private", Route::new().header("cache-control", "private"));
         origin.route("/missing", Route::new().status(404));
@@ -91,10 +89,7 @@ async fn hop_by_hop_fields_are_removed_both_ways() {
             assert!(!seen.contains_key(name), "{name} reached the origin: {seen:?}");
         }
         assert!(
-            !seen
-                .get_all("connection")
-                .iter()
-                .any(|v| v.to_str().unwrap_or("").contains("x-client-hop")),
+            !seen.get_all("connection").iter().any(|v| v.to_str().unwrap_or("").contains("x-client-hop")),
             "{seen:?}"
         );
         assert_eq!(seen.get("x-client-end-to-end").map(|v| v.as_bytes()), Some(&b"1"[..]));

@@ -14,6 +14,7 @@
 //! | `failover` | memcached servers dying: the origin answers, the rest of the cache keeps working |
 
 mod admin;
+mod compression;
 mod failover;
 mod fleet;
 mod headers;

@@ -40,10 +40,7 @@ async fn either_replica_answers_304_to_the_shared_etag_and_its_weak_copy() {
         let memcached = Memcached::start();
         let origin = Origin::start().await;
         origin.route("/page", Route::cacheable());
-        origin.route(
-            "/own-etag",
-            Route::cacheable().header("etag", "\"origin-7\""),
-        );
+        origin.route("/own-etag", Route::cacheable().header("etag", "\"origin-7\""));
         let fleet = Fleet::new(&origin, &[&memcached]);
         let (a, b) = fleet.pair(&[]).await;
 
@@ -60,9 +57,7 @@ async fn either_replica_answers_304_to_the_shared_etag_and_its_weak_copy() {
                     assert!(reply.body.is_empty());
                     assert_eq!(reply.etag(), etag, "a 304 repeats the validator");
                 }
-                let other = replica
-                    .get(path, &[("if-none-match", "\"something-else\"")])
-                    .await;
+                let other = replica.get(path, &[("if-none-match", "\"something-else\"")]).await;
                 assert_eq!(other.status, 200, "a different tag gets the body");
                 assert_eq!(other.etag(), etag);
             }

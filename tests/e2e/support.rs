@@ -31,9 +31,7 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs a test body under a generous deadline so a hang fails the test instead of the run.
 pub(crate) async fn guard<F: Future<Output = ()>>(test: F) {
-    tokio::time::timeout(TEST_TIMEOUT, test)
-        .await
-        .expect("the test did not finish within its hang guard");
+    tokio::time::timeout(TEST_TIMEOUT, test).await.expect("the test did not finish within its hang guard");
 }
 
 /// The absolute URL etagd files a path under (what the admin API takes).
@@ -140,12 +138,7 @@ struct OriginState {
 
 impl OriginState {
     fn counter(&self, path: &str) -> Arc<AtomicUsize> {
-        self.counts
-            .lock()
-            .expect("no test panics while holding the lock")
-            .entry(path.to_owned())
-            .or_default()
-            .clone()
+        self.counts.lock().expect("no test panics while holding the lock").entry(path.to_owned()).or_default().clone()
     }
 }
 
@@ -161,18 +154,13 @@ pub(crate) struct Origin {
 impl Origin {
     /// Starts an origin on a free loopback port.
     pub(crate) async fn start() -> Origin {
-        let state = Arc::new(OriginState {
-            version: AtomicUsize::new(1),
-            ..OriginState::default()
-        });
+        let state = Arc::new(OriginState { version: AtomicUsize::new(1), ..OriginState::default() });
         let shared = state.clone();
         let app = Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap| {
             let state = shared.clone();
             async move { answer(&state, &method, &uri, headers).await }
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the origin on loopback");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the origin on loopback");
         let addr: SocketAddr = listener.local_addr().expect("a bound listener has an address");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -182,21 +170,12 @@ impl Origin {
                 })
                 .await;
         });
-        Origin {
-            url: format!("http://{addr}"),
-            state,
-            stop: Some(stop),
-            task: Some(task),
-        }
+        Origin { url: format!("http://{addr}"), state, stop: Some(stop), task: Some(task) }
     }
 
     /// Sets how `path` (path and query) is answered.
     pub(crate) fn route(&self, path: &str, route: Route) {
-        self.state
-            .routes
-            .lock()
-            .expect("no test panics while holding the lock")
-            .insert(path.to_owned(), route);
+        self.state.routes.lock().expect("no test panics while holding the lock").insert(path.to_owned(), route);
     }
 
     /// How many requests `path` (path and query) has received.
@@ -259,11 +238,7 @@ impl Drop for Origin {
 async fn answer(state: &OriginState, method: &Method, uri: &Uri, headers: HeaderMap) -> Response {
     let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
     let n = state.counter(&path).fetch_add(1, Ordering::SeqCst) + 1;
-    state
-        .last_headers
-        .lock()
-        .expect("no test panics while holding the lock")
-        .insert(path.clone(), headers.clone());
+    state.last_headers.lock().expect("no test panics while holding the lock").insert(path.clone(), headers.clone());
     if state.failing.load(Ordering::SeqCst) {
         return plain_response(500, "origin failing\n");
     }
@@ -274,12 +249,7 @@ async fn answer(state: &OriginState, method: &Method, uri: &Uri, headers: Header
         .get(&path)
         .cloned()
         .unwrap_or_else(Route::new);
-    let ask = Ask {
-        path,
-        headers,
-        n,
-        version: state.version.load(Ordering::SeqCst),
-    };
+    let ask = Ask { path, headers, n, version: state.version.load(Ordering::SeqCst) };
     let body = (route.body)(&ask);
     if !route.delay.is_zero() {
         tokio::time::sleep(route.delay).await;
@@ -327,10 +297,7 @@ pub(crate) struct Reply {
 impl Reply {
     /// A header's value as text ("" when absent or not text).
     pub(crate) fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
     }
 
     /// The body as text.
@@ -350,10 +317,7 @@ impl Reply {
 
     /// Whether `Cache-Status` reports a hit (RFC 9211 section 2.1: the `hit` parameter), fresh or stale.
     pub(crate) fn is_hit(&self) -> bool {
-        self.cache_status()
-            .split(';')
-            .skip(1)
-            .any(|param| param.trim() == "hit")
+        self.cache_status().split(';').skip(1).any(|param| param.trim() == "hit")
     }
 
     /// A hit served fresh (not stale, not in grace).
@@ -363,21 +327,14 @@ impl Reply {
 
     /// The body parsed as JSON.
     pub(crate) fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
 }
 
 /// Headers a response from etagd must never carry: etagd's own input headers and hop-by-hop fields the test
 /// origin sends.
-const NEVER_FORWARDED: [&str; 6] = [
-    "surrogate-key",
-    "etagd-invalidate",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "x-hop",
-];
+const NEVER_FORWARDED: [&str; 6] =
+    ["surrogate-key", "etagd-invalidate", "keep-alive", "proxy-connection", "proxy-authenticate", "x-hop"];
 
 /// Checks what every response from the proxy must keep, whatever the test.
 fn check_invariants(method: &str, path: &str, reply: &Reply) {
@@ -390,11 +347,7 @@ fn check_invariants(method: &str, path: &str, reply: &Reply) {
         reply.headers
     );
     for name in NEVER_FORWARDED {
-        assert!(
-            !reply.headers.contains_key(name),
-            "{method} {path}: {name} reached the client: {:?}",
-            reply.headers
-        );
+        assert!(!reply.headers.contains_key(name), "{method} {path}: {name} reached the client: {:?}", reply.headers);
     }
     let stored = reply.is_hit() || status.contains("stored");
     if stored && reply.status != 304 {
@@ -429,21 +382,11 @@ async fn send(
     if let Some(body) = body {
         request = request.body(body);
     }
-    let response = request
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let response = request.send().await.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    let body = response
-        .bytes()
-        .await
-        .unwrap_or_else(|e| panic!("{method} {url}: body: {e}"));
-    Reply {
-        status,
-        headers,
-        body,
-    }
+    let body = response.bytes().await.unwrap_or_else(|e| panic!("{method} {url}: body: {e}"));
+    Reply { status, headers, body }
 }
 
 /// One etagd sidecar started in process.
@@ -531,46 +474,27 @@ impl Replica {
     }
 
     /// A request to the admin port.
-    pub(crate) async fn admin(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<&str>,
-    ) -> Reply {
+    pub(crate) async fn admin(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> Reply {
         let url = format!("{}{path}", self.admin);
         send(&self.client, method, &url, headers, body.map(str::to_owned)).await
     }
 
     /// `POST /invalidate` with a JSON body; the invalidation must succeed.
     pub(crate) async fn invalidate(&self, json: &str) -> serde_json::Value {
-        let reply = self
-            .admin(
-                "POST",
-                "/invalidate",
-                &[("content-type", "application/json")],
-                Some(json),
-            )
-            .await;
+        let reply = self.admin("POST", "/invalidate", &[("content-type", "application/json")], Some(json)).await;
         assert_eq!(reply.status, 200, "invalidate {json}: {}", reply.text());
         reply.json()
     }
 
     /// The engine of this replica.
     pub(crate) fn cache(&self) -> &etagd_client::cache::Cache {
-        &self
-            .running
-            .as_ref()
-            .expect("the replica is running")
-            .cache
+        &self.running.as_ref().expect("the replica is running").cache
     }
 
     /// Stops the replica.
     pub(crate) async fn shutdown(mut self) {
         if let Some(running) = self.running.take() {
-            tokio::time::timeout(Duration::from_secs(10), running.shutdown())
-                .await
-                .expect("etagd shuts down");
+            tokio::time::timeout(Duration::from_secs(10), running.shutdown()).await.expect("etagd shuts down");
         }
     }
 }

@@ -13,11 +13,7 @@ async fn language_variants_are_kept_apart() {
         origin.route(
             "/greeting",
             Route::cacheable().header("vary", "Accept-Language").body(|ask| {
-                let language = ask
-                    .headers
-                    .get("accept-language")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("none");
+                let language = ask.headers.get("accept-language").and_then(|v| v.to_str().ok()).unwrap_or("none");
                 match language {
                     "fr" => Bytes::from_static(b"bonjour"),
                     "en" => Bytes::from_static(b"hello"),
@@ -45,14 +41,10 @@ async fn language_variants_are_kept_apart() {
                 assert!(reply.header("vary").eq_ignore_ascii_case("accept-language"));
             }
             // A validator matches only its own variant.
-            let cross = replica
-                .get("/greeting", &[("accept-language", "fr"), ("if-none-match", &en.etag())])
-                .await;
+            let cross = replica.get("/greeting", &[("accept-language", "fr"), ("if-none-match", &en.etag())]).await;
             assert_eq!(cross.status, 200, "an en validator does not match the fr variant");
             assert_eq!(cross.text(), "bonjour");
-            let own = replica
-                .get("/greeting", &[("accept-language", "fr"), ("if-none-match", &fr.etag())])
-                .await;
+            let own = replica.get("/greeting", &[("accept-language", "fr"), ("if-none-match", &fr.etag())]).await;
             assert_eq!(own.status, 304);
         }
         assert_eq!(origin.count("/greeting"), 2, "every later request was a hit");

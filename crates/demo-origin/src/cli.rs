@@ -36,9 +36,8 @@ fn parse_name(raw: &str) -> Result<HeaderValue, String> {
     if raw.is_empty() {
         return Err("the replica name is empty; pass a short name such as `app-1`".to_owned());
     }
-    HeaderValue::from_str(raw).map_err(|_| {
-        "the replica name must be visible ASCII; pass a short name such as `app-1`".to_owned()
-    })
+    HeaderValue::from_str(raw)
+        .map_err(|_| "the replica name must be visible ASCII; pass a short name such as `app-1`".to_owned())
 }
 
 #[cfg(test)]
@@ -46,17 +45,12 @@ mod tests {
     use super::*;
 
     fn check(argv: &[&str], expected: Result<(&str, u64, Option<&str>), ()>) {
-        let parsed =
-            Args::try_parse_from(std::iter::once("demo-origin").chain(argv.iter().copied()));
+        let parsed = Args::try_parse_from(std::iter::once("demo-origin").chain(argv.iter().copied()));
         match (parsed, expected) {
             (Ok(args), Ok((listen, delay_ms, name))) => {
                 assert_eq!(args.listen.to_string(), listen, "{argv:?}");
                 assert_eq!(args.delay_ms, delay_ms, "{argv:?}");
-                assert_eq!(
-                    args.name.as_ref().map(|v| v.to_str().expect("ascii")),
-                    name,
-                    "{argv:?}"
-                );
+                assert_eq!(args.name.as_ref().map(|v| v.to_str().expect("ascii")), name, "{argv:?}");
             }
             (Err(_), Err(())) => {}
             (got, want) => panic!("{argv:?}: got {got:?}, want {want:?}"),
@@ -67,14 +61,7 @@ mod tests {
     fn parses_flags() {
         check(&[], Ok(("127.0.0.1:8000", 0, None)));
         check(
-            &[
-                "--listen",
-                "127.0.0.1:0",
-                "--delay-ms",
-                "17100",
-                "--name",
-                "app-1",
-            ],
+            &["--listen", "127.0.0.1:0", "--delay-ms", "17100", "--name", "app-1"],
             Ok(("127.0.0.1:0", 17100, Some("app-1"))),
         );
         check(&["--listen", "localhost"], Err(()));

@@ -17,9 +17,7 @@ pub(crate) fn none_match(field: &[u8], etag: &str) -> bool {
         return true;
     }
     // RFC 9110 s8.8.3: entity tags are quoted strings that cannot contain commas, so splitting on ',' is exact.
-    field
-        .split(',')
-        .any(|candidate| opaque(candidate.trim()) == ours)
+    field.split(',').any(|candidate| opaque(candidate.trim()) == ours)
 }
 
 /// The opaque-tag part of an entity tag, without the weakness indicator (RFC 9110 s8.8.3.2 weak comparison).
@@ -32,12 +30,7 @@ mod tests {
     use super::*;
 
     fn check(field: &[u8], expected: bool) {
-        assert_eq!(
-            none_match(field, "\"b2048\""),
-            expected,
-            "{}",
-            String::from_utf8_lossy(field)
-        );
+        assert_eq!(none_match(field, "\"b2048\""), expected, "{}", String::from_utf8_lossy(field));
     }
 
     #[test]

@@ -21,9 +21,7 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> anyhow::Result<()> {
     let args = cli::Args::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .init();
 
@@ -31,27 +29,16 @@ async fn main() -> anyhow::Result<()> {
     let app = routes::app(state, args.name.clone());
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {}; pick a free address with --listen",
-                args.listen
-            )
-        })?;
-    let bound = listener
-        .local_addr()
-        .context("cannot read the bound address")?;
+        .with_context(|| format!("cannot listen on {}; pick a free address with --listen", args.listen))?;
+    let bound = listener.local_addr().context("cannot read the bound address")?;
     // Scripts and tests read this line to learn the port when --listen asked for port 0.
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "demo-origin listening on http://{bound}")
-        .context("cannot write to stdout")?;
+    writeln!(stdout, "demo-origin listening on http://{bound}").context("cannot write to stdout")?;
     stdout.flush().context("cannot write to stdout")?;
     drop(stdout);
     tracing::info!(%bound, delay_ms = args.delay_ms, name = ?args.name, "demo-origin started");
 
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("the server failed")?;
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("the server failed")?;
     Ok(())
 }
 

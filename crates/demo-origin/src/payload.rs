@@ -43,8 +43,7 @@ impl SplitMix64 {
     /// One element of a non-empty slice.
     pub(crate) fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         let len = u64::try_from(items.len()).expect("a slice length fits in u64");
-        let index =
-            usize::try_from(self.below(len)).expect("an index below a slice length fits in usize");
+        let index = usize::try_from(self.below(len)).expect("an index below a slice length fits in usize");
         &items[index]
     }
 }
@@ -97,20 +96,13 @@ impl JsonBodies {
     /// A cache already holding the bodies for `sizes`, so the first benchmark request is not a slow one.
     pub(crate) fn prebuilt(sizes: &[usize]) -> Self {
         let by_size = sizes.iter().map(|&n| (n, json_array(n))).collect();
-        Self {
-            by_size: RwLock::new(by_size),
-        }
+        Self { by_size: RwLock::new(by_size) }
     }
 
     /// The body for `target` bytes (callers bound `target` by [`MAX_BODY`]).
     pub(crate) fn get(&self, target: usize) -> Bytes {
         // A panic elsewhere cannot leave a half-written map entry, so a poisoned lock is still usable.
-        if let Some(body) = self
-            .by_size
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&target)
-        {
+        if let Some(body) = self.by_size.read().unwrap_or_else(PoisonError::into_inner).get(&target) {
             return body.clone();
         }
         let body = json_array(target);
@@ -130,37 +122,21 @@ mod tests {
 
     fn gzip_len(data: &[u8]) -> usize {
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
-        encoder
-            .write_all(data)
-            .expect("writing to a Vec cannot fail");
-        encoder
-            .finish()
-            .expect("finishing into a Vec cannot fail")
-            .len()
+        encoder.write_all(data).expect("writing to a Vec cannot fail");
+        encoder.finish().expect("finishing into a Vec cannot fail").len()
     }
 
     /// (requested size, smallest acceptable length, smallest and largest gzip ratio)
     fn check(target: usize, min_len: usize, ratio: (f64, f64)) {
         let body = json_array(target);
-        assert!(
-            body.len() <= target.max(2),
-            "{target}: {} bytes",
-            body.len()
-        );
+        assert!(body.len() <= target.max(2), "{target}: {} bytes", body.len());
         assert!(body.len() >= min_len, "{target}: {} bytes", body.len());
-        let parsed: Vec<Server> =
-            serde_json::from_slice(&body).expect("the generator emits valid JSON");
+        let parsed: Vec<Server> = serde_json::from_slice(&body).expect("the generator emits valid JSON");
         assert_eq!(!parsed.is_empty(), min_len > 2, "{target}");
         let compressed = gzip_len(&body);
-        #[allow(
-            clippy::cast_precision_loss,
-            reason = "bodies are far below 2^52 bytes"
-        )]
+        #[allow(clippy::cast_precision_loss, reason = "bodies are far below 2^52 bytes")]
         let got = body.len() as f64 / compressed as f64;
-        assert!(
-            got >= ratio.0 && got <= ratio.1,
-            "{target}: gzip ratio {got:.2}"
-        );
+        assert!(got >= ratio.0 && got <= ratio.1, "{target}: gzip ratio {got:.2}");
     }
 
     #[test]

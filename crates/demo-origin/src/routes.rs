@@ -68,76 +68,50 @@ pub(crate) fn app(state: Arc<AppState>, name: Option<HeaderValue>) -> Router {
     match name {
         // Without a name the layer is left out, so the benchmark's origin pays nothing for it.
         None => router,
-        Some(name) => router.layer(axum::middleware::map_response(
-            move |mut response: Response| {
-                let name = name.clone();
-                async move {
-                    response.headers_mut().insert(X_SERVED_BY, name);
-                    response
-                }
-            },
-        )),
+        Some(name) => router.layer(axum::middleware::map_response(move |mut response: Response| {
+            let name = name.clone();
+            async move {
+                response.headers_mut().insert(X_SERVED_BY, name);
+                response
+            }
+        })),
     }
 }
 
 fn too_large(n: usize) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        format!("{n} bytes is more than the {MAX_BODY} this demo serves\n"),
-    )
-        .into_response()
+    (StatusCode::BAD_REQUEST, format!("{n} bytes is more than the {MAX_BODY} this demo serves\n")).into_response()
 }
 
-async fn bytes(
-    State(state): State<Arc<AppState>>,
-    Path(n): Path<usize>,
-    headers: HeaderMap,
-) -> Response {
+async fn bytes(State(state): State<Arc<AppState>>, Path(n): Path<usize>, headers: HeaderMap) -> Response {
     if n > MAX_BODY {
         return too_large(n);
     }
-    let etag = HeaderValue::try_from(format!("\"b{n}\""))
-        .expect("a quoted decimal is a valid header value");
+    let etag = HeaderValue::try_from(format!("\"b{n}\"")).expect("a quoted decimal is a valid header value");
     let cache_headers = [(ETAG, etag.clone()), (CACHE_CONTROL, PUBLIC_HOUR)];
     // RFC 9110 s13.2.2: If-None-Match is evaluated before anything else this route does; a match on a GET
     // is answered 304 with the validator and caching headers the 200 would have carried (RFC 9110 s15.4.5).
-    let matched = headers.get(IF_NONE_MATCH).is_some_and(|field| {
-        none_match(
-            field.as_bytes(),
-            etag.to_str().expect("built from ASCII above"),
-        )
-    });
+    let matched = headers
+        .get(IF_NONE_MATCH)
+        .is_some_and(|field| none_match(field.as_bytes(), etag.to_str().expect("built from ASCII above")));
     if matched {
         return (StatusCode::NOT_MODIFIED, cache_headers).into_response();
     }
-    (
-        cache_headers,
-        [(CONTENT_TYPE, OCTET_STREAM)],
-        state.bytes.slice(..n),
-    )
-        .into_response()
+    (cache_headers, [(CONTENT_TYPE, OCTET_STREAM)], state.bytes.slice(..n)).into_response()
 }
 
 async fn json(State(state): State<Arc<AppState>>, Path(n): Path<usize>) -> Response {
     if n > MAX_BODY {
         return too_large(n);
     }
-    (
-        [(CACHE_CONTROL, PUBLIC_HOUR), (CONTENT_TYPE, JSON)],
-        state.json.get(n),
-    )
-        .into_response()
+    ([(CACHE_CONTROL, PUBLIC_HOUR), (CONTENT_TYPE, JSON)], state.json.get(n)).into_response()
 }
 
 async fn list_servers(State(state): State<Arc<AppState>>) -> Response {
     if !state.delay.is_zero() {
         tokio::time::sleep(state.delay).await;
     }
-    let headers = [
-        (CACHE_CONTROL, SHARED_HOUR),
-        (CONTENT_TYPE, JSON),
-        (SURROGATE_KEY, HeaderValue::from_static("servers")),
-    ];
+    let headers =
+        [(CACHE_CONTROL, SHARED_HOUR), (CONTENT_TYPE, JSON), (SURROGATE_KEY, HeaderValue::from_static("servers"))];
     (headers, state.inventory.body()).into_response()
 }
 
@@ -158,11 +132,8 @@ async fn create_server(State(state): State<Arc<AppState>>, body: Bytes) -> Respo
     };
     let server = state.inventory.add(new);
     let body = serde_json::to_vec(&server).expect("serializing a plain struct cannot fail");
-    let headers = [
-        (LOCATION, HeaderValue::from_static("/api/servers")),
-        (CONTENT_TYPE, JSON),
-        (CACHE_CONTROL, NO_STORE),
-    ];
+    let headers =
+        [(LOCATION, HeaderValue::from_static("/api/servers")), (CONTENT_TYPE, JSON), (CACHE_CONTROL, NO_STORE)];
     (StatusCode::CREATED, headers, body).into_response()
 }
 
@@ -193,25 +164,14 @@ mod tests {
         for (name, value) in request_headers {
             request = request.header(*name, *value);
         }
-        let request = request
-            .body(Body::from(body.to_owned()))
-            .expect("test requests are valid");
-        let response = router
-            .clone()
-            .oneshot(request)
-            .await
-            .expect("the router is infallible");
+        let request = request.body(Body::from(body.to_owned())).expect("test requests are valid");
+        let response = router.clone().oneshot(request).await.expect("the router is infallible");
         assert_eq!(response.status().as_u16(), expect.status, "{uri}");
         for (name, value) in expect.headers {
-            let got = response
-                .headers()
-                .get(*name)
-                .map(|v| v.to_str().expect("ascii"));
+            let got = response.headers().get(*name).map(|v| v.to_str().expect("ascii"));
             assert_eq!(got, *value, "{uri}: {name}");
         }
-        let body = to_bytes(response.into_body(), usize::MAX)
-            .await
-            .expect("bodies are in memory");
+        let body = to_bytes(response.into_body(), usize::MAX).await.expect("bodies are in memory");
         if let Some(len) = expect.body_len {
             assert_eq!(body.len(), len, "{uri}");
         }
@@ -219,10 +179,7 @@ mod tests {
     }
 
     fn router(name: Option<&'static str>) -> Router {
-        app(
-            Arc::new(AppState::new(Duration::ZERO)),
-            name.map(HeaderValue::from_static),
-        )
+        app(Arc::new(AppState::new(Duration::ZERO)), name.map(HeaderValue::from_static))
     }
 
     #[tokio::test]
@@ -230,22 +187,14 @@ mod tests {
         let r = router(None);
         let etag = Some("\"b2048\"");
         let public = Some("public, max-age=3600");
-        let bytes_headers = [
-            ("etag", etag),
-            ("cache-control", public),
-            ("x-served-by", None),
-        ];
+        let bytes_headers = [("etag", etag), ("cache-control", public), ("x-served-by", None)];
         check(
             &r,
             Method::GET,
             "/bytes/2048",
             &[],
             "",
-            Expect {
-                status: 200,
-                headers: &bytes_headers,
-                body_len: Some(2048),
-            },
+            Expect { status: 200, headers: &bytes_headers, body_len: Some(2048) },
         )
         .await;
         check(
@@ -254,11 +203,7 @@ mod tests {
             "/bytes/0",
             &[],
             "",
-            Expect {
-                status: 200,
-                headers: &[("etag", Some("\"b0\""))],
-                body_len: Some(0),
-            },
+            Expect { status: 200, headers: &[("etag", Some("\"b0\""))], body_len: Some(0) },
         )
         .await;
         let not_modified = [("etag", etag), ("cache-control", public)];
@@ -268,11 +213,7 @@ mod tests {
             "/bytes/2048",
             &[("if-none-match", "\"b2048\"")],
             "",
-            Expect {
-                status: 304,
-                headers: &not_modified,
-                body_len: Some(0),
-            },
+            Expect { status: 304, headers: &not_modified, body_len: Some(0) },
         )
         .await;
         check(
@@ -281,83 +222,16 @@ mod tests {
             "/bytes/2048",
             &[("if-none-match", "\"b1\"")],
             "",
-            Expect {
-                status: 200,
-                headers: &[],
-                body_len: Some(2048),
-            },
+            Expect { status: 200, headers: &[], body_len: Some(2048) },
         )
         .await;
-        check(
-            &r,
-            Method::GET,
-            "/bytes/8388609",
-            &[],
-            "",
-            Expect {
-                status: 400,
-                headers: &[],
-                body_len: None,
-            },
-        )
-        .await;
-        check(
-            &r,
-            Method::GET,
-            "/bytes/abc",
-            &[],
-            "",
-            Expect {
-                status: 400,
-                headers: &[],
-                body_len: None,
-            },
-        )
-        .await;
-        let json_headers = [
-            ("etag", None),
-            ("cache-control", public),
-            ("content-type", Some("application/json")),
-        ];
-        check(
-            &r,
-            Method::GET,
-            "/json/65536",
-            &[],
-            "",
-            Expect {
-                status: 200,
-                headers: &json_headers,
-                body_len: None,
-            },
-        )
-        .await;
-        check(
-            &r,
-            Method::GET,
-            "/healthz",
-            &[],
-            "",
-            Expect {
-                status: 200,
-                headers: &[],
-                body_len: Some(3),
-            },
-        )
-        .await;
-        check(
-            &r,
-            Method::GET,
-            "/nope",
-            &[],
-            "",
-            Expect {
-                status: 404,
-                headers: &[],
-                body_len: None,
-            },
-        )
-        .await;
+        check(&r, Method::GET, "/bytes/8388609", &[], "", Expect { status: 400, headers: &[], body_len: None }).await;
+        check(&r, Method::GET, "/bytes/abc", &[], "", Expect { status: 400, headers: &[], body_len: None }).await;
+        let json_headers = [("etag", None), ("cache-control", public), ("content-type", Some("application/json"))];
+        check(&r, Method::GET, "/json/65536", &[], "", Expect { status: 200, headers: &json_headers, body_len: None })
+            .await;
+        check(&r, Method::GET, "/healthz", &[], "", Expect { status: 200, headers: &[], body_len: Some(3) }).await;
+        check(&r, Method::GET, "/nope", &[], "", Expect { status: 404, headers: &[], body_len: None }).await;
     }
 
     #[tokio::test]
@@ -375,74 +249,33 @@ mod tests {
             "/api/servers",
             &[],
             "",
-            Expect {
-                status: 200,
-                headers: &list_headers,
-                body_len: None,
-            },
+            Expect { status: 200, headers: &list_headers, body_len: None },
         )
         .await;
-        let created = [
-            ("location", Some("/api/servers")),
-            ("x-served-by", Some("app-1")),
-        ];
-        check(
-            &r,
-            Method::POST,
-            "/api/servers",
-            &[],
-            "",
-            Expect {
-                status: 201,
-                headers: &created,
-                body_len: None,
-            },
-        )
-        .await;
+        let created = [("location", Some("/api/servers")), ("x-served-by", Some("app-1"))];
+        check(&r, Method::POST, "/api/servers", &[], "", Expect { status: 201, headers: &created, body_len: None })
+            .await;
         check(
             &r,
             Method::POST,
             "/api/servers",
             &[],
             r#"{"hostname":"web-1.test"}"#,
-            Expect {
-                status: 201,
-                headers: &created,
-                body_len: None,
-            },
+            Expect { status: 201, headers: &created, body_len: None },
         )
         .await;
-        check(
-            &r,
-            Method::POST,
-            "/api/servers",
-            &[],
-            "{not json",
-            Expect {
-                status: 400,
-                headers: &[],
-                body_len: None,
-            },
-        )
-        .await;
+        check(&r, Method::POST, "/api/servers", &[], "{not json", Expect { status: 400, headers: &[], body_len: None })
+            .await;
         let after = check(
             &r,
             Method::GET,
             "/api/servers",
             &[],
             "",
-            Expect {
-                status: 200,
-                headers: &list_headers,
-                body_len: None,
-            },
+            Expect { status: 200, headers: &list_headers, body_len: None },
         )
         .await;
-        let count = |body: &Bytes| {
-            serde_json::from_slice::<Vec<serde_json::Value>>(body)
-                .expect("valid JSON")
-                .len()
-        };
+        let count = |body: &Bytes| serde_json::from_slice::<Vec<serde_json::Value>>(body).expect("valid JSON").len();
         assert_eq!(count(&after), count(&before) + 2);
         assert!(String::from_utf8_lossy(&after).contains("web-1.test"));
     }

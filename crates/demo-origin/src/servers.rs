@@ -14,22 +14,10 @@ use crate::payload::SplitMix64;
 const INITIAL_SERVERS: u64 = 50;
 
 const ROLES: &[&str] = &["web", "worker", "db", "cache", "queue", "search"];
-const REGIONS: &[&str] = &[
-    "eu-west-1",
-    "eu-central-1",
-    "us-east-1",
-    "us-west-2",
-    "ap-south-1",
-];
+const REGIONS: &[&str] = &["eu-west-1", "eu-central-1", "us-east-1", "us-west-2", "ap-south-1"];
 const STATUSES: &[&str] = &["active", "active", "active", "draining", "maintenance"];
 const OSES: &[&str] = &["debian-12", "debian-11", "ubuntu-22.04", "ubuntu-24.04"];
-const TEAMS: &[&str] = &[
-    "team-payments",
-    "team-search",
-    "team-platform",
-    "team-checkout",
-    "team-identity",
-];
+const TEAMS: &[&str] = &["team-payments", "team-search", "team-platform", "team-checkout", "team-identity"];
 const CORES: &[u32] = &[2, 4, 8, 16, 32];
 const MEMORY_MB: &[u32] = &[4096, 8192, 16384, 32768, 65536];
 const DISK_GB: &[u32] = &[50, 100, 250, 500, 1000];
@@ -67,12 +55,7 @@ impl Server {
         Self {
             id,
             hostname: format!("{role}-{:03}.{region}.internal", rng.below(1000)),
-            ip: format!(
-                "10.{}.{}.{}",
-                rng.below(256),
-                rng.below(256),
-                1 + rng.below(254)
-            ),
+            ip: format!("10.{}.{}.{}", rng.below(256), rng.below(256), 1 + rng.below(254)),
             role: role.to_owned(),
             region: region.to_owned(),
             status: (*rng.pick(STATUSES)).to_owned(),
@@ -125,23 +108,15 @@ impl Inventory {
     /// The starting inventory, identical on every replica.
     pub(crate) fn new() -> Self {
         let mut rng = SplitMix64::new(0x0073_6572_7665_7273);
-        let servers: Vec<Server> = (1..=INITIAL_SERVERS)
-            .map(|id| Server::generate(id, &mut rng))
-            .collect();
+        let servers: Vec<Server> = (1..=INITIAL_SERVERS).map(|id| Server::generate(id, &mut rng)).collect();
         let body = serialize(&servers);
-        Self {
-            state: RwLock::new(State { servers, body, rng }),
-        }
+        Self { state: RwLock::new(State { servers, body, rng }) }
     }
 
     /// The list as JSON.
     pub(crate) fn body(&self) -> Bytes {
         // Writers cannot panic between the push and the re-serialization, so even a poisoned lock holds a whole list.
-        self.state
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .body
-            .clone()
+        self.state.read().unwrap_or_else(PoisonError::into_inner).body.clone()
     }
 
     /// Appends a server built from `new` (missing fields generated) and returns it.
@@ -149,14 +124,7 @@ impl Inventory {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         let id = state.servers.last().map_or(1, |last| last.id + 1);
         let mut server = Server::generate(id, &mut state.rng);
-        let NewServer {
-            hostname,
-            ip,
-            role,
-            region,
-            status,
-            owner,
-        } = new;
+        let NewServer { hostname, ip, role, region, status, owner } = new;
         server.hostname = hostname.unwrap_or(server.hostname);
         server.ip = ip.unwrap_or(server.ip);
         server.role = role.unwrap_or(server.role);
@@ -185,13 +153,8 @@ mod tests {
             serde_json::from_str(body).expect("test bodies are valid")
         };
         let added = inventory.add(new);
-        let listed: Vec<Server> =
-            serde_json::from_slice(&inventory.body()).expect("the list is valid JSON");
-        assert_eq!(
-            listed.len(),
-            usize::try_from(INITIAL_SERVERS).expect("small") + 1,
-            "{body}"
-        );
+        let listed: Vec<Server> = serde_json::from_slice(&inventory.body()).expect("the list is valid JSON");
+        assert_eq!(listed.len(), usize::try_from(INITIAL_SERVERS).expect("small") + 1, "{body}");
         assert_eq!(listed.last(), Some(&added), "{body}");
         assert_eq!(added.id, INITIAL_SERVERS + 1, "{body}");
         if let Some(hostname) = expected_hostname {
@@ -203,10 +166,7 @@ mod tests {
     fn add_appends_and_updates_the_body() {
         check("", None);
         check("{}", None);
-        check(
-            r#"{"hostname":"web-999.test","status":"active"}"#,
-            Some("web-999.test"),
-        );
+        check(r#"{"hostname":"web-999.test","status":"active"}"#, Some("web-999.test"));
     }
 
     #[test]

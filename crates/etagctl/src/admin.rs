@@ -30,11 +30,7 @@ pub(crate) struct AdminClient {
 
 impl AdminClient {
     /// Checks the base URL and prepares the HTTP client (no I/O).
-    pub(crate) fn new(
-        base: &str,
-        token: Option<String>,
-        timeout: Duration,
-    ) -> Result<Self, CliError> {
+    pub(crate) fn new(base: &str, token: Option<String>, timeout: Duration) -> Result<Self, CliError> {
         let bad = |reason: &str| {
             CliError::Usage(format!(
                 "admin URL {base:?} is invalid: {reason} (write it as http://HOST:PORT, e.g. http://127.0.0.1:9091)"
@@ -45,16 +41,12 @@ impl AdminClient {
             "http" => {}
             // Built without TLS: the admin listener is meant for loopback or a private network.
             "https" => {
-                return Err(bad(
-                    "https is not supported; use the sidecar's plain http admin listener",
-                ));
+                return Err(bad("https is not supported; use the sidecar's plain http admin listener"));
             }
             _ => return Err(bad("the scheme must be http")),
         }
         if parsed.host_str().is_none() || parsed.query().is_some() || parsed.fragment().is_some() {
-            return Err(bad(
-                "give only the scheme, host, port and an optional path prefix",
-            ));
+            return Err(bad("give only the scheme, host, port and an optional path prefix"));
         }
         // Routes are joined onto the base, so the base path must end with a slash to keep any prefix.
         if !parsed.path().ends_with('/') {
@@ -66,26 +58,18 @@ impl AdminClient {
             .timeout(timeout)
             .build()
             .map_err(|error| CliError::Failed(format!("cannot set up the HTTP client: {error}")))?;
-        Ok(Self {
-            base: parsed,
-            token,
-            http,
-            timeout,
-        })
+        Ok(Self { base: parsed, token, http, timeout })
     }
 
     /// The URL of one route.
     pub(crate) fn route(&self, route: &str) -> Url {
-        self.base
-            .join(route)
-            .expect("a relative route joins onto an http base URL")
+        self.base.join(route).expect("a relative route joins onto an http base URL")
     }
 
     /// `POST /invalidate`.
     pub(crate) async fn invalidate(&self, invalidation: &Invalidation) -> Result<Value, CliError> {
         let url = self.route("invalidate");
-        self.send(self.http.post(url).json(invalidation), "invalidate")
-            .await
+        self.send(self.http.post(url).json(invalidation), "invalidate").await
     }
 
     /// `GET /entries?url=...`.
@@ -106,24 +90,15 @@ impl AdminClient {
             Some(token) => request.bearer_auth(token),
             None => request,
         };
-        let response = request
-            .send()
-            .await
-            .map_err(|error| self.transport(&error))?;
+        let response = request.send().await.map_err(|error| self.transport(&error))?;
         let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|error| self.transport(&error))?;
+        let body = response.bytes().await.map_err(|error| self.transport(&error))?;
         let json: Option<Value> = serde_json::from_slice(&body).ok();
         let said = || {
             json.as_ref()
                 .and_then(|json| json.get("error"))
                 .and_then(Value::as_str)
-                .map_or_else(
-                    || String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
-                    str::to_owned,
-                )
+                .map_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(), str::to_owned)
         };
         match status {
             status if status.is_success() => json.ok_or_else(|| {
@@ -178,17 +153,10 @@ mod tests {
     fn checks_base_urls_and_joins_routes() {
         let check = |base: &str, expected: Option<&str>| {
             let client = AdminClient::new(base, None, Duration::from_secs(1));
-            assert_eq!(
-                client.ok().map(|c| c.route("stats").to_string()).as_deref(),
-                expected,
-                "{base}"
-            );
+            assert_eq!(client.ok().map(|c| c.route("stats").to_string()).as_deref(), expected, "{base}");
         };
         check("http://127.0.0.1:9091", Some("http://127.0.0.1:9091/stats"));
-        check(
-            "http://127.0.0.1:9091/",
-            Some("http://127.0.0.1:9091/stats"),
-        );
+        check("http://127.0.0.1:9091/", Some("http://127.0.0.1:9091/stats"));
         check("http://host/etagd", Some("http://host/etagd/stats"));
         check("http://host/etagd/", Some("http://host/etagd/stats"));
         check("https://host", None);

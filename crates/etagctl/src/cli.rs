@@ -18,7 +18,7 @@ Exit codes: 0 done; 1 a server was unreachable, refused the token, or the work w
 
 const FLUSH_EXAMPLES: &str = "\
 Examples:
-  etagctl --memcached 127.0.0.1:11211 flush --url http://api.example.com/api/servers?page=2
+  etagctl --memcached 127.0.0.1:11211 flush --url 'http://api.example.com/api/servers?page=2'
   etagctl --memcached 127.0.0.1:11211 flush --url http://shop/a --url http://shop/b --tag cart
   etagctl --memcached 127.0.0.1:11211 flush --tag products --grace 30s
   etagctl --memcached 127.0.0.1:11211 --namespace shop flush --all --dry-run
@@ -63,15 +63,10 @@ pub(crate) struct Cli {
 
 /// Where the cache is and how to talk to it.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub(crate) struct GlobalArgs {
     /// Memcached servers, comma separated: the same set the sidecars use (order does not matter).
-    #[arg(
-        long,
-        env = "ETAGD_MEMCACHED",
-        value_delimiter = ',',
-        value_name = "HOST:PORT,...",
-        global = true
-    )]
+    #[arg(long, env = "ETAGD_MEMCACHED", value_delimiter = ',', value_name = "HOST:PORT,...", global = true)]
     pub(crate) memcached: Vec<String>,
 
     /// A running sidecar's admin API (e.g. http://127.0.0.1:9091), instead of --memcached.
@@ -79,13 +74,7 @@ pub(crate) struct GlobalArgs {
     pub(crate) admin: Option<String>,
 
     /// Bearer token for the admin API.
-    #[arg(
-        long,
-        env = "ETAGD_ADMIN_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true,
-        global = true
-    )]
+    #[arg(long, env = "ETAGD_ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true, global = true)]
     pub(crate) admin_token: Option<String>,
 
     /// The deployment's namespace in Memcached (with --memcached; a sidecar uses its own).
@@ -173,19 +162,9 @@ mod tests {
     fn every_command_has_examples() {
         let command = Cli::command();
         assert!(command.get_after_help().is_some());
-        for sub in command
-            .get_subcommands()
-            .filter(|sub| sub.get_name() != "help")
-        {
-            let help = sub
-                .get_after_help()
-                .map(ToString::to_string)
-                .unwrap_or_default();
-            assert!(
-                help.contains("etagctl"),
-                "{} has no example",
-                sub.get_name()
-            );
+        for sub in command.get_subcommands().filter(|sub| sub.get_name() != "help") {
+            let help = sub.get_after_help().map(ToString::to_string).unwrap_or_default();
+            assert!(help.contains("etagctl"), "{} has no example", sub.get_name());
         }
     }
 
@@ -193,69 +172,14 @@ mod tests {
     fn parses_flags_anywhere() {
         let check = |args: &[&str], urls: usize, tags: usize, all: bool, grace: Option<u64>| {
             let cli = Cli::try_parse_from(args).expect("parses");
-            let Command::Flush(flush) = cli.command else {
-                panic!("not flush: {args:?}")
-            };
-            assert_eq!(
-                (flush.urls.len(), flush.tags.len(), flush.all, flush.grace),
-                (urls, tags, all, grace)
-            );
+            let Command::Flush(flush) = cli.command else { panic!("not flush: {args:?}") };
+            assert_eq!((flush.urls.len(), flush.tags.len(), flush.all, flush.grace), (urls, tags, all, grace));
         };
-        check(
-            &[
-                "etagctl",
-                "--memcached",
-                "a:1",
-                "flush",
-                "--url",
-                "http://h/",
-            ],
-            1,
-            0,
-            false,
-            None,
-        );
-        check(
-            &[
-                "etagctl",
-                "flush",
-                "--url",
-                "http://h/a",
-                "--url",
-                "http://h/b",
-                "--tag",
-                "t",
-            ],
-            2,
-            1,
-            false,
-            None,
-        );
-        check(
-            &[
-                "etagctl",
-                "flush",
-                "--all",
-                "--grace",
-                "30s",
-                "--memcached",
-                "a:1",
-            ],
-            0,
-            0,
-            true,
-            Some(30),
-        );
-        let cli = Cli::try_parse_from([
-            "etagctl",
-            "--memcached",
-            "a:1,b:2",
-            "stats",
-            "--json",
-            "--timeout",
-            "1s",
-        ])
-        .expect("parses");
+        check(&["etagctl", "--memcached", "a:1", "flush", "--url", "http://h/"], 1, 0, false, None);
+        check(&["etagctl", "flush", "--url", "http://h/a", "--url", "http://h/b", "--tag", "t"], 2, 1, false, None);
+        check(&["etagctl", "flush", "--all", "--grace", "30s", "--memcached", "a:1"], 0, 0, true, Some(30));
+        let cli = Cli::try_parse_from(["etagctl", "--memcached", "a:1,b:2", "stats", "--json", "--timeout", "1s"])
+            .expect("parses");
         assert_eq!(cli.global.memcached, ["a:1", "b:2"]);
         assert!(cli.global.json);
         assert_eq!(cli.global.timeout, Duration::from_secs(1));

@@ -5,9 +5,7 @@ use std::time::Duration;
 /// Parses `<integer>[ms|s|m|h]`; a bare integer is seconds.
 pub(crate) fn parse(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let bad = || format!("{text:?} is not a duration: write it as 500ms, 2s, 1m or 1h");
     let number: u64 = number.parse().map_err(|_| bad())?;
@@ -33,9 +31,7 @@ pub(crate) fn parse_timeout(text: &str) -> Result<Duration, String> {
 pub(crate) fn parse_grace(text: &str) -> Result<u64, String> {
     let grace = parse(text)?;
     if grace.is_zero() {
-        return Err(
-            "the grace period must be at least 1s; leave --grace out for a hard flush".to_owned(),
-        );
+        return Err("the grace period must be at least 1s; leave --grace out for a hard flush".to_owned());
     }
     Ok(grace.as_secs() + u64::from(grace.subsec_nanos() > 0))
 }
@@ -58,11 +54,7 @@ mod tests {
     #[test]
     fn parses_durations() {
         let check = |text: &str, expected: Option<u64>| {
-            assert_eq!(
-                parse(text).ok().map(|d| d.as_millis() as u64),
-                expected,
-                "{text}"
-            );
+            assert_eq!(parse(text).ok().map(|d| d.as_millis() as u64), expected, "{text}");
         };
         check("2s", Some(2_000));
         check("500ms", Some(500));
@@ -83,9 +75,7 @@ mod tests {
     fn timeouts_and_grace_periods() {
         assert_eq!(parse_timeout("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_timeout("0s").is_err());
-        let check = |text: &str, expected: Option<u64>| {
-            assert_eq!(parse_grace(text).ok(), expected, "{text}")
-        };
+        let check = |text: &str, expected: Option<u64>| assert_eq!(parse_grace(text).ok(), expected, "{text}");
         check("30s", Some(30));
         check("1500ms", Some(2));
         check("2m", Some(120));
@@ -95,8 +85,7 @@ mod tests {
 
     #[test]
     fn shows_durations() {
-        let check =
-            |millis: u64, expected: &str| assert_eq!(show(Duration::from_millis(millis)), expected);
+        let check = |millis: u64, expected: &str| assert_eq!(show(Duration::from_millis(millis)), expected);
         check(2_000, "2s");
         check(250, "250ms");
         check(1_500, "1.5s");

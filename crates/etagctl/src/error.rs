@@ -27,10 +27,7 @@ impl CliError {
 
     /// The message on one line: some underlying errors span several, and scripts read stderr line by line.
     pub(crate) fn one_line(&self) -> String {
-        self.to_string()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
+        self.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
     }
 }
 

@@ -66,20 +66,13 @@ pub(crate) fn invalidation(args: &FlushArgs) -> Result<Invalidation, CliError> {
     let mut tags: Vec<String> = Vec::new();
     for tag in &args.tags {
         if tag.is_empty() {
-            return Err(CliError::Usage(
-                "--tag needs a tag name, e.g. --tag products".to_owned(),
-            ));
+            return Err(CliError::Usage("--tag needs a tag name, e.g. --tag products".to_owned()));
         }
         if !tags.contains(tag) {
             tags.push(tag.clone());
         }
     }
-    Ok(Invalidation {
-        urls,
-        tags,
-        all: args.all,
-        grace_s: args.grace,
-    })
+    Ok(Invalidation { urls, tags, all: args.all, grace_s: args.grace })
 }
 
 /// Runs `flush`.
@@ -96,8 +89,7 @@ pub(crate) async fn run(target: &Target, args: &FlushArgs, json: bool) -> Result
                 if json {
                     table::print_json(&request);
                 } else {
-                    let body =
-                        serde_json::to_string(&invalidation).expect("an invalidation serializes");
+                    let body = serde_json::to_string(&invalidation).expect("an invalidation serializes");
                     table::print(&format!(
                         "would send POST {}\n{body}\ndry run: nothing was sent\n",
                         admin.route("invalidate")
@@ -115,31 +107,22 @@ pub(crate) async fn run(target: &Target, args: &FlushArgs, json: bool) -> Result
         Target::Admin(admin) => admin.invalidate(&invalidation).await?,
     };
     let report: ReportView = serde_json::from_value(answer.clone()).map_err(|error| {
-        CliError::Failed(format!(
-            "the admin API answered /invalidate with an unexpected report ({error})"
-        ))
+        CliError::Failed(format!("the admin API answered /invalidate with an unexpected report ({error})"))
     })?;
     if json {
         table::print_json(&answer);
     } else {
         table::print(&render(&report));
     }
-    if report.complete {
-        Ok(())
-    } else {
-        Err(incomplete(&report))
-    }
+    if report.complete { Ok(()) } else { Err(incomplete(&report)) }
 }
 
 fn incomplete(report: &ReportView) -> CliError {
     let failed: Vec<&TargetView> = report.targets.iter().filter(|t| !t.ok).collect();
-    let first = failed
-        .first()
-        .and_then(|t| t.error.clone())
-        .unwrap_or_else(|| "no reason given".to_owned());
+    let first = failed.first().and_then(|t| t.error.clone()).unwrap_or_else(|| "no reason given".to_owned());
     CliError::Failed(format!(
-        "the invalidation is incomplete: {} of {} writes failed ({first}) and the namespace could not be \
-         invalidated instead; bring the server back or fix --memcached, then run the flush again",
+        "the invalidation is incomplete: {} of {} writes failed ({first}), so some old entries may still be served; \
+         check the memcached servers (etagctl stats) and run the flush again",
         failed.len(),
         report.targets.len()
     ))
@@ -155,11 +138,7 @@ fn render(report: &ReportView) -> String {
         .targets
         .iter()
         .map(|t| {
-            let name = if t.kind == "all" && t.name.is_empty() {
-                "(namespace)".to_owned()
-            } else {
-                t.name.clone()
-            };
+            let name = if t.kind == "all" && t.name.is_empty() { "(namespace)".to_owned() } else { t.name.clone() };
             let mut row = vec![
                 t.kind.clone(),
                 name,
@@ -176,15 +155,12 @@ fn render(report: &ReportView) -> String {
     let mut out = table::columns(&headers, &rows);
     let landed = report.targets.iter().filter(|t| t.ok).count();
     let mode = match report.grace_s {
-        Some(grace) => format!(
-            "soft: old entries may be served stale for up to {grace}s while one replica refreshes each"
-        ),
+        Some(grace) => {
+            format!("soft: old entries may be served stale for up to {grace}s while one replica refreshes each")
+        }
         None => "hard".to_owned(),
     };
-    out.push_str(&format!(
-        "invalidated {landed} of {} targets ({mode})\n",
-        report.targets.len()
-    ));
+    out.push_str(&format!("invalidated {landed} of {} targets ({mode})\n", report.targets.len()));
     if report.escalated_to_all {
         out.push_str("some targets failed, so the whole namespace was invalidated instead: every entry misses once\n");
     }
@@ -202,10 +178,9 @@ fn dry_run_direct(cache: &Cache, invalidation: &Invalidation, json: bool) -> Res
         action,
     };
     let (delete, bump) = match invalidation.grace_s {
-        Some(grace) => (
-            format!("soft-delete (stale for {grace}s)"),
-            format!("new generation (old one stale for {grace}s)"),
-        ),
+        Some(grace) => {
+            (format!("soft-delete (stale for {grace}s)"), format!("new generation (old one stale for {grace}s)"))
+        }
         None => ("delete".to_owned(), "new generation".to_owned()),
     };
     let mut writes = Vec::new();
@@ -214,27 +189,12 @@ fn dry_run_direct(cache: &Cache, invalidation: &Invalidation, json: bool) -> Res
         writes.push(plan("url", url, key, delete.clone()));
     }
     for tag in &invalidation.tags {
-        writes.push(plan(
-            "tag",
-            tag,
-            namespace.tag_generation_key(tag),
-            bump.clone(),
-        ));
+        writes.push(plan("tag", tag, namespace.tag_generation_key(tag), bump.clone()));
     }
     if invalidation.all {
-        writes.push(plan(
-            "all",
-            "",
-            namespace.all_generation_key(),
-            bump.clone(),
-        ));
+        writes.push(plan("all", "", namespace.all_generation_key(), bump.clone()));
     }
-    let fallback = plan(
-        "all",
-        "",
-        namespace.all_generation_key(),
-        "new generation".to_owned(),
-    );
+    let fallback = plan("all", "", namespace.all_generation_key(), "new generation".to_owned());
     if json {
         table::print_json(&json!({
             "dry_run": true,
@@ -248,18 +208,8 @@ fn dry_run_direct(cache: &Cache, invalidation: &Invalidation, json: bool) -> Res
     let rows: Vec<Vec<String>> = writes
         .iter()
         .map(|w| {
-            let name = if w.kind == "all" {
-                "(namespace)".to_owned()
-            } else {
-                w.name.clone()
-            };
-            vec![
-                w.kind.to_owned(),
-                name,
-                w.key.clone(),
-                w.server.clone(),
-                w.action.clone(),
-            ]
+            let name = if w.kind == "all" { "(namespace)".to_owned() } else { w.name.clone() };
+            vec![w.kind.to_owned(), name, w.key.clone(), w.server.clone(), w.action.clone()]
         })
         .collect();
     let mut out = table::columns(&["KIND", "NAME", "KEY", "SERVER", "WRITE"], &rows);
@@ -291,17 +241,12 @@ mod tests {
     #[test]
     fn validates_what_to_flush() {
         let check = |a: FlushArgs, expected: Result<(usize, usize), u8>| {
-            let got = invalidation(&a)
-                .map(|i| (i.urls.len(), i.tags.len()))
-                .map_err(|e| e.exit_code());
+            let got = invalidation(&a).map(|i| (i.urls.len(), i.tags.len())).map_err(|e| e.exit_code());
             assert_eq!(got, expected, "{a:?}");
         };
         check(args(&[], &[], false), Err(2));
         check(args(&["http://h/a"], &[], false), Ok((1, 0)));
-        check(
-            args(&["http://h/a", "http://h/a"], &["t", "t", "u"], false),
-            Ok((1, 2)),
-        );
+        check(args(&["http://h/a", "http://h/a"], &["t", "t", "u"], false), Ok((1, 2)));
         check(args(&[], &[], true), Ok((0, 0)));
         check(args(&["not a url"], &[], false), Err(2));
         check(args(&["ftp://h/a"], &["t"], false), Err(2));
@@ -320,20 +265,11 @@ mod tests {
         }))
         .expect("a report");
         let text = render(&report);
-        assert!(
-            text.starts_with("KIND  NAME         SERVER  OK   EXISTED  ERROR\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("tag   t            m:2     no   -        down\n"),
-            "{text}"
-        );
+        assert!(text.starts_with("KIND  NAME         SERVER  OK   EXISTED  ERROR\n"), "{text}");
+        assert!(text.contains("tag   t            m:2     no   -        down\n"), "{text}");
         assert!(text.contains("(namespace)"), "{text}");
         assert!(text.contains("invalidated 2 of 3 targets (hard)"), "{text}");
-        assert!(
-            text.contains("whole namespace was invalidated instead"),
-            "{text}"
-        );
+        assert!(text.contains("whole namespace was invalidated instead"), "{text}");
         assert_eq!(incomplete(&report).exit_code(), 1);
     }
 }

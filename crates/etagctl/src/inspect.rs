@@ -64,9 +64,7 @@ pub(crate) async fn run(target: &Target, args: &InspectArgs, json: bool) -> Resu
         return Ok(());
     }
     let inspection: InspectionView = serde_json::from_value(answer).map_err(|error| {
-        CliError::Failed(format!(
-            "the admin API answered /entries with an unexpected inspection ({error})"
-        ))
+        CliError::Failed(format!("the admin API answered /entries with an unexpected inspection ({error})"))
     })?;
     table::print(&render(&args.url, &inspection));
     Ok(())
@@ -102,13 +100,7 @@ fn render(url: &str, inspection: &InspectionView) -> String {
         ("stored", stored),
     ];
     if !inspection.vary.is_empty() {
-        rows.push((
-            "vary",
-            format!(
-                "{} (showing the variant for a request without them)",
-                inspection.vary.join(", ")
-            ),
-        ));
+        rows.push(("vary", format!("{} (showing the variant for a request without them)", inspection.vary.join(", "))));
     }
     match &inspection.entry {
         Some(entry) => {
@@ -118,38 +110,13 @@ fn render(url: &str, inspection: &InspectionView) -> String {
             rows.push(("age", format!("{}s", entry.age_s)));
             rows.push((
                 "ttl left",
-                entry
-                    .ttl_left_s
-                    .map_or_else(|| "until invalidated".to_owned(), |s| format!("{s}s")),
+                entry.ttl_left_s.map_or_else(|| "until invalidated".to_owned(), |s| format!("{s}s")),
             ));
-            rows.push((
-                "size",
-                format!(
-                    "{} ({} bytes)",
-                    table::bytes(entry.body_bytes),
-                    entry.body_bytes
-                ),
-            ));
-            rows.push((
-                "tags",
-                if entry.tags.is_empty() {
-                    "-".to_owned()
-                } else {
-                    entry.tags.join(", ")
-                },
-            ));
-            rows.push((
-                "codings",
-                if entry.codings.is_empty() {
-                    "-".to_owned()
-                } else {
-                    entry.codings.join(", ")
-                },
-            ));
+            rows.push(("size", format!("{} ({} bytes)", table::bytes(entry.body_bytes), entry.body_bytes)));
+            rows.push(("tags", if entry.tags.is_empty() { "-".to_owned() } else { entry.tags.join(", ") }));
+            rows.push(("codings", if entry.codings.is_empty() { "-".to_owned() } else { entry.codings.join(", ") }));
         }
-        None if inspection.head == "variants" => {
-            rows.push(("entry", "none for this variant".to_owned()))
-        }
+        None if inspection.head == "variants" => rows.push(("entry", "none for this variant".to_owned())),
         None => {}
     }
     table::pairs(&rows)
@@ -163,13 +130,9 @@ mod tests {
 
     #[test]
     fn shows_canonical_forms() {
-        let check =
-            |canonical: &str, expected: &str| assert_eq!(show_canonical(canonical), expected);
+        let check = |canonical: &str, expected: &str| assert_eq!(show_canonical(canonical), expected);
         check("GET\nhttp\nh\n/a\n", "GET http://h/a");
-        check(
-            "GET\nhttps\nh:8443\n/a\nb=1&c=2",
-            "GET https://h:8443/a?b=1&c=2",
-        );
+        check("GET\nhttps\nh:8443\n/a\nb=1&c=2", "GET https://h:8443/a?b=1&c=2");
         check("odd\nform", "odd form");
     }
 
@@ -183,17 +146,12 @@ mod tests {
         }))
         .expect("an inspection");
         let text = render("http://h/a", &inspection);
-        for line in [
-            "etag       \"abc\"\n",
-            "ttl left   until invalidated\n",
-            "size       2.0 KiB (2048 bytes)\n",
-        ] {
+        for line in ["etag       \"abc\"\n", "ttl left   until invalidated\n", "size       2.0 KiB (2048 bytes)\n"] {
             assert!(text.contains(line), "{line:?} in\n{text}");
         }
         assert!(text.contains("tags       a, b\n"), "{text}");
         let missing: InspectionView =
-            serde_json::from_value(json!({"head": "missing", "entry": null}))
-                .expect("an inspection");
+            serde_json::from_value(json!({"head": "missing", "entry": null})).expect("an inspection");
         let text = render("http://h/a", &missing);
         assert!(text.contains("stored     nothing"), "{text}");
         assert!(!text.contains("etag"), "{text}");

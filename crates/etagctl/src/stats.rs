@@ -57,21 +57,14 @@ pub(crate) async fn run(target: &Target, json: bool) -> Result<(), CliError> {
         Target::Admin(admin) => admin.stats().await?,
     };
     let stats: StatsView = serde_json::from_value(answer.clone()).map_err(|error| {
-        CliError::Failed(format!(
-            "the admin API answered /stats with unexpected statistics ({error})"
-        ))
+        CliError::Failed(format!("the admin API answered /stats with unexpected statistics ({error})"))
     })?;
     if json {
         table::print_json(&answer);
     } else {
         table::print(&render(&stats));
     }
-    let down: Vec<&str> = stats
-        .servers
-        .iter()
-        .filter(|s| !s.reachable)
-        .map(|s| s.server.as_str())
-        .collect();
+    let down: Vec<&str> = stats.servers.iter().filter(|s| !s.reachable).map(|s| s.server.as_str()).collect();
     if down.is_empty() {
         return Ok(());
     }
@@ -116,24 +109,10 @@ fn render(stats: &StatsView) -> String {
             ]
         })
         .collect();
-    let mut out = table::columns(
-        &[
-            "SERVER",
-            "REACHABLE",
-            "VERSION",
-            "ITEMS",
-            "BYTES",
-            "HIT RATIO",
-            "EVICTIONS",
-        ],
-        &rows,
-    );
+    let mut out =
+        table::columns(&["SERVER", "REACHABLE", "VERSION", "ITEMS", "BYTES", "HIT RATIO", "EVICTIONS"], &rows);
     for server in stats.servers.iter().filter(|s| !s.reachable) {
-        out.push_str(&format!(
-            "{}: {}\n",
-            server.server,
-            server.error.as_deref().unwrap_or("unreachable")
-        ));
+        out.push_str(&format!("{}: {}\n", server.server, server.error.as_deref().unwrap_or("unreachable")));
     }
     if !stats.health.is_empty() {
         let rows: Vec<Vec<String>> = stats
@@ -180,15 +159,9 @@ mod tests {
         }))
         .expect("stats");
         let text = render(&stats);
-        assert!(
-            text.contains("m:1     yes        1.6.21   3      2.0 KiB / 64.0 MiB  90.0%      0\n"),
-            "{text}"
-        );
+        assert!(text.contains("m:1     yes        1.6.21   3      2.0 KiB / 64.0 MiB  90.0%      0\n"), "{text}");
         assert!(text.contains("m:2     no         -"), "{text}");
-        assert!(
-            text.contains("m:2: connect failed: Connection refused\n"),
-            "{text}"
-        );
+        assert!(text.contains("m:2: connect failed: Connection refused\n"), "{text}");
         assert!(text.contains("m:2     down   refused\n"), "{text}");
     }
 }

@@ -28,9 +28,7 @@ pub(crate) fn columns(headers: &[&str], rows: &[Vec<String>]) -> String {
 /// `name  value` lines with the names padded to the longest.
 pub(crate) fn pairs(rows: &[(&str, String)]) -> String {
     let width = rows.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
-    rows.iter()
-        .map(|(name, value)| format!("{name:width$}  {value}").trim_end().to_owned() + "\n")
-        .collect()
+    rows.iter().map(|(name, value)| format!("{name:width$}  {value}").trim_end().to_owned() + "\n").collect()
 }
 
 /// A byte count in binary units: `512 B`, `1.5 KiB`, `64.0 MiB`.
@@ -88,10 +86,7 @@ mod tests {
 
     #[test]
     fn pads_pairs() {
-        assert_eq!(
-            pairs(&[("etag", "\"x\"".into()), ("ttl left", "5s".into())]),
-            "etag      \"x\"\nttl left  5s\n"
-        );
+        assert_eq!(pairs(&[("etag", "\"x\"".into()), ("ttl left", "5s".into())]), "etag      \"x\"\nttl left  5s\n");
     }
 
     #[test]

@@ -32,39 +32,19 @@ enum Mode {
 
 impl Target {
     /// Builds the target the options name. No I/O: Memcached connections are dialled at the first operation.
-    pub(crate) async fn from_options(
-        global: &GlobalArgs,
-        matches: &ArgMatches,
-    ) -> Result<Self, CliError> {
-        let servers: Vec<String> = global
-            .memcached
-            .iter()
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
-            .collect();
-        let admin = global
-            .admin
-            .as_deref()
-            .map(str::trim)
-            .filter(|a| !a.is_empty());
+    pub(crate) async fn from_options(global: &GlobalArgs, matches: &ArgMatches) -> Result<Self, CliError> {
+        let servers: Vec<String> =
+            global.memcached.iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+        let admin = global.admin.as_deref().map(str::trim).filter(|a| !a.is_empty());
         let source = |id: &str| matches.value_source(id);
-        match choose_mode(
-            !servers.is_empty(),
-            source("memcached"),
-            admin.is_some(),
-            source("admin"),
-        )? {
+        match choose_mode(!servers.is_empty(), source("memcached"), admin.is_some(), source("admin"))? {
             Mode::Direct => {
                 let namespace = Namespace::new(global.namespace.trim())?;
-                Ok(Self::Direct(
-                    connect(servers, namespace, global.timeout).await?,
-                ))
+                Ok(Self::Direct(connect(servers, namespace, global.timeout).await?))
             }
             Mode::Admin => {
                 if source("namespace") == Some(ValueSource::CommandLine) {
-                    eprintln!(
-                        "note: --namespace is ignored with --admin: the sidecar acts on its own namespace"
-                    );
+                    eprintln!("note: --namespace is ignored with --admin: the sidecar acts on its own namespace");
                 }
                 let token = global.admin_token.clone().filter(|t| !t.is_empty());
                 let admin = admin.expect("admin mode is chosen only when --admin is given");
@@ -111,41 +91,22 @@ pub(crate) fn split_timeout(budget: Duration) -> (Duration, Duration) {
     ((budget / 4).max(floor), (budget / 2).max(floor))
 }
 
-async fn connect(
-    servers: Vec<String>,
-    namespace: Namespace,
-    timeout: Duration,
-) -> Result<Cache, CliError> {
+async fn connect(servers: Vec<String>, namespace: Namespace, timeout: Duration) -> Result<Cache, CliError> {
     for server in &servers {
         check_address(server)?;
     }
     let (connect_timeout, io_timeout) = split_timeout(timeout);
-    let config = MemcachedConfig {
-        servers,
-        connect_timeout,
-        io_timeout,
-        max_idle: 4,
-        ..MemcachedConfig::default()
-    };
-    let store = MemcachedStore::connect(config)
-        .await
-        .map_err(|error| CliError::Failed(error.to_string()))?;
+    let config = MemcachedConfig { servers, connect_timeout, io_timeout, max_idle: 4, ..MemcachedConfig::default() };
+    let store = MemcachedStore::connect(config).await.map_err(|error| CliError::Failed(error.to_string()))?;
     // A one-shot command reads each body at most once and remembers nothing between runs.
-    let config = CacheConfig {
-        namespace,
-        body_cache_bytes: 0,
-        hint_capacity: 16,
-        ..CacheConfig::default()
-    };
+    let config = CacheConfig { namespace, body_cache_bytes: 0, hint_capacity: 16, ..CacheConfig::default() };
     Ok(Cache::new(Arc::new(store), config))
 }
 
 /// Rejects what cannot be a `host:port` before anything is dialled, so a typo is a usage error.
 fn check_address(server: &str) -> Result<(), CliError> {
     let valid = server.rsplit_once(':').is_some_and(|(host, port)| {
-        !host.is_empty()
-            && !host.contains(char::is_whitespace)
-            && port.parse::<u16>().is_ok_and(|p| p > 0)
+        !host.is_empty() && !host.contains(char::is_whitespace) && port.parse::<u16>().is_ok_and(|p| p > 0)
     });
     if valid {
         Ok(())
@@ -163,16 +124,8 @@ mod tests {
     #[test]
     fn chooses_the_mode() {
         use ValueSource::{CommandLine as Cl, EnvVariable as Env};
-        let check = |m: bool,
-                     ms: Option<ValueSource>,
-                     a: bool,
-                     r#as: Option<ValueSource>,
-                     expected: Option<Mode>| {
-            assert_eq!(
-                choose_mode(m, ms, a, r#as).ok(),
-                expected,
-                "{m} {ms:?} {a} {as:?}"
-            );
+        let check = |m: bool, ms: Option<ValueSource>, a: bool, r#as: Option<ValueSource>, expected: Option<Mode>| {
+            assert_eq!(choose_mode(m, ms, a, r#as).ok(), expected, "{m} {ms:?} {a} {as:?}");
         };
         check(false, None, false, None, None);
         check(true, Some(Cl), false, None, Some(Mode::Direct));
@@ -186,8 +139,7 @@ mod tests {
 
     #[test]
     fn checks_addresses() {
-        let check =
-            |address: &str, ok: bool| assert_eq!(check_address(address).is_ok(), ok, "{address}");
+        let check = |address: &str, ok: bool| assert_eq!(check_address(address).is_ok(), ok, "{address}");
         check("127.0.0.1:11211", true);
         check("memcached-0.memcached:11211", true);
         check("[::1]:11211", true);
@@ -203,11 +155,7 @@ mod tests {
     fn splits_the_budget() {
         let check = |budget_ms: u64, expected: (u64, u64)| {
             let (connect, io) = split_timeout(Duration::from_millis(budget_ms));
-            assert_eq!(
-                (connect.as_millis() as u64, io.as_millis() as u64),
-                expected,
-                "{budget_ms}"
-            );
+            assert_eq!((connect.as_millis() as u64, io.as_millis() as u64), expected, "{budget_ms}");
         };
         check(2_000, (500, 1_000));
         check(100, (25, 50));

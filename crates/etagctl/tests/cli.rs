@@ -29,12 +29,7 @@ use tokio::runtime::Runtime;
 /// The binary with none of its environment variables inherited, and a hard stop so a hang fails the test.
 fn etagctl() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_etagctl"));
-    for name in [
-        "ETAGD_MEMCACHED",
-        "ETAGCTL_ADMIN",
-        "ETAGD_ADMIN_TOKEN",
-        "ETAGD_NAMESPACE",
-    ] {
+    for name in ["ETAGD_MEMCACHED", "ETAGCTL_ADMIN", "ETAGD_ADMIN_TOKEN", "ETAGD_NAMESPACE"] {
         command.env_remove(name);
     }
     command.timeout(Duration::from_secs(10));
@@ -60,13 +55,9 @@ fn cache(rt: &Runtime, addr: &str, namespace: &str) -> Cache {
         io_timeout: Duration::from_secs(1),
         ..MemcachedConfig::default()
     };
-    let store = rt
-        .block_on(MemcachedStore::connect(config))
-        .expect("a memcached store");
-    let config = CacheConfig {
-        namespace: Namespace::new(namespace).expect("a valid namespace"),
-        ..CacheConfig::default()
-    };
+    let store = rt.block_on(MemcachedStore::connect(config)).expect("a memcached store");
+    let config =
+        CacheConfig { namespace: Namespace::new(namespace).expect("a valid namespace"), ..CacheConfig::default() };
     Cache::new(Arc::new(store), config)
 }
 
@@ -75,14 +66,8 @@ fn fill(rt: &Runtime, cache: &Cache, url: &str, tags: &[&str], etag: &str) -> St
     let resource = ResourceKey::from_url(url).expect("a valid url");
     let headers = HeaderMap::new();
     rt.block_on(async {
-        let request = LookupRequest {
-            resource: &resource,
-            headers: &headers,
-            route_tags: &[],
-        };
-        let Lookup::Miss(fill) = cache.lookup(request).await else {
-            panic!("{url} should miss before the fill")
-        };
+        let request = LookupRequest { resource: &resource, headers: &headers, route_tags: &[] };
+        let Lookup::Miss(fill) = cache.lookup(request).await else { panic!("{url} should miss before the fill") };
         let response = FillResponse {
             status: 200,
             headers: vec![("content-type".to_owned(), Bytes::from_static(b"text/plain"))],
@@ -101,11 +86,7 @@ fn fill(rt: &Runtime, cache: &Cache, url: &str, tags: &[&str], etag: &str) -> St
             last_modified: None,
             codings: Vec::new(),
         };
-        fill.commit(response)
-            .await
-            .expect("the fill commits")
-            .etag
-            .clone()
+        fill.commit(response).await.expect("the fill commits").etag.clone()
     })
 }
 
@@ -114,11 +95,7 @@ fn lookup(rt: &Runtime, cache: &Cache, url: &str) -> &'static str {
     let resource = ResourceKey::from_url(url).expect("a valid url");
     let headers = HeaderMap::new();
     rt.block_on(async {
-        let request = LookupRequest {
-            resource: &resource,
-            headers: &headers,
-            route_tags: &[],
-        };
+        let request = LookupRequest { resource: &resource, headers: &headers, route_tags: &[] };
         cache.lookup(request).await.label()
     })
 }
@@ -141,37 +118,18 @@ fn stdout_json(output: &std::process::Output) -> Value {
 fn flush_url_makes_the_next_lookup_miss_and_spares_other_urls() {
     let (memcached, rt, ns) = (Memcached::start(), runtime(), unique_namespace());
     let cache = cache(&rt, &memcached.addr(), &ns);
-    fill(
-        &rt,
-        &cache,
-        "http://api.example.com/servers?page=2&sort=name",
-        &[],
-        "\"a\"",
-    );
+    fill(&rt, &cache, "http://api.example.com/servers?page=2&sort=name", &[], "\"a\"");
     fill(&rt, &cache, "http://api.example.com/other", &[], "\"b\"");
 
     // Named as a client might type it: host case, default port and query order are the library's business.
     direct(&memcached.addr(), &ns)
-        .args([
-            "flush",
-            "--url",
-            "http://API.example.com:80/servers?sort=name&page=2",
-        ])
+        .args(["flush", "--url", "http://API.example.com:80/servers?sort=name&page=2"])
         .assert()
         .success()
         .stdout(predicate::str::contains("url").and(predicate::str::contains(memcached.addr())))
-        .stdout(predicate::str::contains(
-            "invalidated 1 of 1 targets (hard)",
-        ));
+        .stdout(predicate::str::contains("invalidated 1 of 1 targets (hard)"));
 
-    assert_eq!(
-        lookup(
-            &rt,
-            &cache,
-            "http://api.example.com/servers?page=2&sort=name"
-        ),
-        "miss"
-    );
+    assert_eq!(lookup(&rt, &cache, "http://api.example.com/servers?page=2&sort=name"), "miss");
     assert_eq!(lookup(&rt, &cache, "http://api.example.com/other"), "hit");
 }
 
@@ -183,10 +141,7 @@ fn flush_tag_invalidates_every_tagged_entry() {
     fill(&rt, &cache, "http://shop/b", &["products"], "\"b\"");
     fill(&rt, &cache, "http://shop/c", &["cart"], "\"c\"");
 
-    let output = direct(&memcached.addr(), &ns)
-        .args(["--json", "flush", "--tag", "products"])
-        .output()
-        .expect("runs");
+    let output = direct(&memcached.addr(), &ns).args(["--json", "flush", "--tag", "products"]).output().expect("runs");
     assert!(output.status.success(), "{output:?}");
     let report = stdout_json(&output);
     assert_eq!(report["complete"], true);
@@ -201,23 +156,14 @@ fn flush_tag_invalidates_every_tagged_entry() {
 
 #[test]
 fn flush_all_empties_the_namespace_and_spares_other_namespaces() {
-    let (memcached, rt, ns, other_ns) = (
-        Memcached::start(),
-        runtime(),
-        unique_namespace(),
-        unique_namespace(),
-    );
+    let (memcached, rt, ns, other_ns) = (Memcached::start(), runtime(), unique_namespace(), unique_namespace());
     let cache = cache(&rt, &memcached.addr(), &ns);
     let other = self::cache(&rt, &memcached.addr(), &other_ns);
     fill(&rt, &cache, "http://shop/a", &[], "\"a\"");
     fill(&rt, &cache, "http://shop/b", &["t"], "\"b\"");
     fill(&rt, &other, "http://shop/a", &[], "\"other\"");
 
-    direct(&memcached.addr(), &ns)
-        .args(["flush", "--all"])
-        .assert()
-        .success()
-        .stdout(predicate::str::contains("all"));
+    direct(&memcached.addr(), &ns).args(["flush", "--all"]).assert().success().stdout(predicate::str::contains("all"));
 
     assert_eq!(lookup(&rt, &cache, "http://shop/a"), "miss");
     assert_eq!(lookup(&rt, &cache, "http://shop/b"), "miss");
@@ -234,26 +180,13 @@ fn flush_combines_urls_tags_and_grace_in_one_call() {
     fill(&rt, &cache, "http://shop/d", &[], "\"d\"");
 
     let output = direct(&memcached.addr(), &ns)
-        .args([
-            "--json",
-            "flush",
-            "--url",
-            "http://shop/a",
-            "--url",
-            "http://shop/b",
-            "--tag",
-            "t",
-        ])
+        .args(["--json", "flush", "--url", "http://shop/a", "--url", "http://shop/b", "--tag", "t"])
         .output()
         .expect("runs");
     assert!(output.status.success(), "{output:?}");
     let report = stdout_json(&output);
-    let kinds: Vec<&str> = report["targets"]
-        .as_array()
-        .expect("targets")
-        .iter()
-        .filter_map(|t| t["kind"].as_str())
-        .collect();
+    let kinds: Vec<&str> =
+        report["targets"].as_array().expect("targets").iter().filter_map(|t| t["kind"].as_str()).collect();
     assert_eq!(kinds, ["url", "url", "tag"]);
     for url in ["http://shop/a", "http://shop/b", "http://shop/c"] {
         assert_eq!(lookup(&rt, &cache, url), "miss", "{url}");
@@ -267,10 +200,8 @@ fn flush_combines_urls_tags_and_grace_in_one_call() {
         .assert()
         .success()
         .stdout(predicate::str::contains("soft").and(predicate::str::contains("30s")));
-    let output = direct(&memcached.addr(), &ns)
-        .args(["--json", "inspect", "--url", "http://shop/e"])
-        .output()
-        .expect("runs");
+    let output =
+        direct(&memcached.addr(), &ns).args(["--json", "inspect", "--url", "http://shop/e"]).output().expect("runs");
     assert_eq!(stdout_json(&output)["entry"]["state"], "grace");
 }
 
@@ -279,20 +210,10 @@ fn dry_run_prints_keys_and_servers_and_writes_nothing() {
     let (memcached, rt, ns) = (Memcached::start(), runtime(), unique_namespace());
     let cache = cache(&rt, &memcached.addr(), &ns);
     fill(&rt, &cache, "http://shop/a", &["t"], "\"a\"");
-    let head_key = Namespace::new(&ns)
-        .expect("ns")
-        .head_key(&ResourceKey::from_url("http://shop/a").expect("url"));
+    let head_key = Namespace::new(&ns).expect("ns").head_key(&ResourceKey::from_url("http://shop/a").expect("url"));
 
     direct(&memcached.addr(), &ns)
-        .args([
-            "flush",
-            "--url",
-            "http://shop/a",
-            "--tag",
-            "t",
-            "--all",
-            "--dry-run",
-        ])
+        .args(["flush", "--url", "http://shop/a", "--tag", "t", "--all", "--dry-run"])
         .assert()
         .success()
         .stdout(predicate::str::contains(head_key.as_str()))
@@ -319,13 +240,7 @@ fn dry_run_prints_keys_and_servers_and_writes_nothing() {
 fn inspect_shows_what_the_library_stored() {
     let (memcached, rt, ns) = (Memcached::start(), runtime(), unique_namespace());
     let cache = cache(&rt, &memcached.addr(), &ns);
-    let etag = fill(
-        &rt,
-        &cache,
-        "http://shop/item?id=7",
-        &["products", "item-7"],
-        "\"v7\"",
-    );
+    let etag = fill(&rt, &cache, "http://shop/item?id=7", &["products", "item-7"], "\"v7\"");
     assert_eq!(etag, "\"v7\"");
 
     direct(&memcached.addr(), &ns)
@@ -359,11 +274,7 @@ fn inspect_shows_what_the_library_stored() {
 #[test]
 fn stats_shows_each_server_reachable_with_its_version() {
     let memcached = Memcached::start();
-    let version = memcached
-        .stats()
-        .get("version")
-        .cloned()
-        .expect("memcached reports its version");
+    let version = memcached.stats().get("version").cloned().expect("memcached reports its version");
     etagctl()
         .args(["--memcached", &memcached.addr(), "stats"])
         .assert()
@@ -371,11 +282,7 @@ fn stats_shows_each_server_reachable_with_its_version() {
         .stdout(predicate::str::contains(memcached.addr()).and(predicate::str::contains("yes")))
         .stdout(predicate::str::contains(version.as_str()));
 
-    let output = etagctl()
-        .args(["stats", "--json"])
-        .env("ETAGD_MEMCACHED", memcached.addr())
-        .output()
-        .expect("runs");
+    let output = etagctl().args(["stats", "--json"]).env("ETAGD_MEMCACHED", memcached.addr()).output().expect("runs");
     assert!(output.status.success(), "{output:?}");
     let stats = stdout_json(&output);
     assert_eq!(stats["servers"][0]["reachable"], true);
@@ -396,10 +303,7 @@ fn malformed_urls_are_usage_errors() {
             .args(&args)
             .assert()
             .code(2)
-            .stderr(
-                predicate::str::contains("is invalid")
-                    .and(predicate::str::contains("http://host/path")),
-            )
+            .stderr(predicate::str::contains("is invalid").and(predicate::str::contains("http://host/path")))
             .stderr(predicate::function(|s: &str| s.lines().count() == 1));
     }
 }
@@ -410,9 +314,7 @@ fn flush_naming_nothing_is_a_usage_error() {
         .args(["--memcached", &closed_port(), "flush"])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains(
-            "pass --url URL, --tag TAG or --all",
-        ))
+        .stderr(predicate::str::contains("pass --url URL, --tag TAG or --all"))
         .stderr(predicate::function(|s: &str| s.lines().count() == 1));
 }
 
@@ -422,24 +324,11 @@ fn naming_no_cache_is_a_usage_error() {
         .args(["stats"])
         .assert()
         .code(2)
-        .stderr(
-            predicate::str::contains("--memcached")
-                .and(predicate::str::contains("ETAGD_MEMCACHED")),
-        )
+        .stderr(predicate::str::contains("--memcached").and(predicate::str::contains("ETAGD_MEMCACHED")))
         .stderr(predicate::function(|s: &str| s.lines().count() == 1));
+    etagctl().args(["--memcached", "no-port", "stats"]).assert().code(2).stderr(predicate::str::contains("host:port"));
     etagctl()
-        .args(["--memcached", "no-port", "stats"])
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains("host:port"));
-    etagctl()
-        .args([
-            "--memcached",
-            &closed_port(),
-            "--namespace",
-            "bad:ns",
-            "stats",
-        ])
+        .args(["--memcached", &closed_port(), "--namespace", "bad:ns", "stats"])
         .assert()
         .code(2)
         .stderr(predicate::str::contains("namespace"));
@@ -496,40 +385,19 @@ fn one_server_down_among_several_escalates_or_fails_by_where_the_counter_lives()
     let (memcached, rt) = (Memcached::start(), runtime());
     let down = closed_port();
     let servers = [memcached.addr(), down.clone()];
-    let config = MemcachedConfig {
-        servers: servers.to_vec(),
-        ..MemcachedConfig::default()
-    };
-    let store = rt
-        .block_on(MemcachedStore::connect(config))
-        .expect("a memcached store");
-    let counter_on =
-        |ns: &str| store.server_of(&Namespace::new(ns).expect("ns").all_generation_key());
+    let config = MemcachedConfig { servers: servers.to_vec(), ..MemcachedConfig::default() };
+    let store = rt.block_on(MemcachedStore::connect(config)).expect("a memcached store");
+    let counter_on = |ns: &str| store.server_of(&Namespace::new(ns).expect("ns").all_generation_key());
     let namespace_with_counter_on = |server: &str| {
-        std::iter::repeat_with(unique_namespace)
-            .find(|ns| counter_on(ns) == server)
-            .expect("an endless supply")
+        std::iter::repeat_with(unique_namespace).find(|ns| counter_on(ns) == server).expect("an endless supply")
     };
     let flush = |ns: &str| {
         let namespace = Namespace::new(ns).expect("ns");
-        let on_down = |url: &String| {
-            store.server_of(&namespace.head_key(&ResourceKey::from_url(url).expect("url"))) == down
-        };
-        let url = (0..)
-            .map(|i| format!("http://shop/{i}"))
-            .find(on_down)
-            .expect("some url lands on each server");
+        let on_down =
+            |url: &String| store.server_of(&namespace.head_key(&ResourceKey::from_url(url).expect("url"))) == down;
+        let url = (0..).map(|i| format!("http://shop/{i}")).find(on_down).expect("some url lands on each server");
         etagctl()
-            .args([
-                "--memcached",
-                &servers.join(","),
-                "--namespace",
-                ns,
-                "--json",
-                "flush",
-                "--url",
-                &url,
-            ])
+            .args(["--memcached", &servers.join(","), "--namespace", ns, "--json", "flush", "--url", &url])
             .output()
             .expect("runs")
     };
@@ -538,10 +406,7 @@ fn one_server_down_among_several_escalates_or_fails_by_where_the_counter_lives()
     let output = flush(&namespace_with_counter_on(&memcached.addr()));
     let report = stdout_json(&output);
     assert_eq!(
-        (
-            report["escalated_to_all"].as_bool(),
-            report["complete"].as_bool()
-        ),
+        (report["escalated_to_all"].as_bool(), report["complete"].as_bool()),
         (Some(true), Some(true)),
         "{report}"
     );
@@ -570,20 +435,14 @@ type Shared = Arc<Mutex<Seen>>;
 const TOKEN: &str = "s3cret";
 
 fn authorized(seen: &Shared, headers: &AxumHeaders) -> bool {
-    let auth = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let ok = auth.as_deref() == Some(&format!("Bearer {TOKEN}"));
     seen.lock().expect("not poisoned").authorizations.push(auth);
     ok
 }
 
 fn refused() -> (StatusCode, Json<Value>) {
-    (
-        StatusCode::UNAUTHORIZED,
-        Json(json!({"error": "missing or wrong bearer token"})),
-    )
+    (StatusCode::UNAUTHORIZED, Json(json!({"error": "missing or wrong bearer token"})))
 }
 
 /// An admin API on 127.0.0.1:0 that checks the bearer token and answers canned bodies.
@@ -598,6 +457,13 @@ fn admin_api(rt: &Runtime) -> (String, Shared) {
                 }
                 if body["urls"].as_array().is_some_and(|urls| urls.iter().any(|u| u == "http://bad/")) {
                     return (StatusCode::BAD_REQUEST, Json(json!({"error": "url http://bad/ is not allowed"})));
+                }
+                if body["tags"].as_array().is_some_and(|tags| tags.iter().any(|t| t == "down")) {
+                    // The sidecar answers 207 when a write failed and nothing covered it.
+                    let failed = json!({"kind": "tag", "name": "down", "server": "10.0.0.6:11211", "ok": false,
+                                        "existed": null, "error": "memcached 10.0.0.6:11211 did not answer"});
+                    let report = json!({"targets": [failed], "grace_s": null, "escalated_to_all": false, "complete": false});
+                    return (StatusCode::MULTI_STATUS, Json(report));
                 }
                 seen.lock().expect("not poisoned").bodies.push(body.clone());
                 let mut targets: Vec<Value> = body["urls"]
@@ -642,9 +508,7 @@ fn admin_api(rt: &Runtime) -> (String, Shared) {
             }),
         )
         .with_state(seen.clone());
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind the admin API");
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind the admin API");
     let addr = listener.local_addr().expect("an address");
     rt.spawn(async move { axum::serve(listener, app).await });
     (format!("http://{addr}"), seen)
@@ -656,28 +520,13 @@ fn admin_flush_sends_the_invalidation_with_the_token() {
     let (admin, seen) = admin_api(&rt);
     etagctl()
         .args(["--admin", &admin, "--admin-token", TOKEN])
-        .args([
-            "flush",
-            "--url",
-            "http://shop/a",
-            "--tag",
-            "products",
-            "--grace",
-            "30s",
-        ])
+        .args(["flush", "--url", "http://shop/a", "--tag", "products", "--grace", "30s"])
         .assert()
         .success()
-        .stdout(
-            predicate::str::contains("10.0.0.5:11211").and(predicate::str::contains("products")),
-        )
+        .stdout(predicate::str::contains("10.0.0.5:11211").and(predicate::str::contains("products")))
         .stdout(predicate::str::contains("soft"));
     // The token can come from the environment too.
-    etagctl()
-        .args(["flush", "--all"])
-        .env("ETAGCTL_ADMIN", &admin)
-        .env("ETAGD_ADMIN_TOKEN", TOKEN)
-        .assert()
-        .success();
+    etagctl().args(["flush", "--all"]).env("ETAGCTL_ADMIN", &admin).env("ETAGD_ADMIN_TOKEN", TOKEN).assert().success();
     let seen = seen.lock().expect("not poisoned");
     assert_eq!(
         seen.bodies,
@@ -686,13 +535,7 @@ fn admin_flush_sends_the_invalidation_with_the_token() {
             json!({"urls": [], "tags": [], "all": true, "grace_s": null}),
         ]
     );
-    assert_eq!(
-        seen.authorizations,
-        [
-            Some(format!("Bearer {TOKEN}")),
-            Some(format!("Bearer {TOKEN}"))
-        ]
-    );
+    assert_eq!(seen.authorizations, [Some(format!("Bearer {TOKEN}")), Some(format!("Bearer {TOKEN}"))]);
 }
 
 #[test]
@@ -711,10 +554,7 @@ fn admin_refusing_the_token_exits_1_with_what_to_do() {
             .code(1)
             .stderr("error: the admin API refused the token: pass --admin-token or set ETAGD_ADMIN_TOKEN\n");
     }
-    assert_eq!(
-        seen.lock().expect("not poisoned").authorizations,
-        [None, Some("Bearer wrong".to_owned())]
-    );
+    assert_eq!(seen.lock().expect("not poisoned").authorizations, [None, Some("Bearer wrong".to_owned())]);
     assert!(seen.lock().expect("not poisoned").bodies.is_empty());
 }
 
@@ -724,15 +564,7 @@ fn admin_inspect_and_stats_render_the_sidecars_answers() {
     let (admin, seen) = admin_api(&rt);
     let url = "http://shop/a?y=2&x=1";
     etagctl()
-        .args([
-            "--admin",
-            &admin,
-            "--admin-token",
-            TOKEN,
-            "inspect",
-            "--url",
-            url,
-        ])
+        .args(["--admin", &admin, "--admin-token", TOKEN, "inspect", "--url", url])
         .assert()
         .success()
         .stdout(predicate::str::contains("\"from-sidecar\""))
@@ -740,20 +572,14 @@ fn admin_inspect_and_stats_render_the_sidecars_answers() {
         .stdout(predicate::str::contains("GET http://shop/a?x=1&y=2"));
     assert_eq!(seen.lock().expect("not poisoned").entry_urls, [url]);
 
-    let output = etagctl()
-        .args(["--admin", &admin, "--admin-token", TOKEN, "--json", "stats"])
-        .output()
-        .expect("runs");
+    let output = etagctl().args(["--admin", &admin, "--admin-token", TOKEN, "--json", "stats"]).output().expect("runs");
     assert!(output.status.success(), "{output:?}");
     assert_eq!(stdout_json(&output)["health"][0]["up"], true);
     etagctl()
         .args(["--admin", &admin, "--admin-token", TOKEN, "stats"])
         .assert()
         .success()
-        .stdout(
-            predicate::str::contains("1.6.99")
-                .and(predicate::str::contains("as the sidecar sees them")),
-        );
+        .stdout(predicate::str::contains("1.6.99").and(predicate::str::contains("as the sidecar sees them")));
 }
 
 #[test]
@@ -762,18 +588,17 @@ fn admin_errors_map_to_exit_codes() {
     let (admin, seen) = admin_api(&rt);
     // 400 from the sidecar: the input was wrong.
     etagctl()
-        .args([
-            "--admin",
-            &admin,
-            "--admin-token",
-            TOKEN,
-            "flush",
-            "--url",
-            "http://bad/",
-        ])
+        .args(["--admin", &admin, "--admin-token", TOKEN, "flush", "--url", "http://bad/"])
         .assert()
         .code(2)
         .stderr(predicate::str::contains("url http://bad/ is not allowed"));
+    // A partial invalidation is reported and fails.
+    etagctl()
+        .args(["--admin", &admin, "--admin-token", TOKEN, "flush", "--tag", "down"])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("10.0.0.6:11211").and(predicate::str::contains("did not answer")))
+        .stderr(predicate::str::contains("the invalidation is incomplete"));
     // Nothing listening.
     etagctl()
         .args(["--admin", &format!("http://{}", closed_port()), "stats"])
@@ -783,28 +608,13 @@ fn admin_errors_map_to_exit_codes() {
         .stderr(predicate::function(|s: &str| s.lines().count() == 1));
     // A dry run sends nothing.
     etagctl()
-        .args([
-            "--admin",
-            &admin,
-            "--admin-token",
-            TOKEN,
-            "flush",
-            "--tag",
-            "t",
-            "--dry-run",
-        ])
+        .args(["--admin", &admin, "--admin-token", TOKEN, "flush", "--tag", "t", "--dry-run"])
         .assert()
         .success()
-        .stdout(
-            predicate::str::contains("/invalidate")
-                .and(predicate::str::contains("nothing was sent")),
-        );
+        .stdout(predicate::str::contains("/invalidate").and(predicate::str::contains("nothing was sent")));
     assert!(seen.lock().expect("not poisoned").bodies.is_empty());
     // Both targets typed on the command line is ambiguous; one from the environment yields to the typed one.
-    etagctl()
-        .args(["--admin", &admin, "--memcached", "127.0.0.1:1", "stats"])
-        .assert()
-        .code(2);
+    etagctl().args(["--admin", &admin, "--memcached", "127.0.0.1:1", "stats"]).assert().code(2);
     etagctl()
         .args(["--admin", &admin, "--admin-token", TOKEN, "stats"])
         .env("ETAGD_MEMCACHED", "127.0.0.1:1")
@@ -823,21 +633,9 @@ fn every_command_shows_an_example_and_completions_print() {
         vec!["stats", "--help"],
         vec!["completions", "--help"],
     ] {
-        etagctl()
-            .args(&command)
-            .assert()
-            .success()
-            .stdout(predicate::str::contains("Examples:"));
+        etagctl().args(&command).assert().success().stdout(predicate::str::contains("Examples:"));
     }
-    for (shell, marker) in [
-        ("bash", "complete"),
-        ("zsh", "#compdef etagctl"),
-        ("fish", "complete -c etagctl"),
-    ] {
-        etagctl()
-            .args(["completions", shell])
-            .assert()
-            .success()
-            .stdout(predicate::str::contains(marker));
+    for (shell, marker) in [("bash", "complete"), ("zsh", "#compdef etagctl"), ("fish", "complete -c etagctl")] {
+        etagctl().args(["completions", shell]).assert().success().stdout(predicate::str::contains(marker));
     }
 }

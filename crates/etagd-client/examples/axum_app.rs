@@ -117,9 +117,7 @@ async fn main() {
     let state = AppState { cache: cache.clone(), servers: Arc::new(Mutex::new(vec!["web-1".into(), "web-2".into()])) };
     // `.layer` wraps the handlers registered before it: GET (and HEAD) are cached, the POST added after is not.
     let cached = EtagCacheLayer::new(cache).tags(["servers"]);
-    let app = Router::new()
-        .route("/api/servers", get(list_servers).layer(cached).post(add_server))
-        .with_state(state);
+    let app = Router::new().route("/api/servers", get(list_servers).layer(cached).post(add_server)).with_state(state);
 
     let listener = match tokio::net::TcpListener::bind(("127.0.0.1", options.port)).await {
         Ok(listener) => listener,

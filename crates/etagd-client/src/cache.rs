@@ -38,8 +38,7 @@ use crate::key::{Digest, Namespace, ResourceKey};
 use bytes::Bytes;
 
 use crate::store::{
-    DeleteMode, Expiry, GetOutcome, GetRequest, Item, Lease, SetCondition, SetOutcome, Store,
-    StoreError,
+    DeleteMode, Expiry, GetOutcome, GetRequest, Item, Lease, SetCondition, SetOutcome, Store, StoreError,
 };
 
 /// How the engine mints validators when the origin sends none.
@@ -64,9 +63,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
     }
 }
 
@@ -293,11 +290,7 @@ impl Lookup {
 impl Hit {
     /// The name of this entry's body item for a content coding (`None`: identity).
     pub fn body_key(&self, cache: &Cache, coding: Option<&str>) -> String {
-        cache
-            .inner
-            .config
-            .namespace
-            .body_key(&self.slot.entry_digest, self.meta.fill_id, coding)
+        cache.inner.config.namespace.body_key(&self.slot.entry_digest, self.meta.fill_id, coding)
     }
 }
 
@@ -318,9 +311,7 @@ struct Inner {
 
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cache")
-            .field("config", &self.inner.config)
-            .finish_non_exhaustive()
+        f.debug_struct("Cache").field("config", &self.inner.config).finish_non_exhaustive()
     }
 }
 
@@ -410,14 +401,9 @@ impl Cache {
             }
         }
         let lease_secs = lease_secs(config.fill_lease);
-        let mut requests = vec![
-            GetRequest::leased(ns.head_key(resource), lease_secs),
-            GetRequest::plain(ns.all_generation_key()),
-        ];
-        requests.extend(
-            tags.iter()
-                .map(|tag| GetRequest::plain(ns.tag_generation_key(tag))),
-        );
+        let mut requests =
+            vec![GetRequest::leased(ns.head_key(resource), lease_secs), GetRequest::plain(ns.all_generation_key())];
+        requests.extend(tags.iter().map(|tag| GetRequest::plain(ns.tag_generation_key(tag))));
         let hinted_variant = hint
             .as_ref()
             .filter(|hint| !hint.vary.is_empty())
@@ -428,19 +414,13 @@ impl Cache {
         let mut results = self.inner.store.get_many(&requests).await.into_iter();
         let head = results.next().expect("one result per request");
         let all = results.next().expect("one result per request");
-        let mut live = Live {
-            all: None,
-            tags: HashMap::new(),
-        };
+        let mut live = Live { all: None, tags: HashMap::new() };
         match all {
             Ok(outcome) => live.all = self.generation_of(outcome),
             Err(error) => {
                 // The namespace counter decides every entry: without it nothing can be proven current.
                 self.store_error(&error);
-                if let Ok(GetOutcome::Miss {
-                    lease: Lease::Won { cas },
-                }) = head
-                {
+                if let Ok(GetOutcome::Miss { lease: Lease::Won { cas } }) = head {
                     self.release(&ns.head_key(resource), cas).await;
                 }
                 return Lookup::Unavailable(error);
@@ -459,8 +439,7 @@ impl Cache {
                 }
             }
         }
-        let hinted_variant_result =
-            hinted_variant.map(|digest| (digest, results.next().expect("one result")));
+        let hinted_variant_result = hinted_variant.map(|digest| (digest, results.next().expect("one result")));
 
         let head = match head {
             Ok(head) => head,
@@ -471,33 +450,18 @@ impl Cache {
         };
         let now_ms = self.now_ms();
         match head {
-            GetOutcome::Miss {
-                lease: Lease::Won { cas },
-            } => {
+            GetOutcome::Miss { lease: Lease::Won { cas } } => {
                 bump(&self.inner.counters.leases_won);
-                Lookup::Miss(Fill::new(
-                    self,
-                    request,
-                    fill::Plan::head(Some(cas), true),
-                    live,
-                    now_ms,
-                ))
+                Lookup::Miss(Fill::new(self, request, fill::Plan::head(Some(cas), true), live, now_ms))
             }
             GetOutcome::Miss { lease: Lease::Busy } => {
                 bump(&self.inner.counters.leases_busy);
                 Lookup::Busy
             }
-            GetOutcome::Miss { lease: Lease::None } => Lookup::Miss(Fill::new(
-                self,
-                request,
-                fill::Plan::head(None, false),
-                live,
-                now_ms,
-            )),
-            GetOutcome::Hit(item) => {
-                self.on_head(request, item, live, hinted_variant_result, now_ms)
-                    .await
+            GetOutcome::Miss { lease: Lease::None } => {
+                Lookup::Miss(Fill::new(self, request, fill::Plan::head(None, false), live, now_ms))
             }
+            GetOutcome::Hit(item) => self.on_head(request, item, live, hinted_variant_result, now_ms).await,
         }
     }
 
@@ -518,22 +482,14 @@ impl Cache {
             // A fill in this process wakes us when it ends; one elsewhere in the fleet is polled with backoff,
             // since Memcached cannot notify.
             let wait = pause.min(deadline - now);
-            self.inner
-                .inflight
-                .wait(&request.resource.digest(), wait)
-                .await;
+            self.inner.inflight.wait(&request.resource.digest(), wait).await;
             pause = (pause * 2).min(Duration::from_millis(100));
         }
     }
 
     /// Releases a placeholder this caller created, unless someone replaced it since.
     pub(crate) async fn release(&self, key: &str, cas: u64) {
-        if let Err(error) = self
-            .inner
-            .store
-            .delete(key, DeleteMode::IfCas { cas })
-            .await
-        {
+        if let Err(error) = self.inner.store.delete(key, DeleteMode::IfCas { cas }).await {
             self.store_error(&error);
         }
     }
@@ -553,36 +509,21 @@ impl Cache {
 
     fn remember(&self, resource: &ResourceKey, vary: &[String], tags: &[String]) {
         let digest = resource.digest();
-        let same = self
-            .inner
-            .hints
-            .get(&digest)
-            .is_some_and(|hint| hint.vary == vary && hint.tags == tags);
+        let same = self.inner.hints.get(&digest).is_some_and(|hint| hint.vary == vary && hint.tags == tags);
         if !same {
-            self.inner.hints.insert(
-                digest,
-                Arc::new(Hint {
-                    vary: vary.to_vec(),
-                    tags: tags.to_vec(),
-                }),
-            );
+            self.inner.hints.insert(digest, Arc::new(Hint { vary: vary.to_vec(), tags: tags.to_vec() }));
         }
     }
 
     /// Reads the counters of tags not read yet (one round for all of them).
     async fn read_tags(&self, tags: &[String], live: &mut Live) {
-        let missing: Vec<&String> = tags
-            .iter()
-            .filter(|tag| !live.tags.contains_key(*tag))
-            .collect();
+        let missing: Vec<&String> = tags.iter().filter(|tag| !live.tags.contains_key(*tag)).collect();
         if missing.is_empty() {
             return;
         }
         let ns = &self.inner.config.namespace;
-        let requests: Vec<GetRequest> = missing
-            .iter()
-            .map(|tag| GetRequest::plain(ns.tag_generation_key(tag)))
-            .collect();
+        let requests: Vec<GetRequest> =
+            missing.iter().map(|tag| GetRequest::plain(ns.tag_generation_key(tag))).collect();
         let results = self.inner.store.get_many(&requests).await;
         for (tag, result) in missing.into_iter().zip(results) {
             let generation = match result {
@@ -638,26 +579,14 @@ impl Cache {
             Err(error) => {
                 bump(&self.inner.counters.corrupt_items);
                 tracing::warn!(%error, key = %self.inner.config.namespace.head_key(resource), "corrupt head record");
-                return Lookup::Miss(Fill::new(
-                    self,
-                    request,
-                    fill::Plan::head(Some(item.cas), false),
-                    live,
-                    now_ms,
-                ));
+                return Lookup::Miss(Fill::new(self, request, fill::Plan::head(Some(item.cas), false), live, now_ms));
             }
         };
         match record {
-            HeadRecord::Pass(marker) if now_ms < marker.until_ms => Lookup::Pass {
-                reason: marker.reason,
-            },
-            HeadRecord::Pass(_) => Lookup::Miss(Fill::new(
-                self,
-                request,
-                fill::Plan::head(Some(item.cas), false),
-                live,
-                now_ms,
-            )),
+            HeadRecord::Pass(marker) if now_ms < marker.until_ms => Lookup::Pass { reason: marker.reason },
+            HeadRecord::Pass(_) => {
+                Lookup::Miss(Fill::new(self, request, fill::Plan::head(Some(item.cas), false), live, now_ms))
+            }
             HeadRecord::Entry(meta) => {
                 self.remember(resource, &[], &meta.tags);
                 self.read_tags(&meta.tags, &mut live).await;
@@ -669,8 +598,7 @@ impl Cache {
                     generations: live,
                 };
                 let plan = fill::Plan::head(Some(item.cas), false);
-                self.judge(request, meta, &item, None, slot, plan, now_ms)
-                    .await
+                self.judge(request, *meta, &item, None, slot, plan, now_ms).await
             }
             HeadRecord::Variants(index) => {
                 let digest = resource.variant(&index.vary, request.headers);
@@ -678,24 +606,15 @@ impl Cache {
                     Some((hinted, outcome)) if hinted == digest => outcome,
                     _ => {
                         let key = self.inner.config.namespace.variant_key(&digest);
-                        let lease =
-                            GetRequest::leased(key, lease_secs(self.inner.config.fill_lease));
-                        self.inner
-                            .store
-                            .get_many(&[lease])
-                            .await
-                            .pop()
-                            .expect("one result per request")
+                        let lease = GetRequest::leased(key, lease_secs(self.inner.config.fill_lease));
+                        self.inner.store.get_many(&[lease]).await.pop().expect("one result per request")
                     }
                 };
                 let head_stale = item.stale;
-                let mut plan =
-                    fill::Plan::variant(item.cas, (!head_stale).then(|| index.clone()), digest);
+                let mut plan = fill::Plan::variant(item.cas, (!head_stale).then(|| index.clone()), digest);
                 let variant = match outcome {
                     Ok(GetOutcome::Hit(variant)) => variant,
-                    Ok(GetOutcome::Miss {
-                        lease: Lease::Won { cas },
-                    }) => {
+                    Ok(GetOutcome::Miss { lease: Lease::Won { cas } }) => {
                         bump(&self.inner.counters.leases_won);
                         self.remember(resource, &index.vary, &[]);
                         plan.variant_lease(cas);
@@ -734,16 +653,7 @@ impl Cache {
                 };
                 let mut soft = variant;
                 soft.stale |= head_stale;
-                self.judge(
-                    request,
-                    meta,
-                    &soft,
-                    Some(index.url_generation),
-                    slot,
-                    plan,
-                    now_ms,
-                )
-                .await
+                self.judge(request, meta, &soft, Some(index.url_generation), slot, plan, now_ms).await
             }
         }
     }
@@ -763,11 +673,7 @@ impl Cache {
     ) -> Lookup {
         let check = Self::validity(&meta, &slot.generations, url_generation, now_ms);
         if check == Check::Changed || (item.stale && meta.must_revalidate) {
-            let lock = self
-                .inner
-                .config
-                .namespace
-                .refresh_lock_key(&slot.entry_digest);
+            let lock = self.inner.config.namespace.refresh_lock_key(&slot.entry_digest);
             return match self.take_lock(&lock).await {
                 Some(true) => {
                     bump(&self.inner.counters.leases_won);
@@ -782,9 +688,7 @@ impl Cache {
                 None => Lookup::Miss(Fill::new(self, request, plan, slot.generations, now_ms)),
             };
         }
-        let age_s = meta
-            .initial_age_s
-            .saturating_add(now_ms.saturating_sub(meta.stored_at_ms) / 1000);
+        let age_s = meta.initial_age_s.saturating_add(now_ms.saturating_sub(meta.stored_at_ms) / 1000);
         let state = if check == Check::Grace || item.stale {
             HitState::Grace
         } else if meta.fresh_for_s == u64::MAX || age_s < meta.fresh_for_s {
@@ -793,31 +697,19 @@ impl Cache {
             let stale_for_s = age_s - meta.fresh_for_s;
             HitState::Stale {
                 stale_for_s,
-                while_revalidate: !meta.must_revalidate
-                    && stale_for_s < u64::from(meta.stale_while_revalidate_s),
+                while_revalidate: !meta.must_revalidate && stale_for_s < u64::from(meta.stale_while_revalidate_s),
                 if_error: !meta.must_revalidate && stale_for_s < u64::from(meta.stale_if_error_s),
             }
         };
         let refresh_lease = item.stale && matches!(item.lease, Lease::Won { .. });
-        Lookup::Hit(Hit {
-            meta: Arc::new(meta),
-            state,
-            age_s,
-            slot,
-            refresh_lease,
-        })
+        Lookup::Hit(Hit { meta: Arc::new(meta), state, age_s, slot, refresh_lease })
     }
 
     /// Tries to take an entry's refresh lock: `Some(true)` won, `Some(false)` held elsewhere, `None` the store
     /// failed (the caller proceeds without coordination).
     async fn take_lock(&self, key: &str) -> Option<bool> {
         let expiry = Expiry::from_secs(self.inner.config.fill_lease.as_secs());
-        match self
-            .inner
-            .store
-            .set(key, Bytes::from_static(b"1"), expiry, SetCondition::Add)
-            .await
-        {
+        match self.inner.store.set(key, Bytes::from_static(b"1"), expiry, SetCondition::Add).await {
             Ok(SetOutcome::Stored) => Some(true),
             Ok(SetOutcome::NotStored) => Some(false),
             Err(error) => {
@@ -834,39 +726,24 @@ impl Cache {
         let mut plan = match &slot.index {
             None => fill::Plan::head(Some(slot.meta_cas), false),
             Some(index) => {
-                let mut plan =
-                    fill::Plan::variant(slot.head_cas, Some(index.clone()), slot.entry_digest);
+                let mut plan = fill::Plan::variant(slot.head_cas, Some(index.clone()), slot.entry_digest);
                 plan.variant_cas(slot.meta_cas);
                 plan
             }
         };
         if !hit.refresh_lease {
-            let lock = self
-                .inner
-                .config
-                .namespace
-                .refresh_lock_key(&slot.entry_digest);
+            let lock = self.inner.config.namespace.refresh_lock_key(&slot.entry_digest);
             if self.take_lock(&lock).await != Some(true) {
                 return None;
             }
             plan.lock(lock);
         }
-        Some(Fill::new(
-            self,
-            request,
-            plan,
-            slot.generations.clone(),
-            self.now_ms(),
-        ))
+        Some(Fill::new(self, request, plan, slot.generations.clone(), self.now_ms()))
     }
 
     /// Reads a hit's body (identity, or one content coding): from process memory when a remote store's body was
     /// read before, else from the store. `None` when it was evicted or is corrupt: treat the hit as a miss.
-    pub async fn body(
-        &self,
-        hit: &Hit,
-        coding: Option<&str>,
-    ) -> Result<Option<Arc<StoredBody>>, StoreError> {
+    pub async fn body(&self, hit: &Hit, coding: Option<&str>) -> Result<Option<Arc<StoredBody>>, StoreError> {
         let key = hit.body_key(self, coding);
         if let Some(bodies) = &self.inner.bodies {
             if let Some(body) = bodies.get(&key) {
@@ -875,13 +752,7 @@ impl Cache {
             }
         }
         bump(&self.inner.counters.body_store_reads);
-        let outcome = self
-            .inner
-            .store
-            .get_many(&[GetRequest::plain(key.clone())])
-            .await
-            .pop()
-            .expect("one result");
+        let outcome = self.inner.store.get_many(&[GetRequest::plain(key.clone())]).await.pop().expect("one result");
         let item = match outcome {
             Ok(GetOutcome::Hit(item)) => item,
             Ok(GetOutcome::Miss { .. }) => return Ok(None),
@@ -907,22 +778,12 @@ impl Cache {
     }
 
     /// What is stored for a resource, read without taking any lease (for `/entries` and `etagctl inspect`).
-    pub async fn inspect(
-        &self,
-        resource: &ResourceKey,
-        headers: &HeaderMap,
-    ) -> Result<Inspection, StoreError> {
+    pub async fn inspect(&self, resource: &ResourceKey, headers: &HeaderMap) -> Result<Inspection, StoreError> {
         let ns = &self.inner.config.namespace;
-        let requests = [
-            GetRequest::plain(ns.head_key(resource)),
-            GetRequest::plain(ns.all_generation_key()),
-        ];
+        let requests = [GetRequest::plain(ns.head_key(resource)), GetRequest::plain(ns.all_generation_key())];
         let mut results = self.inner.store.get_many(&requests).await.into_iter();
         let head = results.next().expect("one result")?;
-        let mut live = Live {
-            all: self.generation_of(results.next().expect("one result")?),
-            tags: HashMap::new(),
-        };
+        let mut live = Live { all: self.generation_of(results.next().expect("one result")?), tags: HashMap::new() };
         let now_ms = self.now_ms();
         let mut inspection = Inspection {
             canonical: resource.canonical().to_owned(),
@@ -953,39 +814,24 @@ impl Cache {
             }
             Ok(HeadRecord::Entry(meta)) => {
                 inspection.head = "entry";
-                (meta, None, item.stale)
+                (*meta, None, item.stale)
             }
             Ok(HeadRecord::Variants(index)) => {
                 inspection.head = "variants";
                 inspection.vary = index.vary.clone();
                 let key = ns.variant_key(&resource.variant(&index.vary, headers));
-                match self
-                    .inner
-                    .store
-                    .get_many(&[GetRequest::plain(key)])
-                    .await
-                    .pop()
-                    .expect("one result")?
-                {
-                    GetOutcome::Hit(variant) if !variant.value.is_empty() => {
-                        match EntryMeta::decode(&variant.value) {
-                            Ok(meta) => (
-                                meta,
-                                Some(index.url_generation),
-                                item.stale || variant.stale,
-                            ),
-                            Err(_) => return Ok(inspection),
-                        }
-                    }
+                match self.inner.store.get_many(&[GetRequest::plain(key)]).await.pop().expect("one result")? {
+                    GetOutcome::Hit(variant) if !variant.value.is_empty() => match EntryMeta::decode(&variant.value) {
+                        Ok(meta) => (meta, Some(index.url_generation), item.stale || variant.stale),
+                        Err(_) => return Ok(inspection),
+                    },
                     _ => return Ok(inspection),
                 }
             }
         };
         self.read_tags(&meta.tags, &mut live).await;
         let check = Self::validity(&meta, &live, url_generation, now_ms);
-        let age_s = meta
-            .initial_age_s
-            .saturating_add(now_ms.saturating_sub(meta.stored_at_ms) / 1000);
+        let age_s = meta.initial_age_s.saturating_add(now_ms.saturating_sub(meta.stored_at_ms) / 1000);
         let state = match check {
             Check::Changed => "invalidated",
             Check::Grace => "grace",
@@ -998,8 +844,7 @@ impl Cache {
             status: meta.status,
             state,
             age_s,
-            ttl_left_s: (meta.fresh_for_s != u64::MAX)
-                .then(|| meta.fresh_for_s.saturating_sub(age_s)),
+            ttl_left_s: (meta.fresh_for_s != u64::MAX).then(|| meta.fresh_for_s.saturating_sub(age_s)),
             body_bytes: meta.body_len,
             tags: meta.tags.clone(),
             codings: meta.codings.clone(),

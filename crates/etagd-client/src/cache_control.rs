@@ -154,9 +154,7 @@ pub fn parse_delta_seconds(value: &str) -> Option<u64> {
     }
     let mut seconds: u64 = 0;
     for digit in value.bytes() {
-        seconds = seconds
-            .saturating_mul(10)
-            .saturating_add(u64::from(digit - b'0'));
+        seconds = seconds.saturating_mul(10).saturating_add(u64::from(digit - b'0'));
         if seconds >= DELTA_SECONDS_MAX {
             return Some(DELTA_SECONDS_MAX);
         }
@@ -216,10 +214,7 @@ fn for_each_directive(value: &str, mut visit: impl FnMut(&str, Arg<'_>)) {
             i += 1;
         }
         // `no-store junk` still names `no-store`: keeping the first word is the cautious reading.
-        let name = trim_ows(&value[name_start..i])
-            .split([' ', '\t'])
-            .next()
-            .unwrap_or("");
+        let name = trim_ows(&value[name_start..i]).split([' ', '\t']).next().unwrap_or("");
         let arg = if i < len && bytes[i] == b'=' {
             i += 1;
             while i < len && is_ows(bytes[i]) {
@@ -312,118 +307,22 @@ mod tests {
     fn directives() {
         let cases: Vec<(&str, CacheControl)> = vec![
             ("", cc()),
-            (
-                "no-store",
-                CacheControl {
-                    no_store: true,
-                    ..cc()
-                },
-            ),
-            (
-                "no-cache",
-                CacheControl {
-                    no_cache: true,
-                    ..cc()
-                },
-            ),
-            (
-                "private",
-                CacheControl {
-                    private: true,
-                    ..cc()
-                },
-            ),
-            (
-                "public",
-                CacheControl {
-                    public: true,
-                    ..cc()
-                },
-            ),
-            (
-                "must-revalidate",
-                CacheControl {
-                    must_revalidate: true,
-                    ..cc()
-                },
-            ),
-            (
-                "proxy-revalidate",
-                CacheControl {
-                    proxy_revalidate: true,
-                    ..cc()
-                },
-            ),
-            (
-                "immutable",
-                CacheControl {
-                    immutable: true,
-                    ..cc()
-                },
-            ),
-            (
-                "no-transform",
-                CacheControl {
-                    no_transform: true,
-                    ..cc()
-                },
-            ),
-            (
-                "only-if-cached",
-                CacheControl {
-                    only_if_cached: true,
-                    ..cc()
-                },
-            ),
-            (
-                "max-age=60",
-                CacheControl {
-                    max_age: Some(60),
-                    ..cc()
-                },
-            ),
-            (
-                "s-maxage=30",
-                CacheControl {
-                    s_maxage: Some(30),
-                    ..cc()
-                },
-            ),
-            (
-                "stale-while-revalidate=5",
-                CacheControl {
-                    stale_while_revalidate: Some(5),
-                    ..cc()
-                },
-            ),
-            (
-                "stale-if-error=600",
-                CacheControl {
-                    stale_if_error: Some(600),
-                    ..cc()
-                },
-            ),
-            (
-                "max-stale",
-                CacheControl {
-                    max_stale: Some(None),
-                    ..cc()
-                },
-            ),
-            (
-                "max-stale=10",
-                CacheControl {
-                    max_stale: Some(Some(10)),
-                    ..cc()
-                },
-            ),
-            (
-                "min-fresh=20",
-                CacheControl {
-                    min_fresh: Some(20),
-                    ..cc()
-                },
-            ),
+            ("no-store", CacheControl { no_store: true, ..cc() }),
+            ("no-cache", CacheControl { no_cache: true, ..cc() }),
+            ("private", CacheControl { private: true, ..cc() }),
+            ("public", CacheControl { public: true, ..cc() }),
+            ("must-revalidate", CacheControl { must_revalidate: true, ..cc() }),
+            ("proxy-revalidate", CacheControl { proxy_revalidate: true, ..cc() }),
+            ("immutable", CacheControl { immutable: true, ..cc() }),
+            ("no-transform", CacheControl { no_transform: true, ..cc() }),
+            ("only-if-cached", CacheControl { only_if_cached: true, ..cc() }),
+            ("max-age=60", CacheControl { max_age: Some(60), ..cc() }),
+            ("s-maxage=30", CacheControl { s_maxage: Some(30), ..cc() }),
+            ("stale-while-revalidate=5", CacheControl { stale_while_revalidate: Some(5), ..cc() }),
+            ("stale-if-error=600", CacheControl { stale_if_error: Some(600), ..cc() }),
+            ("max-stale", CacheControl { max_stale: Some(None), ..cc() }),
+            ("max-stale=10", CacheControl { max_stale: Some(Some(10)), ..cc() }),
+            ("min-fresh=20", CacheControl { min_fresh: Some(20), ..cc() }),
             (
                 "public, max-age=300, s-maxage=600, stale-while-revalidate=30, stale-if-error=86400",
                 CacheControl {
@@ -435,14 +334,7 @@ mod tests {
                     ..cc()
                 },
             ),
-            (
-                "max-age=31536000, immutable",
-                CacheControl {
-                    max_age: Some(31_536_000),
-                    immutable: true,
-                    ..cc()
-                },
-            ),
+            ("max-age=31536000, immutable", CacheControl { max_age: Some(31_536_000), immutable: true, ..cc() }),
         ];
         for (input, expected) in cases {
             check(input, expected);
@@ -453,104 +345,24 @@ mod tests {
     fn syntax_variants() {
         let cases: Vec<(&str, CacheControl)> = vec![
             // Names are case-insensitive.
-            (
-                "NO-STORE",
-                CacheControl {
-                    no_store: true,
-                    ..cc()
-                },
-            ),
-            (
-                "Max-Age=5",
-                CacheControl {
-                    max_age: Some(5),
-                    ..cc()
-                },
-            ),
+            ("NO-STORE", CacheControl { no_store: true, ..cc() }),
+            ("Max-Age=5", CacheControl { max_age: Some(5), ..cc() }),
             // Quoted arguments are accepted for numbers.
-            (
-                "max-age=\"60\"",
-                CacheControl {
-                    max_age: Some(60),
-                    ..cc()
-                },
-            ),
-            (
-                "s-maxage=\"7\"",
-                CacheControl {
-                    s_maxage: Some(7),
-                    ..cc()
-                },
-            ),
+            ("max-age=\"60\"", CacheControl { max_age: Some(60), ..cc() }),
+            ("s-maxage=\"7\"", CacheControl { s_maxage: Some(7), ..cc() }),
             // Qualified forms count as the unqualified directive.
-            (
-                "private=\"set-cookie\"",
-                CacheControl {
-                    private: true,
-                    ..cc()
-                },
-            ),
-            (
-                "private=\"set-cookie, x-user\", max-age=5",
-                CacheControl {
-                    private: true,
-                    max_age: Some(5),
-                    ..cc()
-                },
-            ),
-            (
-                "no-cache=\"x\"",
-                CacheControl {
-                    no_cache: true,
-                    ..cc()
-                },
-            ),
-            (
-                "no-cache=set-cookie",
-                CacheControl {
-                    no_cache: true,
-                    ..cc()
-                },
-            ),
+            ("private=\"set-cookie\"", CacheControl { private: true, ..cc() }),
+            ("private=\"set-cookie, x-user\", max-age=5", CacheControl { private: true, max_age: Some(5), ..cc() }),
+            ("no-cache=\"x\"", CacheControl { no_cache: true, ..cc() }),
+            ("no-cache=set-cookie", CacheControl { no_cache: true, ..cc() }),
             // Empty list elements and odd whitespace.
-            (
-                " , ,no-store,, max-age=1 ,",
-                CacheControl {
-                    no_store: true,
-                    max_age: Some(1),
-                    ..cc()
-                },
-            ),
-            (
-                "\tmax-age = 9\t",
-                CacheControl {
-                    max_age: Some(9),
-                    ..cc()
-                },
-            ),
+            (" , ,no-store,, max-age=1 ,", CacheControl { no_store: true, max_age: Some(1), ..cc() }),
+            ("\tmax-age = 9\t", CacheControl { max_age: Some(9), ..cc() }),
             // Unknown directives and extensions are ignored, quoted commas included.
-            (
-                "community=\"UCI, x\", foo, bar=baz, max-age=2",
-                CacheControl {
-                    max_age: Some(2),
-                    ..cc()
-                },
-            ),
-            (
-                "x=\"a\\\"b\", no-store",
-                CacheControl {
-                    no_store: true,
-                    ..cc()
-                },
-            ),
+            ("community=\"UCI, x\", foo, bar=baz, max-age=2", CacheControl { max_age: Some(2), ..cc() }),
+            ("x=\"a\\\"b\", no-store", CacheControl { no_store: true, ..cc() }),
             // Junk after a name keeps the name.
-            (
-                "no-store please",
-                CacheControl {
-                    no_store: true,
-                    ..cc()
-                },
-            ),
+            ("no-store please", CacheControl { no_store: true, ..cc() }),
             // `public` with an argument is malformed and only relaxes: ignored.
             ("public=yes", cc()),
         ];
@@ -581,26 +393,15 @@ mod tests {
             ("max-age=60, max-age=\"60\"", Some(60)),
             // RFC 9111 section 1.2.2: huge values are capped at 2^31.
             ("max-age=2147483648", Some(DELTA_SECONDS_MAX)),
-            (
-                "max-age=99999999999999999999999999999999",
-                Some(DELTA_SECONDS_MAX),
-            ),
+            ("max-age=99999999999999999999999999999999", Some(DELTA_SECONDS_MAX)),
             ("max-age=2147483647", Some(2_147_483_647)),
             ("max-age=000060", Some(60)),
             ("max-age=\u{0661}", Some(0)),
         ];
         for (input, expected) in cases {
-            assert_eq!(
-                CacheControl::parse(input).max_age,
-                expected,
-                "input: {input:?}"
-            );
+            assert_eq!(CacheControl::parse(input).max_age, expected, "input: {input:?}");
             let s_input = input.replace("max-age", "s-maxage");
-            assert_eq!(
-                CacheControl::parse(&s_input).s_maxage,
-                expected,
-                "input: {s_input:?}"
-            );
+            assert_eq!(CacheControl::parse(&s_input).s_maxage, expected, "input: {s_input:?}");
         }
     }
 
@@ -612,48 +413,18 @@ mod tests {
             ("stale-if-error=-5", cc()),
             (
                 "stale-while-revalidate=10, stale-while-revalidate=3",
-                CacheControl {
-                    stale_while_revalidate: Some(3),
-                    ..cc()
-                },
+                CacheControl { stale_while_revalidate: Some(3), ..cc() },
             ),
             (
                 "stale-if-error=3, stale-if-error=bad, stale-if-error=9",
-                CacheControl {
-                    stale_if_error: Some(3),
-                    ..cc()
-                },
+                CacheControl { stale_if_error: Some(3), ..cc() },
             ),
             ("min-fresh=x", cc()),
-            (
-                "min-fresh=5, min-fresh=8",
-                CacheControl {
-                    min_fresh: Some(8),
-                    ..cc()
-                },
-            ),
+            ("min-fresh=5, min-fresh=8", CacheControl { min_fresh: Some(8), ..cc() }),
             ("max-stale=x", cc()),
-            (
-                "max-stale=9, max-stale",
-                CacheControl {
-                    max_stale: Some(Some(9)),
-                    ..cc()
-                },
-            ),
-            (
-                "max-stale, max-stale=9",
-                CacheControl {
-                    max_stale: Some(Some(9)),
-                    ..cc()
-                },
-            ),
-            (
-                "max-stale=9, max-stale=4",
-                CacheControl {
-                    max_stale: Some(Some(4)),
-                    ..cc()
-                },
-            ),
+            ("max-stale=9, max-stale", CacheControl { max_stale: Some(Some(9)), ..cc() }),
+            ("max-stale, max-stale=9", CacheControl { max_stale: Some(Some(9)), ..cc() }),
+            ("max-stale=9, max-stale=4", CacheControl { max_stale: Some(Some(4)), ..cc() }),
         ];
         for (input, expected) in cases {
             check(input, expected);
@@ -697,53 +468,16 @@ mod tests {
             for line in lines {
                 headers.append(CACHE_CONTROL, HeaderValue::from_bytes(line).unwrap());
             }
-            assert_eq!(
-                CacheControl::from_headers(&headers),
-                expected,
-                "lines: {lines:?}"
-            );
+            assert_eq!(CacheControl::from_headers(&headers), expected, "lines: {lines:?}");
         };
         check_lines(&[], cc());
-        check_lines(
-            &[b"public", b"max-age=60"],
-            CacheControl {
-                public: true,
-                max_age: Some(60),
-                ..cc()
-            },
-        );
-        check_lines(
-            &[b"max-age=60", b"max-age=10"],
-            CacheControl {
-                max_age: Some(0),
-                ..cc()
-            },
-        );
+        check_lines(&[b"public", b"max-age=60"], CacheControl { public: true, max_age: Some(60), ..cc() });
+        check_lines(&[b"max-age=60", b"max-age=10"], CacheControl { max_age: Some(0), ..cc() });
         // An unbalanced quote in one line does not hide `no-store` in the next.
-        check_lines(
-            &[b"private=\"oops", b"no-store"],
-            CacheControl {
-                private: true,
-                no_store: true,
-                ..cc()
-            },
-        );
+        check_lines(&[b"private=\"oops", b"no-store"], CacheControl { private: true, no_store: true, ..cc() });
         // Non-UTF-8 bytes only damage arguments.
-        check_lines(
-            &[b"max-age=\xff\xfe, no-store"],
-            CacheControl {
-                max_age: Some(0),
-                no_store: true,
-                ..cc()
-            },
-        );
-        check_lines(
-            &[b"x=\"\xff\", max-age=5"],
-            CacheControl {
-                max_age: Some(5),
-                ..cc()
-            },
-        );
+        check_lines(&[b"max-age=\xff\xfe, no-store"], CacheControl { max_age: Some(0), no_store: true, ..cc() });
+        check_lines(&[b"x=\"\xff\", max-age=5"], CacheControl { max_age: Some(5), ..cc() });
         check_lines(&[b""], cc());
     }
 

@@ -136,10 +136,7 @@ pub struct Policy {
 /// Statuses that are heuristically cacheable (RFC 9110 section 15.1): a cache may store them without explicit
 /// freshness.
 pub fn is_heuristically_cacheable(status: StatusCode) -> bool {
-    matches!(
-        status.as_u16(),
-        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
-    )
+    matches!(status.as_u16(), 200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501)
 }
 
 /// Decides whether a shared cache may store the response to this request, and with which [`Freshness`].
@@ -179,9 +176,7 @@ pub fn storable(
         return Err(NoStoreReason::Private);
     }
     // RFC 9111 section 3.5: only these three directives make an authenticated answer shareable.
-    if req_headers.contains_key(AUTHORIZATION)
-        && !(cc.public || cc.s_maxage.is_some() || cc.must_revalidate)
-    {
+    if req_headers.contains_key(AUTHORIZATION) && !(cc.public || cc.s_maxage.is_some() || cc.must_revalidate) {
         return Err(NoStoreReason::Authorization);
     }
     if resp_headers.contains_key(SET_COOKIE) {
@@ -199,12 +194,9 @@ pub fn storable(
     let lifetime = match explicit {
         Some(seconds) => Some(seconds),
         None if !implicit_allowed => return Err(NoStoreReason::Status),
-        None => policy.route_ttl_s.or_else(|| {
-            policy
-                .heuristic_freshness
-                .then(|| heuristic_lifetime(resp_headers, now))
-                .flatten()
-        }),
+        None => policy
+            .route_ttl_s
+            .or_else(|| policy.heuristic_freshness.then(|| heuristic_lifetime(resp_headers, now)).flatten()),
     };
     let fresh_for_s = match (cc.no_cache, lifetime) {
         // RFC 9111 section 5.2.2.4: storable, but never used without revalidation.
@@ -215,24 +207,18 @@ pub fn storable(
 
     // RFC 9111 section 5.2.2.10: s-maxage implies proxy-revalidate for a shared cache; section 4.2.4: none of
     // these may be served stale, whatever stale-* says.
-    let must_revalidate =
-        cc.must_revalidate || cc.proxy_revalidate || cc.no_cache || cc.s_maxage.is_some();
+    let must_revalidate = cc.must_revalidate || cc.proxy_revalidate || cc.no_cache || cc.s_maxage.is_some();
     let window = |directive: Option<u64>, default: u32| -> u32 {
         if must_revalidate {
             0
         } else {
-            directive.map_or(default, |seconds| {
-                u32::try_from(seconds).unwrap_or(u32::MAX)
-            })
+            directive.map_or(default, |seconds| u32::try_from(seconds).unwrap_or(u32::MAX))
         }
     };
     Ok(Freshness {
         fresh_for_s,
         initial_age_s: initial_age(resp_headers),
-        stale_while_revalidate_s: window(
-            cc.stale_while_revalidate,
-            policy.default_stale_while_revalidate_s,
-        ),
+        stale_while_revalidate_s: window(cc.stale_while_revalidate, policy.default_stale_while_revalidate_s),
         stale_if_error_s: window(cc.stale_if_error, policy.default_stale_if_error_s),
         must_revalidate,
     })
@@ -300,10 +286,7 @@ pub fn request_bypasses(req_headers: &HeaderMap) -> bool {
         return CacheControl::from_headers(req_headers).no_cache;
     }
     req_headers.get_all(PRAGMA).iter().any(|value| {
-        value
-            .as_bytes()
-            .split(|&b| b == b',')
-            .any(|directive| directive.trim_ascii().eq_ignore_ascii_case(b"no-cache"))
+        value.as_bytes().split(|&b| b == b',').any(|directive| directive.trim_ascii().eq_ignore_ascii_case(b"no-cache"))
     })
 }
 
@@ -332,10 +315,7 @@ mod tests {
     fn map(lines: &[(&str, &str)]) -> HeaderMap {
         let mut headers = HeaderMap::new();
         for (name, value) in lines {
-            headers.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
+            headers.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
         }
         headers
     }
@@ -351,10 +331,7 @@ mod tests {
     }
 
     fn revalidate(fresh_for_s: u64) -> Freshness {
-        Freshness {
-            must_revalidate: true,
-            ..fresh(fresh_for_s)
-        }
+        Freshness { must_revalidate: true, ..fresh(fresh_for_s) }
     }
 
     fn check_with(
@@ -367,10 +344,7 @@ mod tests {
     ) {
         let status = StatusCode::from_u16(status).unwrap();
         let got = storable(&method, &map(req), status, &map(resp), policy, now());
-        assert_eq!(
-            got, expected,
-            "{method} {req:?} -> {status} {resp:?} with {policy:?}"
-        );
+        assert_eq!(got, expected, "{method} {req:?} -> {status} {resp:?} with {policy:?}");
     }
 
     fn check(req: &[(&str, &str)], status: u16, resp: &[(&str, &str)], expected: Outcome) {
@@ -378,65 +352,26 @@ mod tests {
     }
 
     use NoStoreReason::{
-        Authorization, NoFreshness, NoStore, PartialContent, Private, RequestNoStore, SetCookie,
-        Status, VaryStar,
+        Authorization, NoFreshness, NoStore, PartialContent, Private, RequestNoStore, SetCookie, Status, VaryStar,
     };
 
     #[test]
     fn methods() {
         let cc = [("cache-control", "max-age=60")];
-        check_with(
-            &Policy::default(),
-            Method::GET,
-            &[],
-            200,
-            &cc,
-            Ok(fresh(60)),
-        );
-        check_with(
-            &Policy::default(),
-            Method::HEAD,
-            &[],
-            200,
-            &cc,
-            Ok(fresh(60)),
-        );
-        for method in [
-            Method::POST,
-            Method::PUT,
-            Method::DELETE,
-            Method::OPTIONS,
-            Method::PATCH,
-            Method::TRACE,
-        ] {
-            check_with(
-                &Policy::default(),
-                method,
-                &[],
-                200,
-                &cc,
-                Err(NoStoreReason::Method),
-            );
+        check_with(&Policy::default(), Method::GET, &[], 200, &cc, Ok(fresh(60)));
+        check_with(&Policy::default(), Method::HEAD, &[], 200, &cc, Ok(fresh(60)));
+        for method in [Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS, Method::PATCH, Method::TRACE] {
+            check_with(&Policy::default(), method, &[], 200, &cc, Err(NoStoreReason::Method));
         }
         let custom = Method::from_bytes(b"PURGE").unwrap();
-        check_with(
-            &Policy::default(),
-            custom,
-            &[],
-            200,
-            &cc,
-            Err(NoStoreReason::Method),
-        );
+        check_with(&Policy::default(), custom, &[], 200, &cc, Err(NoStoreReason::Method));
     }
 
     #[test]
     fn statuses() {
         let explicit = [("cache-control", "max-age=60")];
         let nothing: [(&str, &str); 0] = [];
-        let route = Policy {
-            route_ttl_s: Some(300),
-            ..Policy::default()
-        };
+        let route = Policy { route_ttl_s: Some(300), ..Policy::default() };
         let cases: [(u16, Outcome, Outcome); 17] = [
             (200, Ok(fresh(60)), Ok(fresh(300))),
             (203, Ok(fresh(60)), Ok(fresh(300))),
@@ -470,80 +405,22 @@ mod tests {
     fn refusals() {
         let ok = [("cache-control", "max-age=60")];
         let cases: Vec<(Lines<'_>, Lines<'_>, Outcome)> = vec![
-            (
-                vec![("cache-control", "no-store")],
-                ok.to_vec(),
-                Err(RequestNoStore),
-            ),
-            (
-                vec![("cache-control", "max-age=0, NO-STORE")],
-                ok.to_vec(),
-                Err(RequestNoStore),
-            ),
-            (
-                vec![],
-                vec![("cache-control", "no-store, max-age=60")],
-                Err(NoStore),
-            ),
-            (
-                vec![],
-                vec![
-                    ("cache-control", "max-age=60"),
-                    ("cache-control", "no-store"),
-                ],
-                Err(NoStore),
-            ),
-            (
-                vec![],
-                vec![("cache-control", "private, max-age=60")],
-                Err(Private),
-            ),
-            (
-                vec![],
-                vec![("cache-control", "private=\"set-cookie\", max-age=60")],
-                Err(Private),
-            ),
-            (
-                vec![],
-                vec![("cache-control", "public, private, max-age=60")],
-                Err(Private),
-            ),
-            (
-                vec![],
-                vec![("cache-control", "max-age=60"), ("set-cookie", "session=1")],
-                Err(SetCookie),
-            ),
-            (
-                vec![],
-                vec![("cache-control", "public, max-age=60"), ("set-cookie", "")],
-                Err(SetCookie),
-            ),
-            (
-                vec![],
-                vec![
-                    ("cache-control", "max-age=60"),
-                    ("vary", "accept-encoding, *"),
-                ],
-                Err(VaryStar),
-            ),
-            (
-                vec![],
-                vec![("cache-control", "max-age=60"), ("vary", "accept-encoding")],
-                Ok(fresh(60)),
-            ),
+            (vec![("cache-control", "no-store")], ok.to_vec(), Err(RequestNoStore)),
+            (vec![("cache-control", "max-age=0, NO-STORE")], ok.to_vec(), Err(RequestNoStore)),
+            (vec![], vec![("cache-control", "no-store, max-age=60")], Err(NoStore)),
+            (vec![], vec![("cache-control", "max-age=60"), ("cache-control", "no-store")], Err(NoStore)),
+            (vec![], vec![("cache-control", "private, max-age=60")], Err(Private)),
+            (vec![], vec![("cache-control", "private=\"set-cookie\", max-age=60")], Err(Private)),
+            (vec![], vec![("cache-control", "public, private, max-age=60")], Err(Private)),
+            (vec![], vec![("cache-control", "max-age=60"), ("set-cookie", "session=1")], Err(SetCookie)),
+            (vec![], vec![("cache-control", "public, max-age=60"), ("set-cookie", "")], Err(SetCookie)),
+            (vec![], vec![("cache-control", "max-age=60"), ("vary", "accept-encoding, *")], Err(VaryStar)),
+            (vec![], vec![("cache-control", "max-age=60"), ("vary", "accept-encoding")], Ok(fresh(60))),
             (vec![], vec![], Err(NoFreshness)),
-            (
-                vec![],
-                vec![("last-modified", "Thu, 01 Jan 2026 00:00:00 GMT")],
-                Err(NoFreshness),
-            ),
+            (vec![], vec![("last-modified", "Thu, 01 Jan 2026 00:00:00 GMT")], Err(NoFreshness)),
             (vec![], vec![("cache-control", "public")], Err(NoFreshness)),
             // A request no-cache does not stop storing the answer (it asks for revalidation).
-            (
-                vec![("cache-control", "no-cache")],
-                ok.to_vec(),
-                Ok(fresh(60)),
-            ),
+            (vec![("cache-control", "no-cache")], ok.to_vec(), Ok(fresh(60))),
         ];
         for (req, resp, expected) in cases {
             check(&req, 200, &resp, expected);
@@ -571,112 +448,52 @@ mod tests {
 
     #[test]
     fn freshness_sources() {
-        let (in_600, in_200, in_60, at_0, ago_10, ago_100) = (
-            date(600),
-            date(200),
-            date(60),
-            date(0),
-            date(-10),
-            date(-100),
-        );
+        let (in_600, in_200, in_60, at_0, ago_10, ago_100) =
+            (date(600), date(200), date(60), date(0), date(-10), date(-100));
         let cases: Vec<(Lines<'_>, Outcome)> = vec![
             (vec![("cache-control", "max-age=60")], Ok(fresh(60))),
             (vec![("cache-control", "max-age=0")], Ok(fresh(0))),
             // s-maxage wins over max-age and implies proxy-revalidate.
-            (
-                vec![("cache-control", "max-age=60, s-maxage=600")],
-                Ok(revalidate(600)),
-            ),
-            (
-                vec![("cache-control", "max-age=600, s-maxage=0")],
-                Ok(revalidate(0)),
-            ),
+            (vec![("cache-control", "max-age=60, s-maxage=600")], Ok(revalidate(600))),
+            (vec![("cache-control", "max-age=600, s-maxage=0")], Ok(revalidate(0))),
             // Invalid or conflicting freshness reads as stale.
             (vec![("cache-control", "max-age=abc")], Ok(fresh(0))),
-            (
-                vec![("cache-control", "max-age=60, max-age=61")],
-                Ok(fresh(0)),
-            ),
-            (
-                vec![("cache-control", "max-age=99999999999999999999")],
-                Ok(fresh(DELTA_SECONDS_MAX)),
-            ),
+            (vec![("cache-control", "max-age=60, max-age=61")], Ok(fresh(0))),
+            (vec![("cache-control", "max-age=99999999999999999999")], Ok(fresh(DELTA_SECONDS_MAX))),
             // max-age wins over Expires.
-            (
-                vec![("cache-control", "max-age=60"), ("expires", &in_600)],
-                Ok(fresh(60)),
-            ),
+            (vec![("cache-control", "max-age=60"), ("expires", &in_600)], Ok(fresh(60))),
             // Expires minus Date, with Date or with now.
-            (
-                vec![("date", &ago_100), ("expires", &in_200)],
-                Ok(fresh(300)),
-            ),
+            (vec![("date", &ago_100), ("expires", &in_200)], Ok(fresh(300))),
             (vec![("expires", &in_200)], Ok(fresh(200))),
-            (
-                vec![("date", "garbage"), ("expires", &in_200)],
-                Ok(fresh(200)),
-            ),
+            (vec![("date", "garbage"), ("expires", &in_200)], Ok(fresh(200))),
             (vec![("date", &at_0), ("expires", &ago_10)], Ok(fresh(0))),
             (vec![("expires", "0")], Ok(fresh(0))),
             (vec![("expires", "")], Ok(fresh(0))),
             (vec![("expires", &in_60), ("expires", &in_60)], Ok(fresh(0))),
-            (
-                vec![("expires", "Fri, 31 Dec 9999 23:59:59 GMT")],
-                Ok(fresh(DELTA_SECONDS_MAX)),
-            ),
+            (vec![("expires", "Fri, 31 Dec 9999 23:59:59 GMT")], Ok(fresh(DELTA_SECONDS_MAX))),
             // no-cache: stored, lifetime 0, always revalidated.
             (vec![("cache-control", "no-cache")], Ok(revalidate(0))),
-            (
-                vec![("cache-control", "no-cache, max-age=600")],
-                Ok(revalidate(0)),
-            ),
-            (
-                vec![("cache-control", "no-cache=\"set-cookie\", max-age=600")],
-                Ok(revalidate(0)),
-            ),
+            (vec![("cache-control", "no-cache, max-age=600")], Ok(revalidate(0))),
+            (vec![("cache-control", "no-cache=\"set-cookie\", max-age=600")], Ok(revalidate(0))),
             // must-revalidate and proxy-revalidate.
-            (
-                vec![("cache-control", "max-age=5, must-revalidate")],
-                Ok(revalidate(5)),
-            ),
-            (
-                vec![("cache-control", "max-age=5, proxy-revalidate")],
-                Ok(revalidate(5)),
-            ),
+            (vec![("cache-control", "max-age=5, must-revalidate")], Ok(revalidate(5))),
+            (vec![("cache-control", "max-age=5, proxy-revalidate")], Ok(revalidate(5))),
         ];
         for (resp, expected) in cases {
             check(&[], 200, &resp, expected);
         }
         // A non-heuristic status with no-cache alone is not storable; with public it is.
         check(&[], 500, &[("cache-control", "no-cache")], Err(Status));
-        check(
-            &[],
-            500,
-            &[("cache-control", "no-cache, public")],
-            Ok(revalidate(0)),
-        );
+        check(&[], 500, &[("cache-control", "no-cache, public")], Ok(revalidate(0)));
     }
 
     #[test]
     fn route_ttl_and_heuristics() {
         let (ago_1000, ago_500, at_0, in_100) = (date(-1000), date(-500), date(0), date(100));
-        let route = Policy {
-            route_ttl_s: Some(120),
-            ..Policy::default()
-        };
-        let forever = Policy {
-            route_ttl_s: Some(u64::MAX),
-            ..Policy::default()
-        };
-        let heuristic = Policy {
-            heuristic_freshness: true,
-            ..Policy::default()
-        };
-        let both = Policy {
-            route_ttl_s: Some(120),
-            heuristic_freshness: true,
-            ..Policy::default()
-        };
+        let route = Policy { route_ttl_s: Some(120), ..Policy::default() };
+        let forever = Policy { route_ttl_s: Some(u64::MAX), ..Policy::default() };
+        let heuristic = Policy { heuristic_freshness: true, ..Policy::default() };
+        let both = Policy { route_ttl_s: Some(120), heuristic_freshness: true, ..Policy::default() };
         let ten_days_ago = date(-864_000);
         let hundred_days_ago = date(-8_640_000);
         let cases: Vec<(&Policy, u16, Lines<'_>, Outcome)> = vec![
@@ -684,102 +501,27 @@ mod tests {
             (&forever, 200, vec![], Ok(fresh(u64::MAX))),
             (&forever, 404, vec![], Ok(fresh(u64::MAX))),
             (&forever, 500, vec![], Err(Status)),
-            (
-                &forever,
-                500,
-                vec![("cache-control", "public")],
-                Ok(fresh(u64::MAX)),
-            ),
+            (&forever, 500, vec![("cache-control", "public")], Ok(fresh(u64::MAX))),
             // The origin's explicit freshness and refusals win over the route.
-            (
-                &route,
-                200,
-                vec![("cache-control", "max-age=5")],
-                Ok(fresh(5)),
-            ),
+            (&route, 200, vec![("cache-control", "max-age=5")], Ok(fresh(5))),
             (&route, 200, vec![("expires", "0")], Ok(fresh(0))),
-            (
-                &route,
-                200,
-                vec![("cache-control", "no-store")],
-                Err(NoStore),
-            ),
-            (
-                &route,
-                200,
-                vec![("cache-control", "private")],
-                Err(Private),
-            ),
-            (
-                &route,
-                200,
-                vec![("cache-control", "no-cache")],
-                Ok(revalidate(0)),
-            ),
+            (&route, 200, vec![("cache-control", "no-store")], Err(NoStore)),
+            (&route, 200, vec![("cache-control", "private")], Err(Private)),
+            (&route, 200, vec![("cache-control", "no-cache")], Ok(revalidate(0))),
             (&route, 200, vec![("set-cookie", "a=b")], Err(SetCookie)),
             // Heuristics: 10% of Date - Last-Modified, capped at a day.
-            (
-                &heuristic,
-                200,
-                vec![("last-modified", &ten_days_ago)],
-                Ok(fresh(86_400)),
-            ),
-            (
-                &heuristic,
-                200,
-                vec![("last-modified", &ago_1000)],
-                Ok(fresh(100)),
-            ),
-            (
-                &heuristic,
-                200,
-                vec![("date", &ago_500), ("last-modified", &ago_1000)],
-                Ok(fresh(50)),
-            ),
-            (
-                &heuristic,
-                200,
-                vec![("last-modified", &at_0)],
-                Ok(fresh(0)),
-            ),
-            (
-                &heuristic,
-                200,
-                vec![("last-modified", &hundred_days_ago)],
-                Ok(fresh(HEURISTIC_MAX_S)),
-            ),
-            (
-                &heuristic,
-                200,
-                vec![("last-modified", &in_100)],
-                Err(NoFreshness),
-            ),
-            (
-                &heuristic,
-                200,
-                vec![("last-modified", "yesterday")],
-                Err(NoFreshness),
-            ),
+            (&heuristic, 200, vec![("last-modified", &ten_days_ago)], Ok(fresh(86_400))),
+            (&heuristic, 200, vec![("last-modified", &ago_1000)], Ok(fresh(100))),
+            (&heuristic, 200, vec![("date", &ago_500), ("last-modified", &ago_1000)], Ok(fresh(50))),
+            (&heuristic, 200, vec![("last-modified", &at_0)], Ok(fresh(0))),
+            (&heuristic, 200, vec![("last-modified", &hundred_days_ago)], Ok(fresh(HEURISTIC_MAX_S))),
+            (&heuristic, 200, vec![("last-modified", &in_100)], Err(NoFreshness)),
+            (&heuristic, 200, vec![("last-modified", "yesterday")], Err(NoFreshness)),
             (&heuristic, 200, vec![], Err(NoFreshness)),
-            (
-                &heuristic,
-                302,
-                vec![("last-modified", &ago_1000)],
-                Err(Status),
-            ),
-            (
-                &heuristic,
-                302,
-                vec![("last-modified", &ago_1000), ("cache-control", "public")],
-                Ok(fresh(100)),
-            ),
+            (&heuristic, 302, vec![("last-modified", &ago_1000)], Err(Status)),
+            (&heuristic, 302, vec![("last-modified", &ago_1000), ("cache-control", "public")], Ok(fresh(100))),
             // The route TTL comes before heuristics.
-            (
-                &both,
-                200,
-                vec![("last-modified", &ago_1000)],
-                Ok(fresh(120)),
-            ),
+            (&both, 200, vec![("last-modified", &ago_1000)], Ok(fresh(120))),
         ];
         for (policy, status, resp, expected) in cases {
             check_with(policy, Method::GET, &[], status, &resp, expected);
@@ -789,132 +531,49 @@ mod tests {
     #[test]
     fn stale_windows_and_age() {
         let none = Policy::default();
-        let defaults = Policy {
-            default_stale_while_revalidate_s: 30,
-            default_stale_if_error_s: 600,
-            ..Policy::default()
-        };
-        let stale = |swr: u32, sie: u32| Freshness {
-            stale_while_revalidate_s: swr,
-            stale_if_error_s: sie,
-            ..fresh(60)
-        };
+        let defaults =
+            Policy { default_stale_while_revalidate_s: 30, default_stale_if_error_s: 600, ..Policy::default() };
+        let stale =
+            |swr: u32, sie: u32| Freshness { stale_while_revalidate_s: swr, stale_if_error_s: sie, ..fresh(60) };
         let cases: Vec<(&Policy, Lines<'_>, Outcome)> = vec![
-            (
-                &defaults,
-                vec![("cache-control", "max-age=60")],
-                Ok(stale(30, 600)),
-            ),
-            (
-                &defaults,
-                vec![("cache-control", "max-age=60, stale-while-revalidate=5")],
-                Ok(stale(5, 600)),
-            ),
-            (
-                &defaults,
-                vec![("cache-control", "max-age=60, stale-if-error=0")],
-                Ok(stale(30, 0)),
-            ),
-            (
-                &defaults,
-                vec![("cache-control", "max-age=60, stale-if-error=x")],
-                Ok(stale(30, 600)),
-            ),
-            (
-                &none,
-                vec![(
-                    "cache-control",
-                    "max-age=60, stale-while-revalidate=9, stale-if-error=8",
-                )],
-                Ok(stale(9, 8)),
-            ),
-            (
-                &none,
-                vec![(
-                    "cache-control",
-                    "max-age=60, stale-while-revalidate=99999999999",
-                )],
-                Ok(stale(1 << 31, 0)),
-            ),
+            (&defaults, vec![("cache-control", "max-age=60")], Ok(stale(30, 600))),
+            (&defaults, vec![("cache-control", "max-age=60, stale-while-revalidate=5")], Ok(stale(5, 600))),
+            (&defaults, vec![("cache-control", "max-age=60, stale-if-error=0")], Ok(stale(30, 0))),
+            (&defaults, vec![("cache-control", "max-age=60, stale-if-error=x")], Ok(stale(30, 600))),
+            (&none, vec![("cache-control", "max-age=60, stale-while-revalidate=9, stale-if-error=8")], Ok(stale(9, 8))),
+            (&none, vec![("cache-control", "max-age=60, stale-while-revalidate=99999999999")], Ok(stale(1 << 31, 0))),
             // Anything that forbids stale zeroes both windows.
             (
                 &defaults,
-                vec![(
-                    "cache-control",
-                    "max-age=60, must-revalidate, stale-while-revalidate=5",
-                )],
+                vec![("cache-control", "max-age=60, must-revalidate, stale-while-revalidate=5")],
                 Ok(revalidate(60)),
             ),
-            (
-                &defaults,
-                vec![("cache-control", "max-age=60, proxy-revalidate")],
-                Ok(revalidate(60)),
-            ),
-            (
-                &defaults,
-                vec![("cache-control", "s-maxage=60, stale-if-error=600")],
-                Ok(revalidate(60)),
-            ),
-            (
-                &defaults,
-                vec![("cache-control", "no-cache, stale-while-revalidate=5")],
-                Ok(revalidate(0)),
-            ),
+            (&defaults, vec![("cache-control", "max-age=60, proxy-revalidate")], Ok(revalidate(60))),
+            (&defaults, vec![("cache-control", "s-maxage=60, stale-if-error=600")], Ok(revalidate(60))),
+            (&defaults, vec![("cache-control", "no-cache, stale-while-revalidate=5")], Ok(revalidate(0))),
             // Age.
             (
                 &none,
                 vec![("cache-control", "max-age=60"), ("age", "15")],
-                Ok(Freshness {
-                    initial_age_s: 15,
-                    ..fresh(60)
-                }),
+                Ok(Freshness { initial_age_s: 15, ..fresh(60) }),
             ),
             (
                 &none,
                 vec![("cache-control", "max-age=60"), ("age", " 15 ")],
-                Ok(Freshness {
-                    initial_age_s: 15,
-                    ..fresh(60)
-                }),
+                Ok(Freshness { initial_age_s: 15, ..fresh(60) }),
             ),
             (
                 &none,
-                vec![
-                    ("cache-control", "max-age=60"),
-                    ("age", "5"),
-                    ("age", "9"),
-                    ("age", "x"),
-                ],
-                Ok(Freshness {
-                    initial_age_s: 9,
-                    ..fresh(60)
-                }),
+                vec![("cache-control", "max-age=60"), ("age", "5"), ("age", "9"), ("age", "x")],
+                Ok(Freshness { initial_age_s: 9, ..fresh(60) }),
             ),
+            (&none, vec![("cache-control", "max-age=60"), ("age", "-5")], Ok(fresh(60))),
+            (&none, vec![("cache-control", "max-age=60"), ("age", "1.5")], Ok(fresh(60))),
+            (&none, vec![("cache-control", "max-age=60"), ("age", "")], Ok(fresh(60))),
             (
                 &none,
-                vec![("cache-control", "max-age=60"), ("age", "-5")],
-                Ok(fresh(60)),
-            ),
-            (
-                &none,
-                vec![("cache-control", "max-age=60"), ("age", "1.5")],
-                Ok(fresh(60)),
-            ),
-            (
-                &none,
-                vec![("cache-control", "max-age=60"), ("age", "")],
-                Ok(fresh(60)),
-            ),
-            (
-                &none,
-                vec![
-                    ("cache-control", "max-age=60"),
-                    ("age", "999999999999999999999"),
-                ],
-                Ok(Freshness {
-                    initial_age_s: DELTA_SECONDS_MAX,
-                    ..fresh(60)
-                }),
+                vec![("cache-control", "max-age=60"), ("age", "999999999999999999999")],
+                Ok(Freshness { initial_age_s: DELTA_SECONDS_MAX, ..fresh(60) }),
             ),
         ];
         for (policy, resp, expected) in cases {
@@ -925,35 +584,15 @@ mod tests {
     #[test]
     fn non_utf8_headers_never_panic() {
         let mut resp = HeaderMap::new();
-        for name in [
-            "cache-control",
-            "expires",
-            "date",
-            "last-modified",
-            "age",
-            "vary",
-        ] {
-            resp.append(
-                HeaderName::from_static(name),
-                HeaderValue::from_bytes(b"\xff\xfe max-age=5").unwrap(),
-            );
+        for name in ["cache-control", "expires", "date", "last-modified", "age", "vary"] {
+            resp.append(HeaderName::from_static(name), HeaderValue::from_bytes(b"\xff\xfe max-age=5").unwrap());
         }
         let mut req = HeaderMap::new();
-        req.append(
-            http::header::CACHE_CONTROL,
-            HeaderValue::from_bytes(b"\xffno-store").unwrap(),
-        );
+        req.append(http::header::CACHE_CONTROL, HeaderValue::from_bytes(b"\xffno-store").unwrap());
         req.append(PRAGMA, HeaderValue::from_bytes(b"\xff").unwrap());
-        let policy = Policy {
-            heuristic_freshness: true,
-            route_ttl_s: Some(1),
-            ..Policy::default()
-        };
+        let policy = Policy { heuristic_freshness: true, route_ttl_s: Some(1), ..Policy::default() };
         // No directive is readable, and the unreadable Expires means "already expired" (RFC 9111 section 5.3).
-        assert_eq!(
-            storable(&Method::GET, &req, StatusCode::OK, &resp, &policy, now()),
-            Ok(fresh(0))
-        );
+        assert_eq!(storable(&Method::GET, &req, StatusCode::OK, &resp, &policy, now()), Ok(fresh(0)));
         assert!(!request_bypasses(&req));
     }
 
@@ -971,10 +610,7 @@ mod tests {
             (vec![("pragma", "no-cache-please")], false),
             (vec![("pragma", "")], false),
             // RFC 9111 section 5.4: Pragma is ignored when Cache-Control is present.
-            (
-                vec![("pragma", "no-cache"), ("cache-control", "max-age=10")],
-                false,
-            ),
+            (vec![("pragma", "no-cache"), ("cache-control", "max-age=10")], false),
         ];
         for (req, expected) in cases {
             assert_eq!(request_bypasses(&map(&req)), expected, "request: {req:?}");
@@ -983,10 +619,7 @@ mod tests {
 
     #[test]
     fn labels() {
-        let labels: Vec<&str> = NoStoreReason::ALL
-            .iter()
-            .map(NoStoreReason::as_str)
-            .collect();
+        let labels: Vec<&str> = NoStoreReason::ALL.iter().map(NoStoreReason::as_str).collect();
         assert_eq!(
             labels,
             [

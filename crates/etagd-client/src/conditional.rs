@@ -69,11 +69,7 @@ pub fn if_none_match(headers: &HeaderMap) -> Option<IfNoneMatch> {
 ///
 /// `etag` is the stored entity tag, `last_modified` the stored `Last-Modified` value. Returns
 /// [`Evaluation::NotModified`] when the client's copy is current.
-pub fn evaluate(
-    headers: &HeaderMap,
-    etag: Option<&EntityTag>,
-    last_modified: Option<&str>,
-) -> Evaluation {
+pub fn evaluate(headers: &HeaderMap, etag: Option<&EntityTag>, last_modified: Option<&str>) -> Evaluation {
     // RFC 9110 section 13.1.3: a recipient MUST ignore If-Modified-Since when the request has If-None-Match,
     // whether or not it could be read.
     if headers.contains_key(IF_NONE_MATCH) {
@@ -82,21 +78,12 @@ pub fn evaluate(
             // about one it holds.
             Some(IfNoneMatch::Any) => true,
             // RFC 9110 section 13.1.2: the weak comparison function.
-            Some(IfNoneMatch::Tags(tags)) => {
-                etag.is_some_and(|stored| tags.iter().any(|tag| tag.weak_eq(stored)))
-            }
+            Some(IfNoneMatch::Tags(tags)) => etag.is_some_and(|stored| tags.iter().any(|tag| tag.weak_eq(stored))),
             None => false,
         };
-        return if matched {
-            Evaluation::NotModified
-        } else {
-            Evaluation::Proceed
-        };
+        return if matched { Evaluation::NotModified } else { Evaluation::Proceed };
     }
-    match (
-        if_modified_since(headers),
-        last_modified.and_then(parse_date),
-    ) {
+    match (if_modified_since(headers), last_modified.and_then(parse_date)) {
         // RFC 9110 section 13.1.3: false (304) when the selected representation's last modification date is
         // earlier than or equal to the date provided.
         (Some(since), Some(modified)) if modified <= since => Evaluation::NotModified,
@@ -126,9 +113,7 @@ pub fn weakened_copy_of(headers: &HeaderMap, etag: &EntityTag) -> bool {
         return false;
     }
     match if_none_match(headers) {
-        Some(IfNoneMatch::Tags(tags)) => {
-            tags.iter().any(|tag| tag.weak && tag.opaque == etag.opaque)
-        }
+        Some(IfNoneMatch::Tags(tags)) => tags.iter().any(|tag| tag.weak && tag.opaque == etag.opaque),
         _ => false,
     }
 }
@@ -141,9 +126,7 @@ pub fn is_conditional(headers: &HeaderMap) -> bool {
 /// Whether the request carries a precondition the cache does not evaluate (`If-Match`, `If-Unmodified-Since`,
 /// `If-Range`); RFC 9111 section 4.3.2 lets a cache forward such a request to the origin instead.
 pub fn has_origin_preconditions(headers: &HeaderMap) -> bool {
-    [IF_MATCH, IF_UNMODIFIED_SINCE, IF_RANGE]
-        .iter()
-        .any(|name| headers.contains_key(name))
+    [IF_MATCH, IF_UNMODIFIED_SINCE, IF_RANGE].iter().any(|name| headers.contains_key(name))
 }
 
 #[cfg(test)]
@@ -160,10 +143,7 @@ mod tests {
     fn map(lines: &[(&str, &[u8])]) -> HeaderMap {
         let mut headers = HeaderMap::new();
         for (name, value) in lines {
-            headers.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_bytes(value).unwrap(),
-            );
+            headers.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_bytes(value).unwrap());
         }
         headers
     }
@@ -179,10 +159,7 @@ mod tests {
     #[test]
     fn parsing_if_none_match() {
         let check = |lines: &[&[u8]], expected: Option<IfNoneMatch>| {
-            let headers = map(&lines
-                .iter()
-                .map(|line| ("if-none-match", *line))
-                .collect::<Vec<_>>());
+            let headers = map(&lines.iter().map(|line| ("if-none-match", *line)).collect::<Vec<_>>());
             assert_eq!(if_none_match(&headers), expected, "lines: {lines:?}");
         };
         check(&[], None);
@@ -190,14 +167,8 @@ mod tests {
         check(&[b" * "], Some(IfNoneMatch::Any));
         check(&[b"*", b"*"], Some(IfNoneMatch::Any));
         check(&[b"\"a\""], Some(IfNoneMatch::Tags(vec![strong("a")])));
-        check(
-            &[b"\"a\", W/\"b\"", b"\"c\""],
-            Some(IfNoneMatch::Tags(vec![strong("a"), weak("b"), strong("c")])),
-        );
-        check(
-            &[b"\"caf\xc3\xa9\""],
-            Some(IfNoneMatch::Tags(vec![strong("caf\u{e9}")])),
-        );
+        check(&[b"\"a\", W/\"b\"", b"\"c\""], Some(IfNoneMatch::Tags(vec![strong("a"), weak("b"), strong("c")])));
+        check(&[b"\"caf\xc3\xa9\""], Some(IfNoneMatch::Tags(vec![strong("caf\u{e9}")])));
         // Malformed, empty or mixed: ignored.
         check(&[b""], None);
         check(&[b" , "], None);
@@ -220,210 +191,77 @@ mod tests {
             // No precondition.
             (vec![], Some(&tag), Some(LM), Evaluation::Proceed),
             // If-None-Match, weak comparison.
-            (
-                vec![("if-none-match", b"\"v1\"")],
-                Some(&tag),
-                None,
-                Evaluation::NotModified,
-            ),
-            (
-                vec![("if-none-match", b"W/\"v1\"")],
-                Some(&tag),
-                None,
-                Evaluation::NotModified,
-            ),
-            (
-                vec![("if-none-match", b"\"v1\"")],
-                Some(&weak_tag),
-                None,
-                Evaluation::NotModified,
-            ),
-            (
-                vec![("if-none-match", b"\"v0\", \"v1\"")],
-                Some(&tag),
-                None,
-                Evaluation::NotModified,
-            ),
+            (vec![("if-none-match", b"\"v1\"")], Some(&tag), None, Evaluation::NotModified),
+            (vec![("if-none-match", b"W/\"v1\"")], Some(&tag), None, Evaluation::NotModified),
+            (vec![("if-none-match", b"\"v1\"")], Some(&weak_tag), None, Evaluation::NotModified),
+            (vec![("if-none-match", b"\"v0\", \"v1\"")], Some(&tag), None, Evaluation::NotModified),
             (
                 vec![("if-none-match", b"\"v0\""), ("if-none-match", b"\"v1\"")],
                 Some(&tag),
                 None,
                 Evaluation::NotModified,
             ),
-            (
-                vec![("if-none-match", b"\"v2\"")],
-                Some(&tag),
-                None,
-                Evaluation::Proceed,
-            ),
-            (
-                vec![("if-none-match", b"\"V1\"")],
-                Some(&tag),
-                None,
-                Evaluation::Proceed,
-            ),
-            (
-                vec![("if-none-match", b"\"v1\"")],
-                None,
-                Some(LM),
-                Evaluation::Proceed,
-            ),
-            (
-                vec![("if-none-match", b"*")],
-                Some(&tag),
-                None,
-                Evaluation::NotModified,
-            ),
-            (
-                vec![("if-none-match", b"*")],
-                None,
-                None,
-                Evaluation::NotModified,
-            ),
+            (vec![("if-none-match", b"\"v2\"")], Some(&tag), None, Evaluation::Proceed),
+            (vec![("if-none-match", b"\"V1\"")], Some(&tag), None, Evaluation::Proceed),
+            (vec![("if-none-match", b"\"v1\"")], None, Some(LM), Evaluation::Proceed),
+            (vec![("if-none-match", b"*")], Some(&tag), None, Evaluation::NotModified),
+            (vec![("if-none-match", b"*")], None, None, Evaluation::NotModified),
             // Unquoted (the seed's tag after nginx) never matches.
-            (
-                vec![("if-none-match", b"v1")],
-                Some(&tag),
-                None,
-                Evaluation::Proceed,
-            ),
+            (vec![("if-none-match", b"v1")], Some(&tag), None, Evaluation::Proceed),
             // If-None-Match wins over If-Modified-Since, both ways (RFC 9110 section 13.2.2).
             (
-                vec![
-                    ("if-none-match", b"\"v2\""),
-                    ("if-modified-since", AFTER.as_bytes()),
-                ],
+                vec![("if-none-match", b"\"v2\""), ("if-modified-since", AFTER.as_bytes())],
                 Some(&tag),
                 Some(LM),
                 Evaluation::Proceed,
             ),
             (
-                vec![
-                    ("if-none-match", b"\"v1\""),
-                    ("if-modified-since", BEFORE.as_bytes()),
-                ],
+                vec![("if-none-match", b"\"v1\""), ("if-modified-since", BEFORE.as_bytes())],
                 Some(&tag),
                 Some(LM),
                 Evaluation::NotModified,
             ),
             // A malformed If-None-Match is ignored, and still disables If-Modified-Since.
             (
-                vec![
-                    ("if-none-match", b"garbage"),
-                    ("if-modified-since", AFTER.as_bytes()),
-                ],
+                vec![("if-none-match", b"garbage"), ("if-modified-since", AFTER.as_bytes())],
                 Some(&tag),
                 Some(LM),
                 Evaluation::Proceed,
             ),
             (
-                vec![
-                    ("if-none-match", b""),
-                    ("if-modified-since", AFTER.as_bytes()),
-                ],
+                vec![("if-none-match", b""), ("if-modified-since", AFTER.as_bytes())],
                 Some(&tag),
                 Some(LM),
                 Evaluation::Proceed,
             ),
             // If-Modified-Since alone.
-            (
-                vec![("if-modified-since", LM.as_bytes())],
-                Some(&tag),
-                Some(LM),
-                Evaluation::NotModified,
-            ),
-            (
-                vec![("if-modified-since", AFTER.as_bytes())],
-                None,
-                Some(LM),
-                Evaluation::NotModified,
-            ),
-            (
-                vec![("if-modified-since", BEFORE.as_bytes())],
-                Some(&tag),
-                Some(LM),
-                Evaluation::Proceed,
-            ),
-            (
-                vec![("if-modified-since", b"Tuesday, 24-Nov-26 10:00:00 GMT")],
-                None,
-                Some(LM),
-                Evaluation::NotModified,
-            ),
-            (
-                vec![("if-modified-since", b"Tue Nov 24 10:00:00 2026")],
-                None,
-                Some(LM),
-                Evaluation::NotModified,
-            ),
-            (
-                vec![("if-modified-since", LM.as_bytes())],
-                Some(&tag),
-                None,
-                Evaluation::Proceed,
-            ),
-            (
-                vec![("if-modified-since", LM.as_bytes())],
-                Some(&tag),
-                Some("yesterday"),
-                Evaluation::Proceed,
-            ),
+            (vec![("if-modified-since", LM.as_bytes())], Some(&tag), Some(LM), Evaluation::NotModified),
+            (vec![("if-modified-since", AFTER.as_bytes())], None, Some(LM), Evaluation::NotModified),
+            (vec![("if-modified-since", BEFORE.as_bytes())], Some(&tag), Some(LM), Evaluation::Proceed),
+            (vec![("if-modified-since", b"Tuesday, 24-Nov-26 10:00:00 GMT")], None, Some(LM), Evaluation::NotModified),
+            (vec![("if-modified-since", b"Tue Nov 24 10:00:00 2026")], None, Some(LM), Evaluation::NotModified),
+            (vec![("if-modified-since", LM.as_bytes())], Some(&tag), None, Evaluation::Proceed),
+            (vec![("if-modified-since", LM.as_bytes())], Some(&tag), Some("yesterday"), Evaluation::Proceed),
             // Invalid or repeated If-Modified-Since is ignored.
+            (vec![("if-modified-since", b"0")], None, Some(LM), Evaluation::Proceed),
+            (vec![("if-modified-since", b"")], None, Some(LM), Evaluation::Proceed),
+            (vec![("if-modified-since", b"\xff\xfe")], None, Some(LM), Evaluation::Proceed),
             (
-                vec![("if-modified-since", b"0")],
+                vec![("if-modified-since", b"Tue, 24 Nov 2026 10:00:00 GMT, Tue, 24 Nov 2026 10:00:00 GMT")],
                 None,
                 Some(LM),
                 Evaluation::Proceed,
             ),
             (
-                vec![("if-modified-since", b"")],
+                vec![("if-modified-since", AFTER.as_bytes()), ("if-modified-since", AFTER.as_bytes())],
                 None,
                 Some(LM),
                 Evaluation::Proceed,
             ),
-            (
-                vec![("if-modified-since", b"\xff\xfe")],
-                None,
-                Some(LM),
-                Evaluation::Proceed,
-            ),
-            (
-                vec![(
-                    "if-modified-since",
-                    b"Tue, 24 Nov 2026 10:00:00 GMT, Tue, 24 Nov 2026 10:00:00 GMT",
-                )],
-                None,
-                Some(LM),
-                Evaluation::Proceed,
-            ),
-            (
-                vec![
-                    ("if-modified-since", AFTER.as_bytes()),
-                    ("if-modified-since", AFTER.as_bytes()),
-                ],
-                None,
-                Some(LM),
-                Evaluation::Proceed,
-            ),
-            (
-                vec![("if-modified-since", b"Tue, 99 Nov 2026 10:00:00 GMT")],
-                None,
-                Some(LM),
-                Evaluation::Proceed,
-            ),
+            (vec![("if-modified-since", b"Tue, 99 Nov 2026 10:00:00 GMT")], None, Some(LM), Evaluation::Proceed),
             // Preconditions the cache does not evaluate do not produce 304.
-            (
-                vec![("if-match", b"\"v1\"")],
-                Some(&tag),
-                Some(LM),
-                Evaluation::Proceed,
-            ),
-            (
-                vec![("if-unmodified-since", AFTER.as_bytes())],
-                Some(&tag),
-                Some(LM),
-                Evaluation::Proceed,
-            ),
+            (vec![("if-match", b"\"v1\"")], Some(&tag), Some(LM), Evaluation::Proceed),
+            (vec![("if-unmodified-since", AFTER.as_bytes())], Some(&tag), Some(LM), Evaluation::Proceed),
         ];
         for (lines, etag, last_modified, expected) in cases {
             assert_eq!(
@@ -444,25 +282,14 @@ mod tests {
             (vec![b"\"x\", ", weakened.as_bytes()], minted.clone(), true),
             (vec![exact.as_bytes()], minted.clone(), false),
             (vec![b"W/\"other\""], minted.clone(), false),
-            (
-                vec![weakened.as_bytes()],
-                EntityTag::weak(minted.opaque.clone()),
-                false,
-            ),
+            (vec![weakened.as_bytes()], EntityTag::weak(minted.opaque.clone()), false),
             (vec![b"*"], minted.clone(), false),
             (vec![b"garbage"], minted.clone(), false),
             (vec![], minted.clone(), false),
         ];
         for (lines, etag, expected) in cases {
-            let headers = map(&lines
-                .iter()
-                .map(|line| ("if-none-match", *line))
-                .collect::<Vec<_>>());
-            assert_eq!(
-                weakened_copy_of(&headers, &etag),
-                expected,
-                "lines: {lines:?}, etag: {etag}"
-            );
+            let headers = map(&lines.iter().map(|line| ("if-none-match", *line)).collect::<Vec<_>>());
+            assert_eq!(weakened_copy_of(&headers, &etag), expected, "lines: {lines:?}, etag: {etag}");
         }
     }
 
@@ -476,21 +303,13 @@ mod tests {
             (vec![("if-match", b"*")], false, true),
             (vec![("if-unmodified-since", LM.as_bytes())], false, true),
             (vec![("if-range", b"\"a\"")], false, true),
-            (
-                vec![("if-none-match", b"*"), ("if-range", b"\"a\"")],
-                true,
-                true,
-            ),
+            (vec![("if-none-match", b"*"), ("if-range", b"\"a\"")], true, true),
             (vec![("etag", b"\"a\"")], false, false),
         ];
         for (lines, conditional, origin) in cases {
             let headers = map(&lines);
             assert_eq!(is_conditional(&headers), conditional, "lines: {lines:?}");
-            assert_eq!(
-                has_origin_preconditions(&headers),
-                origin,
-                "lines: {lines:?}"
-            );
+            assert_eq!(has_origin_preconditions(&headers), origin, "lines: {lines:?}");
         }
     }
 }

@@ -35,9 +35,7 @@ const KIND_BODY: u8 = b'B';
 #[non_exhaustive]
 pub enum EntryError {
     /// The bytes do not start with a known prefix (another program's item, or an older schema).
-    #[error(
-        "stored item has an unknown format prefix; it will be treated as a miss and overwritten"
-    )]
+    #[error("stored item has an unknown format prefix; it will be treated as a miss and overwritten")]
     UnknownFormat,
     /// The bytes have a known prefix but do not decode.
     #[error("stored item is corrupt ({0}); it will be treated as a miss and overwritten")]
@@ -102,7 +100,7 @@ pub struct EntryMeta {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeadRecord {
     /// The response does not vary: the entry itself.
-    Entry(EntryMeta),
+    Entry(Box<EntryMeta>),
     /// The response varies: each variant lives at its own key.
     Variants(VaryIndex),
     /// The last response was not storable: skip the cache until `until_ms`.
@@ -179,7 +177,7 @@ impl HeadRecord {
     pub fn decode(bytes: &[u8]) -> Result<Self, EntryError> {
         let (kind, rest) = split_prefix(bytes)?;
         match kind {
-            KIND_ENTRY => Ok(Self::Entry(decode_msgpack(rest)?)),
+            KIND_ENTRY => Ok(Self::Entry(Box::new(decode_msgpack(rest)?))),
             KIND_VARIANTS => Ok(Self::Variants(decode_msgpack(rest)?)),
             KIND_PASS => Ok(Self::Pass(decode_msgpack(rest)?)),
             _ => Err(EntryError::UnknownFormat),
@@ -242,11 +240,7 @@ impl StoredBody {
         if xxh3_64(&body) != head.checksum {
             return Err(EntryError::Checksum);
         }
-        let headers = head
-            .headers
-            .into_iter()
-            .map(|(name, value)| (name, Bytes::from(value.into_vec())))
-            .collect();
+        let headers = head.headers.into_iter().map(|(name, value)| (name, Bytes::from(value.into_vec()))).collect();
         Ok(Self { headers, body })
     }
 }
@@ -271,11 +265,7 @@ mod tests {
             headers_304: vec![("cache-control".into(), "public, max-age=300".into())],
             vary: vec![],
             tags: vec!["server".into(), "list".into()],
-            generations: Generations {
-                all: 7,
-                url: 0,
-                tags: vec![1, 2],
-            },
+            generations: Generations { all: 7, url: 0, tags: vec![1, 2] },
             body_len: 65536,
             codings: vec![],
         }
@@ -284,15 +274,9 @@ mod tests {
     #[test]
     fn head_records_round_trip() {
         let records = [
-            HeadRecord::Entry(sample_meta()),
-            HeadRecord::Variants(VaryIndex {
-                url_generation: 9,
-                vary: vec!["accept-encoding".into()],
-            }),
-            HeadRecord::Pass(PassMarker {
-                until_ms: 5,
-                reason: "private".into(),
-            }),
+            HeadRecord::Entry(Box::new(sample_meta())),
+            HeadRecord::Variants(VaryIndex { url_generation: 9, vary: vec!["accept-encoding".into()] }),
+            HeadRecord::Pass(PassMarker { until_ms: 5, reason: "private".into() }),
         ];
         for record in records {
             assert_eq!(HeadRecord::decode(&record.encode()).unwrap(), record);
@@ -308,10 +292,7 @@ mod tests {
     #[test]
     fn body_round_trips_without_reencoding() {
         let body: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
-        let headers = vec![(
-            "content-type".to_owned(),
-            Bytes::from_static(b"application/octet-stream\xff"),
-        )];
+        let headers = vec![("content-type".to_owned(), Bytes::from_static(b"application/octet-stream\xff"))];
         let encoded = StoredBody::encode(&headers, &body);
         let decoded = StoredBody::decode(encoded).unwrap();
         assert_eq!(decoded.body, body);
@@ -323,19 +304,8 @@ mod tests {
         let good = StoredBody::encode(&[], b"hello");
         let mut flipped = good.to_vec();
         *flipped.last_mut().unwrap() ^= 1;
-        assert!(matches!(
-            StoredBody::decode(Bytes::from(flipped)),
-            Err(EntryError::Checksum)
-        ));
-        let cases: [&[u8]; 7] = [
-            b"",
-            b"E",
-            b"E1",
-            b"E1B",
-            b"E1B\xff\xff\xff\xff",
-            b"E1E\x00",
-            b"XYZ",
-        ];
+        assert!(matches!(StoredBody::decode(Bytes::from(flipped)), Err(EntryError::Checksum)));
+        let cases: [&[u8]; 7] = [b"", b"E", b"E1", b"E1B", b"E1B\xff\xff\xff\xff", b"E1E\x00", b"XYZ"];
         for case in cases {
             assert!(HeadRecord::decode(case).is_err());
             assert!(EntryMeta::decode(case).is_err());

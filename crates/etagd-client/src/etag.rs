@@ -41,26 +41,17 @@ impl EntityTag {
         if !opaque.bytes().all(is_etagc) {
             return None;
         }
-        Some(EntityTag {
-            weak,
-            opaque: opaque.to_owned(),
-        })
+        Some(EntityTag { weak, opaque: opaque.to_owned() })
     }
 
     /// A strong tag. `opaque` must consist of `etagc` characters (no `"`, no controls, no spaces).
     pub fn strong(opaque: impl Into<String>) -> EntityTag {
-        EntityTag {
-            weak: false,
-            opaque: opaque.into(),
-        }
+        EntityTag { weak: false, opaque: opaque.into() }
     }
 
     /// A weak tag. `opaque` must consist of `etagc` characters (no `"`, no controls, no spaces).
     pub fn weak(opaque: impl Into<String>) -> EntityTag {
-        EntityTag {
-            weak: true,
-            opaque: opaque.into(),
-        }
+        EntityTag { weak: true, opaque: opaque.into() }
     }
 
     /// The tag as an `ETag` field value: always quoted, `W/` when weak.
@@ -96,14 +87,8 @@ impl EntityTag {
     /// Content codings are tokens (RFC 9110 section 8.4.1); any character that could not appear in a tag is
     /// dropped so the result always serializes.
     pub fn for_coding(&self, coding: &str) -> EntityTag {
-        let coding: String = coding
-            .chars()
-            .filter(|&c| c.is_ascii() && is_etagc(c as u8))
-            .collect();
-        EntityTag {
-            weak: self.weak,
-            opaque: format!("{}-{}", self.opaque, coding),
-        }
+        let coding: String = coding.chars().filter(|&c| c.is_ascii() && is_etagc(c as u8)).collect();
+        EntityTag { weak: self.weak, opaque: format!("{}-{}", self.opaque, coding) }
     }
 }
 
@@ -160,10 +145,7 @@ pub fn parse_list(s: &str) -> Option<Vec<EntityTag>> {
             return None;
         }
         // Both ends sit on an ASCII quote, so the slice is on character boundaries.
-        tags.push(EntityTag {
-            weak,
-            opaque: s[start..i].to_owned(),
-        });
+        tags.push(EntityTag { weak, opaque: s[start..i].to_owned() });
         i += 1;
         while i < len && is_ows(bytes[i]) {
             i += 1;
@@ -197,10 +179,7 @@ mod tests {
             ("\"a,b\"", Some(strong("a,b"))),
             ("\"!#~\"", Some(strong("!#~"))),
             ("\"caf\u{e9}\"", Some(strong("caf\u{e9}"))),
-            (
-                "\"18a2b3c4d5e6f-0123456789abcdef\"",
-                Some(strong("18a2b3c4d5e6f-0123456789abcdef")),
-            ),
+            ("\"18a2b3c4d5e6f-0123456789abcdef\"", Some(strong("18a2b3c4d5e6f-0123456789abcdef"))),
             // Malformed.
             ("", None),
             ("abc", None),
@@ -231,10 +210,7 @@ mod tests {
             (" , ,", Some(vec![])),
             ("\"a\"", Some(vec![strong("a")])),
             ("\"a\", W/\"b\"", Some(vec![strong("a"), weak("b")])),
-            (
-                "\"a\",W/\"b\",,\"c\" ",
-                Some(vec![strong("a"), weak("b"), strong("c")]),
-            ),
+            ("\"a\",W/\"b\",,\"c\" ", Some(vec![strong("a"), weak("b"), strong("c")])),
             ("\"a,b\", \"c\"", Some(vec![strong("a,b"), strong("c")])),
             ("W/\"x\"\t,\t\"y\"", Some(vec![weak("x"), strong("y")])),
             ("*", None),
@@ -260,12 +236,8 @@ mod tests {
 
     #[test]
     fn header_value_round_trips() {
-        let cases: [(EntityTag, &str); 4] = [
-            (strong("abc"), "\"abc\""),
-            (weak("abc"), "W/\"abc\""),
-            (strong(""), "\"\""),
-            (weak("a,b"), "W/\"a,b\""),
-        ];
+        let cases: [(EntityTag, &str); 4] =
+            [(strong("abc"), "\"abc\""), (weak("abc"), "W/\"abc\""), (strong(""), "\"\""), (weak("a,b"), "W/\"a,b\"")];
         for (tag, expected) in cases {
             assert_eq!(tag.to_header_value(), expected);
             assert_eq!(EntityTag::parse(expected), Some(tag));
@@ -293,28 +265,15 @@ mod tests {
     fn minting() {
         let cases: [(EntityTag, &str); 6] = [
             (EntityTag::mint_timestamp(0, 0), "\"0-0000000000000000\""),
-            (
-                EntityTag::mint_timestamp(0x18a2b3c4d5e6f, 0x0123_4567_89ab_cdef),
-                "\"18a2b3c4d5e6f-0123456789abcdef\"",
-            ),
-            (
-                EntityTag::mint_timestamp(u64::MAX, u64::MAX),
-                "\"ffffffffffffffff-ffffffffffffffff\"",
-            ),
-            (
-                EntityTag::mint_timestamp(255, 1).for_coding("gzip"),
-                "\"ff-0000000000000001-gzip\"",
-            ),
+            (EntityTag::mint_timestamp(0x18a2b3c4d5e6f, 0x0123_4567_89ab_cdef), "\"18a2b3c4d5e6f-0123456789abcdef\""),
+            (EntityTag::mint_timestamp(u64::MAX, u64::MAX), "\"ffffffffffffffff-ffffffffffffffff\""),
+            (EntityTag::mint_timestamp(255, 1).for_coding("gzip"), "\"ff-0000000000000001-gzip\""),
             (weak("v1").for_coding("br"), "W/\"v1-br\""),
             (strong("v1").for_coding("b r\"\u{e9}"), "\"v1-br\""),
         ];
         for (tag, expected) in cases {
             assert_eq!(tag.to_header_value(), expected);
-            assert_eq!(
-                EntityTag::parse(expected),
-                Some(tag),
-                "minted tags parse back"
-            );
+            assert_eq!(EntityTag::parse(expected), Some(tag), "minted tags parse back");
         }
     }
 
@@ -325,11 +284,7 @@ mod tests {
         assert!(!hello.weak);
         assert_eq!(hello.opaque.len(), 33);
         assert!(hello.opaque.starts_with('x'));
-        assert!(
-            hello.opaque[1..]
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        );
+        assert!(hello.opaque[1..].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         assert_eq!(hello, EntityTag::from_content(b"hello"));
         assert_ne!(hello, EntityTag::from_content(b"hellp"));
         assert_ne!(hello, empty);

@@ -60,28 +60,19 @@ pub fn random_value() -> u64 {
 impl Generation {
     /// A counter created by a fill that found none: a fresh value, never invalidated.
     pub fn created() -> Self {
-        Self {
-            value: random_value(),
-            changed_ms: 0,
-            previous: None,
-        }
+        Self { value: random_value(), changed_ms: 0, previous: None }
     }
 
     /// The counter after an invalidation at `now_ms`. With a grace period, entries stored under the current
     /// value stay servable (stale) until it ends.
     pub fn invalidated(current: Option<&Self>, now_ms: u64, grace: Option<Duration>) -> Self {
         let previous = match (current, grace) {
-            (Some(current), Some(grace)) if !grace.is_zero() => Some((
-                current.value,
-                now_ms.saturating_add(grace.as_millis() as u64),
-            )),
+            (Some(current), Some(grace)) if !grace.is_zero() => {
+                Some((current.value, now_ms.saturating_add(grace.as_millis() as u64)))
+            }
             _ => None,
         };
-        Self {
-            value: random_value(),
-            changed_ms: now_ms,
-            previous,
-        }
+        Self { value: random_value(), changed_ms: now_ms, previous }
     }
 
     /// Compares the value an entry recorded with this live counter.
@@ -99,17 +90,15 @@ impl Generation {
     /// still be stored: the counter must have last changed before the fill began, less the clock skew allowed
     /// between replicas.
     pub fn predates(&self, fill_start_ms: u64, skew: Duration) -> bool {
-        self.changed_ms.saturating_add(skew.as_millis() as u64) < fill_start_ms
+        // A counter no invalidation ever set cannot have invalidated anything.
+        self.changed_ms == 0 || self.changed_ms.saturating_add(skew.as_millis() as u64) < fill_start_ms
     }
 
     /// The stored form.
     pub fn encode(&self) -> Bytes {
         let text = match self.previous {
             None => format!("{:x}:{}", self.value, self.changed_ms),
-            Some((previous, until)) => format!(
-                "{:x}:{}:{:x}:{}",
-                self.value, self.changed_ms, previous, until
-            ),
+            Some((previous, until)) => format!("{:x}:{}:{:x}:{}", self.value, self.changed_ms, previous, until),
         };
         Bytes::from(text)
     }
@@ -122,19 +111,13 @@ impl Generation {
         let changed_ms = parts.next()?.parse().ok()?;
         let previous = match (parts.next(), parts.next()) {
             (None, None) => None,
-            (Some(previous), Some(until)) => {
-                Some((u64::from_str_radix(previous, 16).ok()?, until.parse().ok()?))
-            }
+            (Some(previous), Some(until)) => Some((u64::from_str_radix(previous, 16).ok()?, until.parse().ok()?)),
             _ => return None,
         };
         if parts.next().is_some() || value == 0 {
             return None;
         }
-        Some(Self {
-            value,
-            changed_ms,
-            previous,
-        })
+        Some(Self { value, changed_ms, previous })
     }
 }
 
@@ -144,30 +127,12 @@ mod tests {
 
     #[test]
     fn round_trips_and_rejects_garbage() {
-        let plain = Generation {
-            value: 0xabc,
-            changed_ms: 5,
-            previous: None,
-        };
-        let soft = Generation {
-            value: 1,
-            changed_ms: 2,
-            previous: Some((3, 4)),
-        };
+        let plain = Generation { value: 0xabc, changed_ms: 5, previous: None };
+        let soft = Generation { value: 1, changed_ms: 2, previous: Some((3, 4)) };
         for generation in [plain, soft] {
             assert_eq!(Generation::decode(&generation.encode()), Some(generation));
         }
-        for bad in [
-            "",
-            "x",
-            "0:0",
-            "1",
-            "1:2:3",
-            "1:2:3:4:5",
-            "g:1",
-            "1:-1",
-            "\u{ff}",
-        ] {
+        for bad in ["", "x", "0:0", "1", "1:2:3", "1:2:3:4:5", "g:1", "1:-1", "\u{ff}"] {
             assert_eq!(Generation::decode(bad.as_bytes()), None, "{bad:?}");
         }
     }
@@ -189,11 +154,7 @@ mod tests {
     fn late_counters_are_checked_by_time() {
         let skew = Duration::from_secs(1);
         assert!(Generation::created().predates(1, skew));
-        let changed = Generation {
-            value: 1,
-            changed_ms: 10_000,
-            previous: None,
-        };
+        let changed = Generation { value: 1, changed_ms: 10_000, previous: None };
         assert!(changed.predates(11_001, skew));
         assert!(!changed.predates(11_000, skew));
         assert!(!changed.predates(5_000, skew));

@@ -38,9 +38,7 @@ const REPEATED_ON_304: [HeaderName; 4] = [CACHE_CONTROL, CONTENT_LOCATION, EXPIR
 /// `Vary: *` (RFC 9110 section 12.5.5): the response varies on something outside the request, so a shared cache
 /// can never reuse it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "the response carries `Vary: *` and cannot be reused; drop `*` from Vary to make it cacheable"
-)]
+#[error("the response carries `Vary: *` and cannot be reused; drop `*` from Vary to make it cacheable")]
 pub struct VaryStar;
 
 /// Whether `name` is always hop-by-hop (one of [`HOP_BY_HOP`]).
@@ -70,14 +68,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 fn trim_ows(bytes: &[u8]) -> &[u8] {
-    let start = bytes
-        .iter()
-        .position(|&b| b != b' ' && b != b'\t')
-        .unwrap_or(bytes.len());
-    let end = bytes
-        .iter()
-        .rposition(|&b| b != b' ' && b != b'\t')
-        .map_or(start, |last| last + 1);
+    let start = bytes.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|&b| b != b' ' && b != b'\t').map_or(start, |last| last + 1);
     &bytes[start..end]
 }
 
@@ -163,10 +155,7 @@ mod tests {
     fn map(lines: &[(&str, &[u8])]) -> HeaderMap {
         let mut headers = HeaderMap::new();
         for (name, value) in lines {
-            headers.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_bytes(value).unwrap(),
-            );
+            headers.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_bytes(value).unwrap());
         }
         headers
     }
@@ -236,14 +225,7 @@ mod tests {
             &["x-kept"],
         );
         // Junk in Connection is skipped without touching anything else.
-        check(
-            &[
-                ("connection", b"\xff\xfe, a b, ,"),
-                ("a", b"1"),
-                ("b", b"2"),
-            ],
-            &["a", "b"],
-        );
+        check(&[("connection", b"\xff\xfe, a b, ,"), ("a", b"1"), ("b", b"2")], &["a", "b"]);
     }
 
     #[test]
@@ -257,16 +239,10 @@ mod tests {
             ("", vec![]),
             ("   ", vec![]),
             ("server", vec!["server".into()]),
-            (
-                "server list  server\tlist page:1",
-                vec!["server".into(), "list".into(), "page:1".into()],
-            ),
+            ("server list  server\tlist page:1", vec!["server".into(), "list".into(), "page:1".into()]),
             ("b a b a", vec!["b".into(), "a".into()]),
             ("Case case", vec!["Case".into(), "case".into()]),
-            (
-                "ok bad\u{1}tag also\u{7f}bad fine caf\u{e9}",
-                vec!["ok".into(), "fine".into(), "caf\u{e9}".into()],
-            ),
+            ("ok bad\u{1}tag also\u{7f}bad fine caf\u{e9}", vec!["ok".into(), "fine".into(), "caf\u{e9}".into()]),
             ("x\u{85}y z", vec!["z".into()]),
             (&with_long, vec!["a".into(), long.clone(), "b".into()]),
             (&many, first_64),
@@ -289,13 +265,8 @@ mod tests {
         assert!(tags_in(&headers, "x-none").is_empty());
         let many: Vec<(&str, &[u8])> = vec![("surrogate-key", b"a b c d e f g h"); 20];
         assert_eq!(tags_in(&map(&many), SURROGATE_KEY).len(), 8);
-        let lines: Vec<String> = (0..10)
-            .map(|line| (0..10).map(|n| format!("t{line}-{n} ")).collect())
-            .collect();
-        let lines: Vec<(&str, &[u8])> = lines
-            .iter()
-            .map(|line| ("surrogate-key", line.as_bytes()))
-            .collect();
+        let lines: Vec<String> = (0..10).map(|line| (0..10).map(|n| format!("t{line}-{n} ")).collect()).collect();
+        let lines: Vec<(&str, &[u8])> = lines.iter().map(|line| ("surrogate-key", line.as_bytes())).collect();
         assert_eq!(tags_in(&map(&lines), SURROGATE_KEY).len(), MAX_TAGS);
     }
 
@@ -303,10 +274,8 @@ mod tests {
     fn repeated_on_304() {
         let check = |lines: &[(&str, &[u8])], expected: &[(&str, &str)]| {
             let got = headers_for_304(&map(lines));
-            let expected: Vec<(String, String)> = expected
-                .iter()
-                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-                .collect();
+            let expected: Vec<(String, String)> =
+                expected.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect();
             assert_eq!(got, expected, "lines: {lines:?}");
         };
         check(&[], &[]);
@@ -332,11 +301,7 @@ mod tests {
             ],
         );
         check(
-            &[
-                ("cache-control", b"\xffbad"),
-                ("vary", b""),
-                ("content-location", b"/caf\xc3\xa9"),
-            ],
+            &[("cache-control", b"\xffbad"), ("vary", b""), ("content-location", b"/caf\xc3\xa9")],
             &[("content-location", "/caf\u{e9}"), ("vary", "")],
         );
     }
@@ -345,18 +310,14 @@ mod tests {
     fn vary() {
         let check = |lines: &[&[u8]], expected: Result<Vec<&str>, VaryStar>| {
             let headers = map(&lines.iter().map(|line| ("vary", *line)).collect::<Vec<_>>());
-            let expected =
-                expected.map(|names| names.into_iter().map(str::to_owned).collect::<Vec<_>>());
+            let expected = expected.map(|names| names.into_iter().map(str::to_owned).collect::<Vec<_>>());
             assert_eq!(vary_names(&headers), expected, "lines: {lines:?}");
         };
         check(&[], Ok(vec![]));
         check(&[b""], Ok(vec![]));
         check(&[b"Accept-Encoding"], Ok(vec!["accept-encoding"]));
         check(
-            &[
-                b"accept-language, Accept-Encoding",
-                b"ACCEPT-ENCODING,,cookie",
-            ],
+            &[b"accept-language, Accept-Encoding", b"ACCEPT-ENCODING,,cookie"],
             Ok(vec!["accept-encoding", "accept-language", "cookie"]),
         );
         check(&[b" , x-a ,\tx-b\t"], Ok(vec!["x-a", "x-b"]));

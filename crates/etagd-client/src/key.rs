@@ -60,9 +60,7 @@ pub enum KeyError {
     #[error("namespace {0:?} is invalid: use 1 to 32 characters from A-Z, a-z, 0-9, '_' and '-'")]
     BadNamespace(String),
     /// The URL could not be parsed or is not http(s) with a host.
-    #[error(
-        "url {url:?} is invalid: {reason} (write it as the client sees it, e.g. http://host/path?q=1)"
-    )]
+    #[error("url {url:?} is invalid: {reason} (write it as the client sees it, e.g. http://host/path?q=1)")]
     BadUrl {
         /// The URL as given.
         url: String,
@@ -76,14 +74,8 @@ impl Namespace {
     pub fn new(name: &str) -> Result<Self, KeyError> {
         let ok = !name.is_empty()
             && name.len() <= 32
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if ok {
-            Ok(Self(name.to_owned()))
-        } else {
-            Err(KeyError::BadNamespace(name.to_owned()))
-        }
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if ok { Ok(Self(name.to_owned())) } else { Err(KeyError::BadNamespace(name.to_owned())) }
     }
 
     /// The namespace name.
@@ -92,8 +84,7 @@ impl Namespace {
     }
 
     fn key(&self, kind: &str, rest: &str) -> String {
-        let mut key =
-            String::with_capacity(SCHEMA_PREFIX.len() + self.0.len() + kind.len() + rest.len() + 3);
+        let mut key = String::with_capacity(SCHEMA_PREFIX.len() + self.0.len() + kind.len() + rest.len() + 3);
         key.push_str(SCHEMA_PREFIX);
         key.push(':');
         key.push_str(&self.0);
@@ -187,11 +178,7 @@ impl ResourceKey {
             Some((path, query)) => (path, query),
             None => (path_and_query, ""),
         };
-        let path = if path.is_empty() {
-            "/".to_owned()
-        } else {
-            normalise_percent(path)
-        };
+        let path = if path.is_empty() { "/".to_owned() } else { normalise_percent(path) };
         let query = normalise_query(query);
         let canonical = format!("GET\n{scheme}\n{host}\n{path}\n{query}");
         let digest = Digest::of(canonical.as_bytes());
@@ -200,10 +187,7 @@ impl ResourceKey {
 
     /// Names the resource of an absolute URL as a client sees it (`http://host/path?q`), as operators type it.
     pub fn from_url(url: &str) -> Result<Self, KeyError> {
-        let bad = |reason: &str| KeyError::BadUrl {
-            url: url.to_owned(),
-            reason: reason.to_owned(),
-        };
+        let bad = |reason: &str| KeyError::BadUrl { url: url.to_owned(), reason: reason.to_owned() };
         let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
         if parsed.scheme() != "http" && parsed.scheme() != "https" {
             return Err(bad("the scheme must be http or https"));
@@ -294,10 +278,7 @@ fn normalise_percent(text: &str) -> String {
             i += 3;
             continue;
         }
-        let ch = text[i..]
-            .chars()
-            .next()
-            .expect("index is on a char boundary");
+        let ch = text[i..].chars().next().expect("index is on a char boundary");
         out.push(ch);
         i += ch.len_utf8();
     }
@@ -328,47 +309,23 @@ mod tests {
     use super::*;
 
     fn canonical(scheme: &str, host: &str, target: &str) -> String {
-        ResourceKey::new(scheme, host, target)
-            .canonical()
-            .to_owned()
+        ResourceKey::new(scheme, host, target).canonical().to_owned()
     }
 
     #[test]
     fn canonical_forms() {
         let cases = [
-            (
-                ("http", "Example.COM", "/a?b=1&a=2"),
-                "GET\nhttp\nexample.com\n/a\na=2&b=1",
-            ),
-            (
-                ("http", "example.com:80", ""),
-                "GET\nhttp\nexample.com\n/\n",
-            ),
-            (
-                ("https", "example.com:443", "/"),
-                "GET\nhttps\nexample.com\n/\n",
-            ),
-            (
-                ("http", "example.com:8080", "/"),
-                "GET\nhttp\nexample.com:8080\n/\n",
-            ),
-            (
-                ("http", "h", "/%7euser/%2f?&&x=%7e&"),
-                "GET\nhttp\nh\n/~user/%2F\nx=~",
-            ),
-            (
-                ("http", "h", "/p?a=2&b=0&a=1"),
-                "GET\nhttp\nh\n/p\na=2&a=1&b=0",
-            ),
+            (("http", "Example.COM", "/a?b=1&a=2"), "GET\nhttp\nexample.com\n/a\na=2&b=1"),
+            (("http", "example.com:80", ""), "GET\nhttp\nexample.com\n/\n"),
+            (("https", "example.com:443", "/"), "GET\nhttps\nexample.com\n/\n"),
+            (("http", "example.com:8080", "/"), "GET\nhttp\nexample.com:8080\n/\n"),
+            (("http", "h", "/%7euser/%2f?&&x=%7e&"), "GET\nhttp\nh\n/~user/%2F\nx=~"),
+            (("http", "h", "/p?a=2&b=0&a=1"), "GET\nhttp\nh\n/p\na=2&a=1&b=0"),
             (("http", "h", "/%zz%4"), "GET\nhttp\nh\n/%zz%4\n"),
             (("http", "h", "/é?q=ü"), "GET\nhttp\nh\n/é\nq=ü"),
         ];
         for ((scheme, host, target), expected) in cases {
-            assert_eq!(
-                canonical(scheme, host, target),
-                expected,
-                "{scheme} {host} {target}"
-            );
+            assert_eq!(canonical(scheme, host, target), expected, "{scheme} {host} {target}");
         }
     }
 
@@ -396,10 +353,7 @@ mod tests {
             ns.refresh_lock_key(&r.digest()),
         ];
         for key in keys {
-            assert!(
-                key.len() <= 250 && key.bytes().all(|b| b.is_ascii_graphic()),
-                "{key}"
-            );
+            assert!(key.len() <= 250 && key.bytes().all(|b| b.is_ascii_graphic()), "{key}");
             assert!(key.starts_with("etagd1:n-1_x:"));
         }
     }

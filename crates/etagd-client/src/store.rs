@@ -22,9 +22,7 @@ use bytes::Bytes;
 #[non_exhaustive]
 pub enum StoreError {
     /// The server failed recently and is skipped until its back-off ends.
-    #[error(
-        "memcached {server} is marked down after a failure; its keys go to the origin for {retry_in:?}"
-    )]
+    #[error("memcached {server} is marked down after a failure; its keys go to the origin for {retry_in:?}")]
     ServerDown {
         /// The server address as configured.
         server: String,
@@ -32,9 +30,7 @@ pub enum StoreError {
         retry_in: Duration,
     },
     /// The server did not answer within the I/O timeout.
-    #[error(
-        "memcached {server} did not answer within {timeout:?}; check it is up or raise the timeout"
-    )]
+    #[error("memcached {server} did not answer within {timeout:?}; check it is up or raise the timeout")]
     Timeout {
         /// The server address as configured.
         server: String,
@@ -50,9 +46,7 @@ pub enum StoreError {
         detail: String,
     },
     /// The value is larger than the store accepts for one item.
-    #[error(
-        "item {key} is {size} bytes, above the store's item limit of {limit} bytes (raise memcached -I)"
-    )]
+    #[error("item {key} is {size} bytes, above the store's item limit of {limit} bytes (raise memcached -I)")]
     TooLarge {
         /// The item key.
         key: String,
@@ -93,18 +87,12 @@ pub struct GetRequest {
 impl GetRequest {
     /// A plain read.
     pub fn plain(key: impl Into<String>) -> Self {
-        Self {
-            key: key.into(),
-            lease_secs: None,
-        }
+        Self { key: key.into(), lease_secs: None }
     }
 
     /// A read that takes a lease on a miss or a stale item.
     pub fn leased(key: impl Into<String>, lease_secs: u32) -> Self {
-        Self {
-            key: key.into(),
-            lease_secs: Some(lease_secs.max(1)),
-        }
+        Self { key: key.into(), lease_secs: Some(lease_secs.max(1)) }
     }
 }
 

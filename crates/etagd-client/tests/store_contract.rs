@@ -12,8 +12,7 @@ use bytes::Bytes;
 use etagd_client::store::memcached::{MemcachedConfig, MemcachedStore};
 use etagd_client::store::memory::MemoryStore;
 use etagd_client::store::{
-    DeleteMode, Expiry, GetOutcome, GetRequest, Item, Lease, SetCondition, SetOutcome, Store,
-    StoreError,
+    DeleteMode, Expiry, GetOutcome, GetRequest, Item, Lease, SetCondition, SetOutcome, Store, StoreError,
 };
 use etagd_testkit::{Memcached, SilentServer, unique_namespace};
 
@@ -36,23 +35,13 @@ fn relaxed_config(servers: Vec<String>) -> MemcachedConfig {
 }
 
 fn memory_fixture() -> Fixture {
-    Fixture {
-        store: Arc::new(MemoryStore::new(64 << 20)),
-        prefix: unique_namespace(),
-        _server: None,
-    }
+    Fixture { store: Arc::new(MemoryStore::new(64 << 20)), prefix: unique_namespace(), _server: None }
 }
 
 async fn memcached_fixture() -> Fixture {
     let server = Memcached::start();
-    let store = MemcachedStore::connect(relaxed_config(vec![server.addr()]))
-        .await
-        .expect("connect to memcached");
-    Fixture {
-        store: Arc::new(store),
-        prefix: unique_namespace(),
-        _server: Some(server),
-    }
+    let store = MemcachedStore::connect(relaxed_config(vec![server.addr()])).await.expect("connect to memcached");
+    Fixture { store: Arc::new(store), prefix: unique_namespace(), _server: Some(server) }
 }
 
 impl Fixture {
@@ -76,12 +65,7 @@ impl Fixture {
 
     async fn put(&self, key: &str, value: &'static str, condition: SetCondition) -> SetOutcome {
         self.store
-            .set(
-                key,
-                Bytes::from_static(value.as_bytes()),
-                Expiry::Secs(300),
-                condition,
-            )
+            .set(key, Bytes::from_static(value.as_bytes()), Expiry::Secs(300), condition)
             .await
             .expect("write succeeds")
     }
@@ -141,66 +125,32 @@ contract_tests!(
 async fn miss_set_and_hit(f: Fixture) {
     let key = f.key("page");
     assert_eq!(f.get(&key).await, GetOutcome::Miss { lease: Lease::None });
-    assert_eq!(
-        f.put(&key, "one", SetCondition::Always).await,
-        SetOutcome::Stored
-    );
+    assert_eq!(f.put(&key, "one", SetCondition::Always).await, SetOutcome::Stored);
     let first = hit(f.get(&key).await);
-    assert_eq!(
-        (first.value.as_ref(), first.stale, first.lease),
-        (&b"one"[..], false, Lease::None)
-    );
-    assert_eq!(
-        f.put(&key, "two", SetCondition::Always).await,
-        SetOutcome::Stored
-    );
+    assert_eq!((first.value.as_ref(), first.stale, first.lease), (&b"one"[..], false, Lease::None));
+    assert_eq!(f.put(&key, "two", SetCondition::Always).await, SetOutcome::Stored);
     let second = hit(f.get(&key).await);
     assert_eq!(second.value.as_ref(), b"two");
     assert_ne!(second.cas, first.cas, "every write gets a new cas");
     let never = f.key("forever");
-    f.store
-        .set(
-            &never,
-            Bytes::from_static(b"kept"),
-            Expiry::Never,
-            SetCondition::Always,
-        )
-        .await
-        .expect("write");
+    f.store.set(&never, Bytes::from_static(b"kept"), Expiry::Never, SetCondition::Always).await.expect("write");
     assert_eq!(hit(f.get(&never).await).value.as_ref(), b"kept");
 }
 
 async fn add_only_stores_when_absent(f: Fixture) {
     let key = f.key("claim");
-    assert_eq!(
-        f.put(&key, "first", SetCondition::Add).await,
-        SetOutcome::Stored
-    );
-    assert_eq!(
-        f.put(&key, "second", SetCondition::Add).await,
-        SetOutcome::NotStored
-    );
+    assert_eq!(f.put(&key, "first", SetCondition::Add).await, SetOutcome::Stored);
+    assert_eq!(f.put(&key, "second", SetCondition::Add).await, SetOutcome::NotStored);
     assert_eq!(hit(f.get(&key).await).value.as_ref(), b"first");
 }
 
 async fn cas_writes_only_over_the_same_version(f: Fixture) {
     let key = f.key("versioned");
-    assert_eq!(
-        f.put(&key, "v1", SetCondition::Cas(12345)).await,
-        SetOutcome::NotStored,
-        "no item, no cas match"
-    );
+    assert_eq!(f.put(&key, "v1", SetCondition::Cas(12345)).await, SetOutcome::NotStored, "no item, no cas match");
     f.put(&key, "v1", SetCondition::Always).await;
     let v1 = hit(f.get(&key).await);
-    assert_eq!(
-        f.put(&key, "v2", SetCondition::Cas(v1.cas)).await,
-        SetOutcome::Stored
-    );
-    assert_eq!(
-        f.put(&key, "v3", SetCondition::Cas(v1.cas)).await,
-        SetOutcome::NotStored,
-        "stale cas"
-    );
+    assert_eq!(f.put(&key, "v2", SetCondition::Cas(v1.cas)).await, SetOutcome::Stored);
+    assert_eq!(f.put(&key, "v3", SetCondition::Cas(v1.cas)).await, SetOutcome::NotStored, "stale cas");
     assert_eq!(hit(f.get(&key).await).value.as_ref(), b"v2");
 }
 
@@ -210,219 +160,86 @@ async fn first_leased_reader_fills_the_others_wait(f: Fixture) {
         GetOutcome::Miss { lease } => lease,
         other => panic!("expected a miss, got {other:?}"),
     });
-    assert_eq!(
-        f.leased(&key).await,
-        GetOutcome::Miss { lease: Lease::Busy }
-    );
-    assert_eq!(
-        f.get(&key).await,
-        GetOutcome::Miss { lease: Lease::Busy },
-        "plain readers see the fill too"
-    );
-    assert_eq!(
-        f.put(&key, "late", SetCondition::Add).await,
-        SetOutcome::NotStored,
-        "the placeholder exists"
-    );
-    assert_eq!(
-        f.put(&key, "wrong", SetCondition::Cas(cas + 1000)).await,
-        SetOutcome::NotStored
-    );
-    assert_eq!(
-        f.put(&key, "filled", SetCondition::Cas(cas)).await,
-        SetOutcome::Stored
-    );
+    assert_eq!(f.leased(&key).await, GetOutcome::Miss { lease: Lease::Busy });
+    assert_eq!(f.get(&key).await, GetOutcome::Miss { lease: Lease::Busy }, "plain readers see the fill too");
+    assert_eq!(f.put(&key, "late", SetCondition::Add).await, SetOutcome::NotStored, "the placeholder exists");
+    assert_eq!(f.put(&key, "wrong", SetCondition::Cas(cas + 1000)).await, SetOutcome::NotStored);
+    assert_eq!(f.put(&key, "filled", SetCondition::Cas(cas)).await, SetOutcome::Stored);
     let filled = hit(f.get(&key).await);
-    assert_eq!(
-        (filled.value.as_ref(), filled.stale, filled.lease),
-        (&b"filled"[..], false, Lease::None)
-    );
-    assert_eq!(
-        hit(f.leased(&key).await).lease,
-        Lease::None,
-        "a leased read of a fresh hit takes no lease"
-    );
+    assert_eq!((filled.value.as_ref(), filled.stale, filled.lease), (&b"filled"[..], false, Lease::None));
+    assert_eq!(hit(f.leased(&key).await).lease, Lease::None, "a leased read of a fresh hit takes no lease");
 }
 
 async fn a_released_placeholder_can_be_leased_again(f: Fixture) {
     let key = f.key("released");
-    let GetOutcome::Miss { lease } = f.leased(&key).await else {
-        panic!("expected a miss")
-    };
+    let GetOutcome::Miss { lease } = f.leased(&key).await else { panic!("expected a miss") };
     let cas = won(lease);
-    assert!(
-        !f.store
-            .delete(&key, DeleteMode::IfCas { cas: cas + 1000 })
-            .await
-            .expect("delete"),
-        "wrong cas"
-    );
-    assert!(
-        f.store
-            .delete(&key, DeleteMode::IfCas { cas })
-            .await
-            .expect("delete")
-    );
-    let GetOutcome::Miss { lease } = f.leased(&key).await else {
-        panic!("expected a miss")
-    };
+    assert!(!f.store.delete(&key, DeleteMode::IfCas { cas: cas + 1000 }).await.expect("delete"), "wrong cas");
+    assert!(f.store.delete(&key, DeleteMode::IfCas { cas }).await.expect("delete"));
+    let GetOutcome::Miss { lease } = f.leased(&key).await else { panic!("expected a miss") };
     won(lease);
 }
 
 async fn soft_delete_serves_stale_and_elects_one_refresher(f: Fixture) {
     let key = f.key("article");
-    assert!(
-        !f.store
-            .delete(
-                &key,
-                DeleteMode::Stale {
-                    grace: Duration::from_secs(30)
-                }
-            )
-            .await
-            .expect("delete")
-    );
+    assert!(!f.store.delete(&key, DeleteMode::Stale { grace: Duration::from_secs(30) }).await.expect("delete"));
     f.put(&key, "old", SetCondition::Always).await;
-    assert!(
-        f.store
-            .delete(
-                &key,
-                DeleteMode::Stale {
-                    grace: Duration::from_secs(30)
-                }
-            )
-            .await
-            .expect("delete")
-    );
+    assert!(f.store.delete(&key, DeleteMode::Stale { grace: Duration::from_secs(30) }).await.expect("delete"));
     let plain = hit(f.get(&key).await);
-    assert_eq!(
-        (plain.value.as_ref(), plain.stale, plain.lease),
-        (&b"old"[..], true, Lease::None)
-    );
+    assert_eq!((plain.value.as_ref(), plain.stale, plain.lease), (&b"old"[..], true, Lease::None));
     let refresher = hit(f.leased(&key).await);
     assert!(refresher.stale);
     let cas = won(refresher.lease);
     let other = hit(f.leased(&key).await);
-    assert_eq!(
-        (other.value.as_ref(), other.stale, other.lease),
-        (&b"old"[..], true, Lease::Busy)
-    );
-    assert_eq!(
-        hit(f.get(&key).await).lease,
-        Lease::Busy,
-        "plain readers learn someone is refreshing"
-    );
-    assert_eq!(
-        f.put(&key, "racer", SetCondition::Add).await,
-        SetOutcome::NotStored,
-        "the stale item exists"
-    );
-    assert_eq!(
-        f.put(&key, "new", SetCondition::Cas(cas)).await,
-        SetOutcome::Stored
-    );
+    assert_eq!((other.value.as_ref(), other.stale, other.lease), (&b"old"[..], true, Lease::Busy));
+    assert_eq!(hit(f.get(&key).await).lease, Lease::Busy, "plain readers learn someone is refreshing");
+    assert_eq!(f.put(&key, "racer", SetCondition::Add).await, SetOutcome::NotStored, "the stale item exists");
+    assert_eq!(f.put(&key, "new", SetCondition::Cas(cas)).await, SetOutcome::Stored);
     let fresh = hit(f.get(&key).await);
-    assert_eq!(
-        (fresh.value.as_ref(), fresh.stale, fresh.lease),
-        (&b"new"[..], false, Lease::None)
-    );
+    assert_eq!((fresh.value.as_ref(), fresh.stale, fresh.lease), (&b"new"[..], false, Lease::None));
 }
 
 async fn hard_delete_removes(f: Fixture) {
     let key = f.key("gone");
     f.put(&key, "value", SetCondition::Always).await;
-    assert!(
-        f.store
-            .delete(&key, DeleteMode::Hard)
-            .await
-            .expect("delete")
-    );
+    assert!(f.store.delete(&key, DeleteMode::Hard).await.expect("delete"));
     assert_eq!(f.get(&key).await, GetOutcome::Miss { lease: Lease::None });
-    assert!(
-        !f.store
-            .delete(&key, DeleteMode::Hard)
-            .await
-            .expect("delete")
-    );
+    assert!(!f.store.delete(&key, DeleteMode::Hard).await.expect("delete"));
 }
 
 async fn items_expire(f: Fixture) {
     let short = f.key("short");
     let soft = f.key("soft");
-    f.store
-        .set(
-            &short,
-            Bytes::from_static(b"x"),
-            Expiry::Secs(1),
-            SetCondition::Always,
-        )
-        .await
-        .expect("write");
+    f.store.set(&short, Bytes::from_static(b"x"), Expiry::Secs(1), SetCondition::Always).await.expect("write");
     f.put(&soft, "x", SetCondition::Always).await;
-    f.store
-        .delete(
-            &soft,
-            DeleteMode::Stale {
-                grace: Duration::from_secs(1),
-            },
-        )
-        .await
-        .expect("delete");
+    f.store.delete(&soft, DeleteMode::Stale { grace: Duration::from_secs(1) }).await.expect("delete");
     assert!(matches!(f.get(&short).await, GetOutcome::Hit(_)));
     // memcached counts whole seconds; two are enough for a one-second item (instant under paused time).
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(f.get(&short).await, GetOutcome::Miss { lease: Lease::None });
-    assert_eq!(
-        f.get(&soft).await,
-        GetOutcome::Miss { lease: Lease::None },
-        "the grace period ends"
-    );
+    assert_eq!(f.get(&soft).await, GetOutcome::Miss { lease: Lease::None }, "the grace period ends");
 }
 
 async fn oversized_values_are_refused_without_storing(f: Fixture) {
     let key = f.key("big");
     let limit = f.store.max_item_bytes();
-    let result = f
-        .store
-        .set(
-            &key,
-            Bytes::from(vec![b'x'; limit + 1]),
-            Expiry::Secs(60),
-            SetCondition::Always,
-        )
-        .await;
+    let result = f.store.set(&key, Bytes::from(vec![b'x'; limit + 1]), Expiry::Secs(60), SetCondition::Always).await;
     match result {
-        Err(StoreError::TooLarge {
-            key: reported,
-            size,
-            limit: reported_limit,
-        }) => {
-            assert_eq!(
-                (reported, size, reported_limit),
-                (key.clone(), limit + 1, limit)
-            );
+        Err(StoreError::TooLarge { key: reported, size, limit: reported_limit }) => {
+            assert_eq!((reported, size, reported_limit), (key.clone(), limit + 1, limit));
         }
         other => panic!("expected TooLarge, got {other:?}"),
     }
     assert_eq!(f.get(&key).await, GetOutcome::Miss { lease: Lease::None });
     let fits = Bytes::from(vec![b'y'; 64 * 1024]);
-    f.store
-        .set(&key, fits.clone(), Expiry::Secs(60), SetCondition::Always)
-        .await
-        .expect("a 64 KiB value fits");
+    f.store.set(&key, fits.clone(), Expiry::Secs(60), SetCondition::Always).await.expect("a 64 KiB value fits");
     assert_eq!(hit(f.get(&key).await).value, fits);
 }
 
 async fn empty_values_are_refused(f: Fixture) {
     let key = f.key("empty");
-    let result = f
-        .store
-        .set(&key, Bytes::new(), Expiry::Secs(60), SetCondition::Always)
-        .await;
-    assert!(
-        matches!(result, Err(StoreError::Server { .. })),
-        "{result:?}"
-    );
+    let result = f.store.set(&key, Bytes::new(), Expiry::Secs(60), SetCondition::Always).await;
+    assert!(matches!(result, Err(StoreError::Server { .. })), "{result:?}");
     assert_eq!(f.get(&key).await, GetOutcome::Miss { lease: Lease::None });
 }
 
@@ -430,10 +247,7 @@ async fn get_many_answers_in_request_order(f: Fixture) {
     let keys: Vec<String> = (0..8).map(|n| f.key(&format!("k{n}"))).collect();
     for (n, key) in keys.iter().enumerate().filter(|(n, _)| n % 2 == 0) {
         let value = Bytes::from(format!("v{n}"));
-        f.store
-            .set(key, value, Expiry::Secs(60), SetCondition::Always)
-            .await
-            .expect("write");
+        f.store.set(key, value, Expiry::Secs(60), SetCondition::Always).await.expect("write");
     }
     let mut requests: Vec<GetRequest> = keys.iter().map(GetRequest::plain).collect();
     requests[3] = GetRequest::leased(&keys[3], 30);
@@ -444,15 +258,7 @@ async fn get_many_answers_in_request_order(f: Fixture) {
         let result = result.expect("read succeeds");
         match n {
             8 => assert_eq!(hit(result).value.as_ref(), b"v0"),
-            3 => assert!(
-                matches!(
-                    result,
-                    GetOutcome::Miss {
-                        lease: Lease::Won { .. }
-                    }
-                ),
-                "{result:?}"
-            ),
+            3 => assert!(matches!(result, GetOutcome::Miss { lease: Lease::Won { .. } }), "{result:?}"),
             _ if n % 2 == 0 => assert_eq!(hit(result).value, Bytes::from(format!("v{n}"))),
             _ => assert_eq!(result, GetOutcome::Miss { lease: Lease::None }),
         }
@@ -463,35 +269,13 @@ async fn get_many_answers_in_request_order(f: Fixture) {
 async fn a_bad_key_fails_alone(f: Fixture) {
     let good = f.key("good");
     f.put(&good, "ok", SetCondition::Always).await;
-    let results = f
-        .store
-        .get_many(&[GetRequest::plain("has space"), GetRequest::plain(&good)])
-        .await;
+    let results = f.store.get_many(&[GetRequest::plain("has space"), GetRequest::plain(&good)]).await;
+    assert!(matches!(results[0], Err(StoreError::Server { .. })), "{:?}", results[0]);
+    assert!(matches!(results[1], Ok(GetOutcome::Hit(_))), "{:?}", results[1]);
     assert!(
-        matches!(results[0], Err(StoreError::Server { .. })),
-        "{:?}",
-        results[0]
+        f.store.set(&"k".repeat(251), Bytes::from_static(b"x"), Expiry::Never, SetCondition::Always).await.is_err()
     );
-    assert!(
-        matches!(results[1], Ok(GetOutcome::Hit(_))),
-        "{:?}",
-        results[1]
-    );
-    assert!(
-        f.store
-            .set(
-                &"k".repeat(251),
-                Bytes::from_static(b"x"),
-                Expiry::Never,
-                SetCondition::Always
-            )
-            .await
-            .is_err()
-    );
-    assert!(
-        f.store.health().iter().all(|health| health.up),
-        "a bad key says nothing about the server"
-    );
+    assert!(f.store.health().iter().all(|health| health.up), "a bad key says nothing about the server");
 }
 
 async fn stats_and_health_report_the_server(f: Fixture) {
@@ -505,14 +289,8 @@ async fn stats_and_health_report_the_server(f: Fixture) {
     assert_eq!(stats.server, f.store.server_of(&key));
     assert!(stats.reachable && stats.error.is_none(), "{stats:?}");
     assert!(stats.version.is_some());
-    assert!(
-        stats.items >= Some(1) && stats.bytes > Some(0) && stats.limit_bytes > Some(0),
-        "{stats:?}"
-    );
-    assert!(
-        stats.get_hits >= Some(1) && stats.get_misses >= Some(1) && stats.cmd_get >= Some(2),
-        "{stats:?}"
-    );
+    assert!(stats.items >= Some(1) && stats.bytes > Some(0) && stats.limit_bytes > Some(0), "{stats:?}");
+    assert!(stats.get_hits >= Some(1) && stats.get_misses >= Some(1) && stats.cmd_get >= Some(2), "{stats:?}");
     assert_eq!(stats.evictions, Some(0));
     let health = f.store.health();
     assert_eq!(health.len(), 1);
@@ -530,10 +308,7 @@ fn keys_per_server(store: &MemcachedStore, prefix: &str) -> Vec<Vec<String>> {
             break;
         }
         let key = format!("{prefix}:spread{n}");
-        let server = servers
-            .iter()
-            .position(|addr| *addr == store.server_of(&key))
-            .expect("a configured server");
+        let server = servers.iter().position(|addr| *addr == store.server_of(&key)).expect("a configured server");
         keys[server].push(key);
     }
     keys
@@ -549,42 +324,23 @@ async fn a_dead_server_fails_only_its_own_keys_until_it_answers_again() {
     let store = MemcachedStore::connect(config).await.expect("connect");
     let keys = keys_per_server(&store, &unique_namespace());
     for key in keys.iter().flatten() {
-        store
-            .set(
-                key,
-                Bytes::from_static(b"v"),
-                Expiry::Secs(60),
-                SetCondition::Always,
-            )
-            .await
-            .expect("write");
+        store.set(key, Bytes::from_static(b"v"), Expiry::Secs(60), SetCondition::Always).await.expect("write");
     }
     for (server, memcached) in servers.iter().enumerate() {
-        assert!(
-            memcached.stats()["curr_items"]
-                .parse::<u64>()
-                .expect("a number")
-                >= 2,
-            "server {server} holds keys"
-        );
+        assert!(memcached.stats()["curr_items"].parse::<u64>().expect("a number") >= 2, "server {server} holds keys");
     }
 
     servers[1].stop();
     let requests: Vec<GetRequest> = keys.iter().flatten().map(GetRequest::plain).collect();
-    let owners: Vec<usize> = keys
-        .iter()
-        .enumerate()
-        .flat_map(|(server, list)| list.iter().map(move |_| server))
-        .collect();
+    let owners: Vec<usize> =
+        keys.iter().enumerate().flat_map(|(server, list)| list.iter().map(move |_| server)).collect();
     let first = store.get_many(&requests).await;
     for (result, &owner) in first.iter().zip(&owners) {
         if owner == 1 {
             assert!(
                 matches!(
                     result,
-                    Err(StoreError::Server { .. }
-                        | StoreError::Timeout { .. }
-                        | StoreError::ServerDown { .. })
+                    Err(StoreError::Server { .. } | StoreError::Timeout { .. } | StoreError::ServerDown { .. })
                 ),
                 "{result:?}"
             );
@@ -597,49 +353,25 @@ async fn a_dead_server_fails_only_its_own_keys_until_it_answers_again() {
     let second = store.get_many(&requests).await;
     for (result, &owner) in second.iter().zip(&owners) {
         if owner == 1 {
-            assert!(
-                matches!(result, Err(StoreError::ServerDown { server, .. }) if *server == dead),
-                "{result:?}"
-            );
+            assert!(matches!(result, Err(StoreError::ServerDown { server, .. }) if *server == dead), "{result:?}");
         } else {
             assert!(matches!(result, Ok(GetOutcome::Hit(_))), "{result:?}");
         }
     }
-    let write = store
-        .set(
-            &keys[1][0],
-            Bytes::from_static(b"v"),
-            Expiry::Secs(60),
-            SetCondition::Always,
-        )
-        .await;
-    assert!(
-        matches!(write, Err(StoreError::ServerDown { .. })),
-        "{write:?}"
-    );
+    let write = store.set(&keys[1][0], Bytes::from_static(b"v"), Expiry::Secs(60), SetCondition::Always).await;
+    assert!(matches!(write, Err(StoreError::ServerDown { .. })), "{write:?}");
     let health = store.health();
-    assert_eq!(
-        health.iter().map(|h| h.up).collect::<Vec<_>>(),
-        [true, false, true]
-    );
+    assert_eq!(health.iter().map(|h| h.up).collect::<Vec<_>>(), [true, false, true]);
     assert!(health[1].last_error.is_some() && health[1].server == dead);
     let stats = store.stats().await;
-    assert!(
-        !stats[1].reachable && stats[1].error.is_some(),
-        "{:?}",
-        stats[1]
-    );
+    assert!(!stats[1].reachable && stats[1].error.is_some(), "{:?}", stats[1]);
     assert!(stats[0].reachable && stats[2].reachable);
 
     // Back up (empty, as a restarted node is): after the back-off one probe goes through and marks it up.
     servers[1].restart();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let probe = store.get_many(&[GetRequest::plain(&keys[1][0])]).await;
-    assert!(
-        matches!(probe[0], Ok(GetOutcome::Miss { .. })),
-        "{:?}",
-        probe[0]
-    );
+    assert!(matches!(probe[0], Ok(GetOutcome::Miss { .. })), "{:?}", probe[0]);
     assert!(store.health().iter().all(|health| health.up));
 }
 
@@ -655,93 +387,47 @@ async fn a_silent_server_times_out_instead_of_hanging() {
     let store = MemcachedStore::connect(config).await.expect("connect");
     // A hang guard, not a performance assertion: the test must end even if the store waited forever.
     let guard = Duration::from_secs(10);
-    let read = tokio::time::timeout(guard, store.get_many(&[GetRequest::plain("k")]))
-        .await
-        .expect("no hang");
+    let read = tokio::time::timeout(guard, store.get_many(&[GetRequest::plain("k")])).await.expect("no hang");
     assert!(
         matches!(read[0], Err(StoreError::Timeout { ref server, .. }) if *server == silent.addr()),
         "{:?}",
         read[0]
     );
-    let write = tokio::time::timeout(
-        guard,
-        store.set(
-            "k",
-            Bytes::from_static(b"v"),
-            Expiry::Never,
-            SetCondition::Always,
-        ),
-    )
-    .await
-    .expect("no hang");
-    assert!(
-        matches!(write, Err(StoreError::ServerDown { .. })),
-        "{write:?}"
-    );
+    let write =
+        tokio::time::timeout(guard, store.set("k", Bytes::from_static(b"v"), Expiry::Never, SetCondition::Always))
+            .await
+            .expect("no hang");
+    assert!(matches!(write, Err(StoreError::ServerDown { .. })), "{write:?}");
     assert!(!store.health()[0].up);
 }
 
 #[tokio::test]
 async fn values_over_the_servers_own_limit_are_too_large() {
     let server = Memcached::start(); // memcached's default -I 1m
-    let config = MemcachedConfig {
-        max_item_bytes: 4 << 20,
-        ..relaxed_config(vec![server.addr()])
-    };
+    let config = MemcachedConfig { max_item_bytes: 4 << 20, ..relaxed_config(vec![server.addr()]) };
     let store = MemcachedStore::connect(config).await.expect("connect");
     let key = format!("{}:big", unique_namespace());
-    let result = store
-        .set(
-            &key,
-            Bytes::from(vec![b'x'; 2 << 20]),
-            Expiry::Secs(60),
-            SetCondition::Always,
-        )
-        .await;
-    assert!(
-        matches!(result, Err(StoreError::TooLarge { .. })),
-        "{result:?}"
-    );
+    let result = store.set(&key, Bytes::from(vec![b'x'; 2 << 20]), Expiry::Secs(60), SetCondition::Always).await;
+    assert!(matches!(result, Err(StoreError::TooLarge { .. })), "{result:?}");
     assert_eq!(
-        store
-            .set(
-                &key,
-                Bytes::from_static(b"small"),
-                Expiry::Secs(60),
-                SetCondition::Always
-            )
-            .await
-            .ok(),
+        store.set(&key, Bytes::from_static(b"small"), Expiry::Secs(60), SetCondition::Always).await.ok(),
         Some(SetOutcome::Stored)
     );
-    assert!(
-        store.health()[0].up,
-        "a refused item says nothing about the server"
-    );
+    assert!(store.health()[0].up, "a refused item says nothing about the server");
 }
 
 #[tokio::test]
 async fn larger_items_need_a_larger_server_limit() {
     let server = Memcached::start_with(&["-I", "2m"]);
-    let config = MemcachedConfig {
-        max_item_bytes: 2 << 20,
-        ..relaxed_config(vec![server.addr()])
-    };
+    let config = MemcachedConfig { max_item_bytes: 2 << 20, ..relaxed_config(vec![server.addr()]) };
     let store = MemcachedStore::connect(config).await.expect("connect");
     let key = format!("{}:big", unique_namespace());
     let value = Bytes::from(vec![b'x'; 1536 * 1024]);
     assert_eq!(
-        store
-            .set(&key, value.clone(), Expiry::Secs(60), SetCondition::Always)
-            .await
-            .ok(),
+        store.set(&key, value.clone(), Expiry::Secs(60), SetCondition::Always).await.ok(),
         Some(SetOutcome::Stored)
     );
-    let read = store
-        .get_many(&[GetRequest::plain(&key)])
-        .await
-        .remove(0)
-        .expect("read");
+    let read = store.get_many(&[GetRequest::plain(&key)]).await.remove(0).expect("read");
     assert_eq!(hit(read).value, value);
 }
 
@@ -756,24 +442,15 @@ async fn the_embedded_store_stays_within_its_byte_bound() {
     let count = 10 * bound / 1024;
     for n in 0..count {
         let key = format!("{prefix}:{n}");
-        store
-            .set(&key, value.clone(), Expiry::Never, SetCondition::Always)
-            .await
-            .expect("write");
+        store.set(&key, value.clone(), Expiry::Never, SetCondition::Always).await.expect("write");
         let stats = &store.stats().await[0];
         assert!(stats.bytes <= Some(bound), "{stats:?}");
     }
     let stats = &store.stats().await[0];
-    assert!(
-        stats.evictions > Some(0) && stats.items < Some(count),
-        "{stats:?}"
-    );
+    assert!(stats.evictions > Some(0) && stats.items < Some(count), "{stats:?}");
     assert_eq!(stats.limit_bytes, Some(bound));
     let newest = format!("{prefix}:{}", count - 1);
-    assert!(matches!(
-        store.get_many(&[GetRequest::plain(newest)]).await[0],
-        Ok(GetOutcome::Hit(_))
-    ));
+    assert!(matches!(store.get_many(&[GetRequest::plain(newest)]).await[0], Ok(GetOutcome::Hit(_))));
     assert_eq!(store.server_of("any"), "embedded");
     assert!(!store.is_remote());
 }

@@ -7,13 +7,16 @@
 //! | item | owns |
 //! |---|---|
 //! | [`Memcached`] | one `memcached` child process on a free loopback port; stop, restart, raw `stats` |
+//! | [`Nginx`] | one `nginx` child process on a free loopback port with a generated config (e.g. a gzip proxy) |
 //! | [`SilentServer`] | a TCP listener that accepts and never replies (for timeout tests) |
 //! | [`unique_namespace`] | a namespace name unique to this process and call |
 
 mod memcached;
+mod nginx;
 mod silent;
 
 pub use memcached::Memcached;
+pub use nginx::Nginx;
 pub use silent::SilentServer;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,11 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// (`[A-Za-z0-9_-]{1,32}`): at most 1 + 10 + 1 + 20 = 32 characters.
 pub fn unique_namespace() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "t{}n{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("t{}n{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 #[cfg(test)]
@@ -41,11 +40,7 @@ mod tests {
         assert_eq!(distinct.len(), names.len());
         for name in &names {
             assert!(!name.is_empty() && name.len() <= 32, "{name}");
-            assert!(
-                name.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
-                "{name}"
-            );
+            assert!(name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'), "{name}");
         }
     }
 }

@@ -51,12 +51,7 @@ impl Memcached {
             let port = free_port();
             match spawn_ready(port, &extra_args) {
                 Ok((child, stderr)) => {
-                    return Memcached {
-                        port,
-                        extra_args,
-                        child: Some(child),
-                        _stderr: Some(stderr),
-                    };
+                    return Memcached { port, extra_args, child: Some(child), _stderr: Some(stderr) };
                 }
                 Err(failure) => last_failure = failure,
             }
@@ -104,10 +99,7 @@ impl Memcached {
                 }
             }
         }
-        panic!(
-            "memcached did not restart on port {}: {last_failure}",
-            self.port
-        );
+        panic!("memcached did not restart on port {}: {last_failure}", self.port);
     }
 
     /// The server's `stats` as name/value pairs (`curr_items`, `get_hits`, `pid`, ...).
@@ -116,8 +108,7 @@ impl Memcached {
     ///
     /// When the server is stopped or does not answer.
     pub fn stats(&self) -> HashMap<String, String> {
-        raw_stats(self.port)
-            .unwrap_or_else(|error| panic!("stats from memcached {}: {error}", self.addr()))
+        raw_stats(self.port).unwrap_or_else(|error| panic!("stats from memcached {}: {error}", self.addr()))
     }
 }
 
@@ -130,10 +121,7 @@ impl Drop for Memcached {
 /// A port that was free a moment ago: bind port 0, read the port, release it.
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 to pick a free port");
-    listener
-        .local_addr()
-        .expect("a bound listener has an address")
-        .port()
+    listener.local_addr().expect("a bound listener has an address").port()
 }
 
 /// Whether this process runs as root (memcached then refuses to start without `-u root`). Read from
@@ -154,26 +142,11 @@ fn running_as_root() -> bool {
 /// (port clash, early exit, deadline) so the caller can retry on another port.
 fn spawn_ready(port: u16, extra_args: &[String]) -> Result<(Child, ChildStderr), String> {
     let mut command = Command::new("memcached");
-    command.args([
-        "-l",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "-U",
-        "0",
-        "-m",
-        "64",
-        "-t",
-        "1",
-    ]);
+    command.args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0", "-m", "64", "-t", "1"]);
     if running_as_root() {
         command.args(["-u", "root"]);
     }
-    command
-        .args(extra_args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    command.args(extra_args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => panic!(
@@ -188,24 +161,18 @@ fn spawn_ready(port: u16, extra_args: &[String]) -> Result<(Child, ChildStderr),
         if let Ok(Some(status)) = child.try_wait() {
             let mut output = String::new();
             let _ = stderr.read_to_string(&mut output);
-            return Err(format!(
-                "memcached on port {port} exited with {status}: {}",
-                output.trim()
-            ));
+            return Err(format!("memcached on port {port} exited with {status}: {}", output.trim()));
         }
         // Another process may own the port while ours is still starting: only a server reporting our
         // child's pid counts as ready.
-        let ours =
-            raw_stats(port).is_ok_and(|stats| stats.get("pid") == Some(&child.id().to_string()));
+        let ours = raw_stats(port).is_ok_and(|stats| stats.get("pid") == Some(&child.id().to_string()));
         if ours {
             return Ok((child, stderr));
         }
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!(
-                "memcached on port {port} did not accept connections within {START_DEADLINE:?}"
-            ));
+            return Err(format!("memcached on port {port} did not accept connections within {START_DEADLINE:?}"));
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -224,19 +191,14 @@ fn raw_stats(port: u16) -> std::io::Result<HashMap<String, String>> {
     loop {
         line.clear();
         if reader.read_line(&mut line)? == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "connection closed before END",
-            ));
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed before END"));
         }
         let line = line.trim_end();
         if line == "END" {
             return Ok(stats);
         }
         let mut fields = line.splitn(3, ' ');
-        if let (Some("STAT"), Some(name), Some(value)) =
-            (fields.next(), fields.next(), fields.next())
-        {
+        if let (Some("STAT"), Some(name), Some(value)) = (fields.next(), fields.next(), fields.next()) {
             stats.insert(name.to_owned(), value.to_owned());
         }
     }
@@ -255,17 +217,11 @@ mod tests {
         let port = server.port();
         let first_pid = stats.get("pid").cloned();
         server.stop();
-        assert!(
-            raw_stats(port).is_err(),
-            "a stopped server must refuse connections"
-        );
+        assert!(raw_stats(port).is_err(), "a stopped server must refuse connections");
         server.restart();
         assert_eq!(server.port(), port);
         assert_ne!(server.stats().get("pid").cloned(), first_pid);
-        assert_eq!(
-            server.stats().get("limit_maxbytes").map(String::as_str),
-            Some("67108864")
-        );
+        assert_eq!(server.stats().get("limit_maxbytes").map(String::as_str), Some("67108864"));
     }
 
     #[test]

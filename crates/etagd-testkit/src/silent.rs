@@ -23,23 +23,15 @@ impl SilentServer {
     ///
     /// When no loopback port can be bound (the test cannot run at all then).
     pub fn start() -> SilentServer {
-        let listener =
-            TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 for a silent server");
-        let addr = listener
-            .local_addr()
-            .expect("a bound listener has an address")
-            .to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 for a silent server");
+        let addr = listener.local_addr().expect("a bound listener has an address").to_string();
         let stopping = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stopping);
         let acceptor = std::thread::Builder::new()
             .name("silent-server".into())
             .spawn(move || accept_and_hold(&listener, &flag))
             .expect("spawn the silent server's accept thread");
-        SilentServer {
-            addr,
-            stopping,
-            acceptor: Some(acceptor),
-        }
+        SilentServer { addr, stopping, acceptor: Some(acceptor) }
     }
 
     /// The address to point a client at (`127.0.0.1:PORT`).
@@ -85,19 +77,9 @@ mod tests {
         let server = SilentServer::start();
         let mut stream = TcpStream::connect(server.addr()).expect("connect to the silent server");
         stream.write_all(b"mn\r\n").expect("write a request");
-        stream
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .expect("set a read timeout");
+        stream.set_read_timeout(Some(Duration::from_millis(100))).expect("set a read timeout");
         let mut buffer = [0u8; 16];
-        let error = stream
-            .read(&mut buffer)
-            .expect_err("the silent server must not answer");
-        assert!(
-            matches!(
-                error.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ),
-            "{error}"
-        );
+        let error = stream.read(&mut buffer).expect_err("the silent server must not answer");
+        assert!(matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut), "{error}");
     }
 }

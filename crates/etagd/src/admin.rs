@@ -70,14 +70,15 @@ impl IntoResponse for AdminError {
 
 fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), AdminError> {
     let Some(token) = &state.token else { return Ok(()) };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let given =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     if given == Some(token.as_str()) {
         Ok(())
     } else {
-        Err(AdminError(StatusCode::UNAUTHORIZED, "missing or wrong bearer token: send Authorization: Bearer <ETAGD_ADMIN_TOKEN>".into()))
+        Err(AdminError(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token: send Authorization: Bearer <ETAGD_ADMIN_TOKEN>".into(),
+        ))
     }
 }
 
@@ -107,10 +108,7 @@ async fn readyz(State(state): State<AdminState>) -> Response {
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        state.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render())
         .into_response()
 }
 
@@ -121,12 +119,14 @@ async fn invalidate(State(state): State<AdminState>, headers: HeaderMap, body: a
     let invalidation: Invalidation = match serde_json::from_slice(&body) {
         Ok(invalidation) => invalidation,
         Err(error) => {
-            let reason = format!("bad JSON: {error}; send {{\"urls\": [..], \"tags\": [..], \"all\": false, \"grace_s\": 0}}");
+            let reason =
+                format!("bad JSON: {error}; send {{\"urls\": [..], \"tags\": [..], \"all\": false, \"grace_s\": 0}}");
             return AdminError(StatusCode::BAD_REQUEST, reason).into_response();
         }
     };
     if invalidation.is_empty() {
-        return AdminError(StatusCode::BAD_REQUEST, "nothing to invalidate: name urls, tags or all".into()).into_response();
+        return AdminError(StatusCode::BAD_REQUEST, "nothing to invalidate: name urls, tags or all".into())
+            .into_response();
     }
     state.metrics.invalidations.get_or_create(&SourceLabel { source: "admin" }).inc();
     match state.cache.invalidate(&invalidation).await {
@@ -148,7 +148,8 @@ async fn entries(State(state): State<AdminState>, headers: HeaderMap, Query(quer
         return error.into_response();
     }
     let Some(url) = query.url else {
-        return AdminError(StatusCode::BAD_REQUEST, "name the entry: /entries?url=http://host/path".into()).into_response();
+        return AdminError(StatusCode::BAD_REQUEST, "name the entry: /entries?url=http://host/path".into())
+            .into_response();
     };
     let resource = match ResourceKey::from_url(&url) {
         Ok(resource) => resource,

@@ -76,6 +76,9 @@ pub struct Args {
     /// How long a failed Memcached server is skipped before it is tried again.
     #[arg(long, env = "ETAGD_MEMCACHED_BACKOFF", value_parser = parse_duration, default_value = "2s")]
     pub memcached_backoff: Duration,
+    /// Coalesce concurrent Memcached reads into one pipelined write per server.
+    #[arg(long, env = "ETAGD_MEMCACHED_BATCH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub memcached_batch: bool,
     /// Bytes of the embedded store (when no --memcached).
     #[arg(long, env = "ETAGD_EMBEDDED_BYTES", default_value_t = 256 << 20)]
     pub embedded_bytes: u64,
@@ -188,6 +191,8 @@ pub struct Config {
     pub memcached_connect_timeout: Duration,
     /// Memcached back-off after a failure.
     pub memcached_backoff: Duration,
+    /// Coalesce concurrent reads.
+    pub memcached_batch: bool,
     /// Embedded store size.
     pub embedded_bytes: u64,
     /// In-process body cache size.
@@ -279,10 +284,9 @@ impl Config {
     fn build(args: Args, file: FileConfig) -> Result<Self, ConfigError> {
         let listen = socket("--listen", &args.listen)?;
         let admin_listen = socket("--admin-listen", &args.admin_listen)?;
-        let upstream: http::Uri = args
-            .upstream
-            .parse()
-            .map_err(|_| invalid("--upstream", format!("{:?} is not a URL like http://127.0.0.1:8000", args.upstream)))?;
+        let upstream: http::Uri = args.upstream.parse().map_err(|_| {
+            invalid("--upstream", format!("{:?} is not a URL like http://127.0.0.1:8000", args.upstream))
+        })?;
         if upstream.scheme_str() != Some("http") || upstream.authority().is_none() {
             return Err(invalid("--upstream", "use an http:// URL with a host and port, e.g. http://127.0.0.1:8000"));
         }
@@ -292,7 +296,8 @@ impl Config {
         let memcached: Vec<String> =
             args.memcached.iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
         for server in &memcached {
-            let valid = server.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            let valid =
+                server.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
             if !valid {
                 return Err(invalid("--memcached", format!("{server:?} is not HOST:PORT (e.g. mc-0:11211)")));
             }
@@ -301,7 +306,9 @@ impl Config {
         if !admin_listen.ip().is_loopback() && admin_token.is_none() {
             return Err(invalid(
                 "--admin-listen",
-                format!("{admin_listen} is not loopback: set --admin-token (ETAGD_ADMIN_TOKEN) so invalidation is not open"),
+                format!(
+                    "{admin_listen} is not loopback: set --admin-token (ETAGD_ADMIN_TOKEN) so invalidation is not open"
+                ),
             ));
         }
         let namespace_text = args.namespace.or(file.namespace).unwrap_or_else(|| "default".to_owned());
@@ -334,8 +341,13 @@ impl Config {
                 return Err(invalid(&format!("{name}.prefix"), "must start with '/'"));
             }
             let tags = route.tags;
-            if let Some(bad) = tags.iter().find(|t| t.is_empty() || t.chars().any(|c| c.is_whitespace() || c.is_control())) {
-                return Err(invalid(&format!("{name}.tags"), format!("{bad:?}: tags are non-empty words without spaces")));
+            if let Some(bad) =
+                tags.iter().find(|t| t.is_empty() || t.chars().any(|c| c.is_whitespace() || c.is_control()))
+            {
+                return Err(invalid(
+                    &format!("{name}.tags"),
+                    format!("{bad:?}: tags are non-empty words without spaces"),
+                ));
             }
             routes.push(Route {
                 prefix: route.prefix,
@@ -353,7 +365,7 @@ impl Config {
                     .transpose()?,
             });
         }
-        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
         let mut compression = CompressionPolicy {
             codings: Vec::new(),
             level: args.compress_level,
@@ -362,8 +374,9 @@ impl Config {
         };
         if !args.compress.trim().eq_ignore_ascii_case("off") {
             for token in args.compress.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-                let coding = Coding::parse(token)
-                    .ok_or_else(|| invalid("--compress", format!("{token:?}: use gzip, br, zstd (comma separated) or off")))?;
+                let coding = Coding::parse(token).ok_or_else(|| {
+                    invalid("--compress", format!("{token:?}: use gzip, br, zstd (comma separated) or off"))
+                })?;
                 if !compression.codings.contains(&coding) {
                     compression.codings.push(coding);
                 }
@@ -386,6 +399,7 @@ impl Config {
             memcached_timeout: args.memcached_timeout,
             memcached_connect_timeout: args.memcached_connect_timeout,
             memcached_backoff: args.memcached_backoff,
+            memcached_batch: args.memcached_batch,
             embedded_bytes: args.embedded_bytes,
             body_cache_bytes: args.body_cache_bytes,
             fill_wait: args.fill_wait,

@@ -71,6 +71,7 @@ pub async fn build_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
         connect_timeout: config.memcached_connect_timeout,
         io_timeout: config.memcached_timeout,
         down_backoff: config.memcached_backoff,
+        batch: config.memcached_batch,
         ..MemcachedConfig::default()
     })
     .await

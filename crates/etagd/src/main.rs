@@ -15,7 +15,8 @@ fn main() -> ExitCode {
         }
     };
     init_logging(config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(config.workers).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(config.workers).enable_all().build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("etagd: cannot start the runtime: {error}");

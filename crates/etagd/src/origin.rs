@@ -86,7 +86,8 @@ impl Origin {
             .path_and_query(path_and_query)
             .build()
             .map_err(|e| OriginError::Request(e.to_string()))?;
-        let mut request = Request::builder().method(method).uri(uri).body(body).map_err(|e| OriginError::Request(e.to_string()))?;
+        let mut request =
+            Request::builder().method(method).uri(uri).body(body).map_err(|e| OriginError::Request(e.to_string()))?;
         *request.headers_mut() = headers;
         match tokio::time::timeout(self.timeout, self.client.request(request)).await {
             Ok(Ok(response)) => Ok(response),
@@ -142,11 +143,11 @@ pub async fn buffer(body: Incoming, limit: usize) -> Result<Buffered, hyper::Err
         if let Ok(data) = frame.into_data() {
             buffer.extend_from_slice(&data);
             if buffer.len() > limit {
-                let head = futures_util::stream::once(async move {
-                    Ok::<_, BoxError>(hyper::body::Frame::data(buffer.freeze()))
-                });
-                let rest = http_body_util::BodyStream::new(body)
-                    .map_err_into_box();
+                let head =
+                    futures_util::stream::once(
+                        async move { Ok::<_, BoxError>(hyper::body::Frame::data(buffer.freeze())) },
+                    );
+                let rest = http_body_util::BodyStream::new(body).map_err_into_box();
                 let chained = futures_util::StreamExt::chain(head, rest);
                 return Ok(Buffered::TooLarge(http_body_util::StreamBody::new(chained).boxed_unsync()));
             }

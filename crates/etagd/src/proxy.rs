@@ -20,8 +20,8 @@ use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{
-    ACCEPT_ENCODING, AGE, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_LOCATION, ETAG, HOST, HeaderName, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH,
-    LAST_MODIFIED, LOCATION, RANGE, VARY,
+    ACCEPT_ENCODING, AGE, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_LOCATION, ETAG, HOST, HeaderName, HeaderValue,
+    IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, LOCATION, RANGE, VARY,
 };
 use http::request::Parts;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
@@ -108,14 +108,7 @@ impl Proxy {
     /// Creates the proxy.
     pub fn new(config: Arc<Config>, cache: Cache, metrics: Arc<Metrics>) -> Self {
         let origin = Origin::new(&config.upstream, config.origin_timeout);
-        Self {
-            config,
-            cache,
-            origin,
-            metrics,
-            store_log: RateLimited::default(),
-            weakened_log: RateLimited::default(),
-        }
+        Self { config, cache, origin, metrics, store_log: RateLimited::default(), weakened_log: RateLimited::default() }
     }
 
     /// Handles one request; never fails (errors become 4xx/5xx responses about the request or the origin).
@@ -183,7 +176,8 @@ impl Proxy {
         match hit.state {
             HitState::Fresh => {
                 let ttl = hit.meta.fresh_for_s.saturating_sub(hit.age_s);
-                let detail = if hit.meta.fresh_for_s == u64::MAX { "hit".to_owned() } else { format!("hit; ttl={ttl}") };
+                let detail =
+                    if hit.meta.fresh_for_s == u64::MAX { "hit".to_owned() } else { format!("hit; ttl={ttl}") };
                 let meta = hit.meta.clone();
                 self.serve(read, &hit, &meta, &detail, "hit").await
             }
@@ -214,9 +208,15 @@ impl Proxy {
             Some(coding) => base.for_coding(coding.as_str()),
             None => base,
         });
-        let etag_value = etag.as_ref().map_or_else(|| meta.etag.clone(), EntityTag::to_header_value);
+        let mut etag_value = etag.as_ref().map_or_else(|| meta.etag.clone(), EntityTag::to_header_value);
         if let Some(etag) = &etag {
-            if meta.minted && conditional::weakened_copy_of(&read.parts.headers, etag) {
+            let weakened = conditional::weakened_copy_of(&read.parts.headers, etag);
+            if weakened {
+                // The client holds the weakened copy: a 304 naming that form lets it update what it stored
+                // (RFC 9111 section 4.3.4 selects stored responses by the validator the 304 carries).
+                etag_value = format!("W/{etag_value}");
+            }
+            if meta.minted && weakened {
                 self.metrics.weakened_validators.inc();
                 if self.weakened_log.allow() {
                     tracing::warn!(
@@ -226,18 +226,23 @@ impl Proxy {
                 }
             }
         }
-        if conditional::evaluate(&read.parts.headers, etag.as_ref(), meta.last_modified.as_deref()) == Evaluation::NotModified {
+        if conditional::evaluate(&read.parts.headers, etag.as_ref(), meta.last_modified.as_deref())
+            == Evaluation::NotModified
+        {
             self.metrics.request("not_modified");
             return not_modified(meta, &etag_value, hit.age_s, detail);
         }
         match self.cache.body(hit, coding.map(Coding::as_str)).await {
             Ok(Some(body)) => {
                 self.metrics.request(outcome);
-                let mut response = Response::new(if read.is_head() { origin::empty() } else { origin::full(body.body.clone()) });
+                let mut response =
+                    Response::new(if read.is_head() { origin::empty() } else { origin::full(body.body.clone()) });
                 *response.status_mut() = StatusCode::from_u16(meta.status).unwrap_or(StatusCode::OK);
                 let headers = response.headers_mut();
                 for (name, value) in &body.headers {
-                    if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(value)) {
+                    if let (Ok(name), Ok(value)) =
+                        (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(value))
+                    {
                         headers.append(name, value);
                     }
                 }
@@ -272,14 +277,18 @@ impl Proxy {
             };
             let Some(fill) = proxy.cache.refresh_permit(&hit, lookup).await else { return };
             let request_headers = proxy.revalidation_headers(&headers, peer, &scheme, &hit.meta);
-            let Ok(response) = proxy.origin.send(Method::GET, &path_and_query, request_headers, origin::empty()).await else {
+            let Ok(response) = proxy.origin.send(Method::GET, &path_and_query, request_headers, origin::empty()).await
+            else {
                 proxy.metrics.origin_errors.inc();
                 return;
             };
             let (parts, body) = response.into_parts();
             if parts.status == StatusCode::NOT_MODIFIED {
-                if let Some(freshness) = proxy.revalidated_freshness(&headers, &hit.meta, &parts.headers, route.as_ref()) {
-                    let _ = fill.commit_revalidated(&hit.meta, freshness, headers::headers_for_304(&parts.headers)).await;
+                if let Some(freshness) =
+                    proxy.revalidated_freshness(&headers, &hit.meta, &parts.headers, route.as_ref())
+                {
+                    let _ =
+                        fill.commit_revalidated(&hit.meta, freshness, headers::headers_for_304(&parts.headers)).await;
                 }
                 return;
             }
@@ -289,7 +298,13 @@ impl Proxy {
 
     /// Headers for a conditional request to the origin about a stored entry: the client's conditionals replaced
     /// by the entry's validators (only the origin's own: a tag etagd minted means nothing to the origin).
-    fn revalidation_headers(&self, client: &HeaderMap, peer: Option<SocketAddr>, scheme: &str, meta: &EntryMeta) -> HeaderMap {
+    fn revalidation_headers(
+        &self,
+        client: &HeaderMap,
+        peer: Option<SocketAddr>,
+        scheme: &str,
+        meta: &EntryMeta,
+    ) -> HeaderMap {
         let mut headers = origin::forward_headers(client.clone(), peer, scheme);
         headers.remove(IF_NONE_MATCH);
         headers.remove(IF_MODIFIED_SINCE);
@@ -327,7 +342,8 @@ impl Proxy {
                 merged.insert(name.clone(), value.clone());
             }
         }
-        cacheability::storable(&Method::GET, request, StatusCode::OK, &merged, &self.policy(route), SystemTime::now()).ok()
+        cacheability::storable(&Method::GET, request, StatusCode::OK, &merged, &self.policy(route), SystemTime::now())
+            .ok()
     }
 
     /// A stale entry outside its stale-while-revalidate window: ask the origin, conditionally.
@@ -357,7 +373,10 @@ impl Proxy {
         };
         let (parts, body) = response.into_parts();
         if parts.status == StatusCode::NOT_MODIFIED {
-            let refreshed = match (fill, self.revalidated_freshness(&read.parts.headers, &hit.meta, &parts.headers, read.route.as_ref())) {
+            let refreshed = match (
+                fill,
+                self.revalidated_freshness(&read.parts.headers, &hit.meta, &parts.headers, read.route.as_ref()),
+            ) {
                 (Some(fill), Some(freshness)) => {
                     fill.commit_revalidated(&hit.meta, freshness, headers::headers_for_304(&parts.headers)).await.ok()
                 }
@@ -369,13 +388,21 @@ impl Proxy {
             return self.serve(read, &hit, &meta, "fwd=stale; fwd-status=304; stored", "miss").await;
         }
         match fill {
-            Some(fill) => self.store(&read.parts.method, &read.parts.headers, read.route.as_ref(), parts, body, fill).await,
+            Some(fill) => {
+                self.store(&read.parts.method, &read.parts.headers, read.route.as_ref(), parts, body, fill).await
+            }
             None => self.pass_through(Response::from_parts(parts, body), "fwd=stale", "miss"),
         }
     }
 
     /// Forwards a GET/HEAD to the origin; with a fill, stores what may be stored.
-    async fn fetch(self: &Arc<Self>, read: &Read, fill: Option<Fill>, detail: &str, outcome: &'static str) -> Response<ProxyBody> {
+    async fn fetch(
+        self: &Arc<Self>,
+        read: &Read,
+        fill: Option<Fill>,
+        detail: &str,
+        outcome: &'static str,
+    ) -> Response<ProxyBody> {
         let mut headers = origin::forward_headers(read.parts.headers.clone(), read.peer, &read.scheme);
         // A fill needs the full response, and HEAD becomes GET so the body can be stored (as Varnish does).
         let method = if fill.is_some() {
@@ -403,7 +430,8 @@ impl Proxy {
             let response = self.finish_origin_response(parts, body).await;
             return with_status(response, detail);
         };
-        let mut response = self.store(&read.parts.method, &read.parts.headers, read.route.as_ref(), parts, body, fill).await;
+        let mut response =
+            self.store(&read.parts.method, &read.parts.headers, read.route.as_ref(), parts, body, fill).await;
         if read.is_head() {
             *response.body_mut() = origin::empty();
         }
@@ -467,8 +495,16 @@ impl Proxy {
         headers::strip_hop_by_hop(&mut parts.headers);
         let mut tags = headers::tags_in(&parts.headers, SURROGATE_KEY);
         parts.headers.remove(SURROGATE_KEY);
-        let decision = cacheability::storable(method, request, parts.status, &parts.headers, &self.policy(route), SystemTime::now());
-        let declared = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+        let decision = cacheability::storable(
+            method,
+            request,
+            parts.status,
+            &parts.headers,
+            &self.policy(route),
+            SystemTime::now(),
+        );
+        let declared =
+            parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
         let decision = match decision {
             Ok(_) if declared.is_some_and(|len| len > self.config.max_body_bytes) => Err(NoStoreReason::TooLarge),
             other => other,
@@ -494,7 +530,11 @@ impl Proxy {
                 self.metrics.origin_errors.inc();
                 self.metrics.request("error");
                 tracing::warn!(%error, "origin body failed");
-                return plain(StatusCode::BAD_GATEWAY, "the origin's answer broke off", "fwd=uri-miss; detail=origin-body-error");
+                return plain(
+                    StatusCode::BAD_GATEWAY,
+                    "the origin's answer broke off",
+                    "fwd=uri-miss; detail=origin-body-error",
+                );
             }
         };
         if let Some(route) = route {
@@ -595,7 +635,9 @@ impl Proxy {
             let base = format!("{scheme}://{host}");
             let mut urls = vec![format!("{base}{path_and_query}")];
             for name in [LOCATION, CONTENT_LOCATION] {
-                if let Some(url) = response.headers().get(name).and_then(|v| v.to_str().ok()).and_then(|v| same_host(&base, v)) {
+                if let Some(url) =
+                    response.headers().get(name).and_then(|v| v.to_str().ok()).and_then(|v| same_host(&base, v))
+                {
                     urls.push(url);
                 }
             }
@@ -626,7 +668,8 @@ fn insert_etag(headers: &mut HeaderMap, etag: &str) {
 /// picks codings per request.
 fn add_vary_accept_encoding(headers: &mut HeaderMap) {
     let present = headers.get_all(VARY).iter().any(|v| {
-        v.to_str().is_ok_and(|v| v.split(',').any(|n| n.trim().eq_ignore_ascii_case("accept-encoding") || n.trim() == "*"))
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|n| n.trim().eq_ignore_ascii_case("accept-encoding") || n.trim() == "*"))
     });
     if !present {
         headers.append(VARY, HeaderValue::from_static("Accept-Encoding"));

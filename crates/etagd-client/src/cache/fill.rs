@@ -27,9 +27,7 @@ use crate::entry::{EntryMeta, Generations, HeadRecord, PassMarker, StoredBody, V
 use crate::etag::EntityTag;
 use crate::generation::{Generation, random_value};
 use crate::key::{Digest, ResourceKey};
-use crate::store::{
-    DeleteMode, Expiry, GetOutcome, GetRequest, SetCondition, SetOutcome, StoreError,
-};
+use crate::store::{DeleteMode, Expiry, GetOutcome, GetRequest, SetCondition, SetOutcome, StoreError};
 
 /// Why a fill was not stored. The response is still good to send to the client.
 #[derive(Debug, thiserror::Error)]
@@ -39,9 +37,7 @@ pub enum CommitError {
     #[error("an invalidation landed while the origin was answering; the response was not stored")]
     Invalidated,
     /// Another writer (or an invalidation of the URL) replaced what the lookup saw.
-    #[error(
-        "the entry changed since the lookup (another fill or an invalidation); the response was not stored"
-    )]
+    #[error("the entry changed since the lookup (another fill or an invalidation); the response was not stored")]
     Raced,
     /// The store failed.
     #[error(transparent)]
@@ -101,21 +97,11 @@ impl Plan {
             (Some(cas), true) => Held::HeadPlaceholder(cas),
             _ => Held::Nothing,
         };
-        Self {
-            head_cas: cas,
-            index: None,
-            variant: None,
-            held,
-        }
+        Self { head_cas: cas, index: None, variant: None, held }
     }
 
     pub(crate) fn variant(head_cas: u64, index: Option<VaryIndex>, digest: Digest) -> Self {
-        Self {
-            head_cas: Some(head_cas),
-            index,
-            variant: Some((digest, None)),
-            held: Held::Nothing,
-        }
+        Self { head_cas: Some(head_cas), index, variant: Some((digest, None)), held: Held::Nothing }
     }
 
     pub(crate) fn variant_lease(&mut self, cas: u64) {
@@ -152,15 +138,8 @@ pub struct Fill {
 }
 
 impl Fill {
-    pub(crate) fn new(
-        cache: &Cache,
-        request: LookupRequest<'_>,
-        plan: Plan,
-        live: Live,
-        started_ms: u64,
-    ) -> Self {
-        let in_flight =
-            (plan.held != Held::Nothing).then(|| cache.inflight_guard(request.resource.digest()));
+    pub(crate) fn new(cache: &Cache, request: LookupRequest<'_>, plan: Plan, live: Live, started_ms: u64) -> Self {
+        let in_flight = (plan.held != Held::Nothing).then(|| cache.inflight_guard(request.resource.digest()));
         Self {
             cache: cache.clone(),
             resource: request.resource.clone(),
@@ -204,9 +183,7 @@ impl Fill {
         freshness: Freshness,
         headers_304: Vec<(String, String)>,
     ) -> Result<Arc<EntryMeta>, CommitError> {
-        let result = self
-            .write_revalidated(previous, freshness, headers_304)
-            .await;
+        let result = self.write_revalidated(previous, freshness, headers_304).await;
         if let Err(CommitError::Store(error)) = &result {
             self.cache.store_error(error);
         }
@@ -219,19 +196,12 @@ impl Fill {
     pub async fn abandon(mut self, reason: Option<&str>) {
         if let (Some(reason), None) = (reason, &self.plan.variant) {
             let marker = HeadRecord::Pass(PassMarker {
-                until_ms: self
-                    .cache
-                    .now_ms()
-                    .saturating_add(self.cache.config().pass_ttl.as_millis() as u64),
+                until_ms: self.cache.now_ms().saturating_add(self.cache.config().pass_ttl.as_millis() as u64),
                 reason: reason.to_owned(),
             });
             let key = self.cache.config().namespace.head_key(&self.resource);
             let expiry = Expiry::from_secs(self.cache.config().pass_ttl.as_secs());
-            let written = self
-                .cache
-                .store()
-                .set(&key, marker.encode(), expiry, self.plan.head_condition())
-                .await;
+            let written = self.cache.store().set(&key, marker.encode(), expiry, self.plan.head_condition()).await;
             if let Err(error) = written {
                 self.cache.store_error(&error);
             }
@@ -284,10 +254,7 @@ impl Fill {
             }
         }
         if !late.is_empty() {
-            let requests: Vec<GetRequest> = late
-                .iter()
-                .map(|(_, key)| GetRequest::plain(key.clone()))
-                .collect();
+            let requests: Vec<GetRequest> = late.iter().map(|(_, key)| GetRequest::plain(key.clone())).collect();
             let results = self.cache.store().get_many(&requests).await;
             for ((name, key), result) in late.iter().zip(results) {
                 let generation = match result? {
@@ -304,32 +271,19 @@ impl Fill {
                 known.insert(name.unwrap_or(""), generation.value);
             }
         }
-        Ok(Generations {
-            all: known[""],
-            url: 0,
-            tags: tags.iter().map(|tag| known[tag.as_str()]).collect(),
-        })
+        Ok(Generations { all: known[""], url: 0, tags: tags.iter().map(|tag| known[tag.as_str()]).collect() })
     }
 
     /// Creates a missing (or unreadable) counter; if another caller created it first, reads theirs.
     async fn create_generation(&self, key: &str) -> Result<Generation, CommitError> {
         let store = self.cache.store();
         let created = Generation::created();
-        match store
-            .set(key, created.encode(), Expiry::Never, SetCondition::Add)
-            .await?
-        {
+        match store.set(key, created.encode(), Expiry::Never, SetCondition::Add).await? {
             SetOutcome::Stored => Ok(created),
             SetOutcome::NotStored => {
-                let outcome = store
-                    .get_many(&[GetRequest::plain(key)])
-                    .await
-                    .pop()
-                    .expect("one result")?;
+                let outcome = store.get_many(&[GetRequest::plain(key)]).await.pop().expect("one result")?;
                 match outcome {
-                    GetOutcome::Hit(item) => {
-                        Generation::decode(&item.value).ok_or(CommitError::Raced)
-                    }
+                    GetOutcome::Hit(item) => Generation::decode(&item.value).ok_or(CommitError::Raced),
                     GetOutcome::Miss { .. } => Err(CommitError::Raced),
                 }
             }
@@ -340,14 +294,8 @@ impl Fill {
         if freshness.fresh_for_s == u64::MAX {
             return Expiry::Never;
         }
-        let stale = u64::from(
-            freshness
-                .stale_while_revalidate_s
-                .max(freshness.stale_if_error_s),
-        );
-        let lifetime = freshness
-            .fresh_for_s
-            .saturating_sub(freshness.initial_age_s);
+        let stale = u64::from(freshness.stale_while_revalidate_s.max(freshness.stale_if_error_s));
+        let lifetime = freshness.fresh_for_s.saturating_sub(freshness.initial_age_s);
         Expiry::from_secs(lifetime.saturating_add(stale).saturating_add(keep_s))
     }
 
@@ -362,26 +310,18 @@ impl Fill {
         let etag = match &response.etag {
             Some(etag) => etag.clone(),
             None => match config.validator {
-                super::ValidatorMode::Timestamp => {
-                    EntityTag::mint_timestamp(now_ms.saturating_mul(1000), fill_id)
-                }
+                super::ValidatorMode::Timestamp => EntityTag::mint_timestamp(now_ms.saturating_mul(1000), fill_id),
                 super::ValidatorMode::Content => EntityTag::from_content(&response.body),
             },
         };
         let mut vary = response.vary.clone();
         vary.sort();
         vary.dedup();
-        let reuse = self
-            .plan
-            .index
-            .clone()
-            .filter(|index| !vary.is_empty() && index.vary == vary);
+        let reuse = self.plan.index.clone().filter(|index| !vary.is_empty() && index.vary == vary);
         let (entry_digest, url_generation) = if vary.is_empty() {
             (self.resource.digest(), 0)
         } else {
-            let url_generation = reuse
-                .as_ref()
-                .map_or_else(random_value, |index| index.url_generation);
+            let url_generation = reuse.as_ref().map_or_else(random_value, |index| index.url_generation);
             (self.resource.variant(&vary, &self.headers), url_generation)
         };
         generations.url = url_generation;
@@ -402,52 +342,24 @@ impl Fill {
             tags: response.tags.clone(),
             generations,
             body_len: response.body.len() as u64,
-            codings: response
-                .codings
-                .iter()
-                .map(|(coding, _)| coding.clone())
-                .collect(),
+            codings: response.codings.iter().map(|(coding, _)| coding.clone()).collect(),
         };
         let expiry = Self::expiry(&response.freshness, config.keep.as_secs());
 
         // 1. Bodies, immutable and named by the fill id.
         let body_item = StoredBody::encode(&response.headers, &response.body);
-        store
-            .set(
-                &ns.body_key(&entry_digest, fill_id, None),
-                body_item,
-                expiry,
-                SetCondition::Always,
-            )
-            .await?;
+        store.set(&ns.body_key(&entry_digest, fill_id, None), body_item, expiry, SetCondition::Always).await?;
         for (coding, encoded) in &response.codings {
             let mut headers = response.headers.clone();
-            headers.push((
-                "content-encoding".to_owned(),
-                Bytes::copy_from_slice(coding.as_bytes()),
-            ));
+            headers.push(("content-encoding".to_owned(), Bytes::copy_from_slice(coding.as_bytes())));
             let item = StoredBody::encode(&headers, encoded);
-            store
-                .set(
-                    &ns.body_key(&entry_digest, fill_id, Some(coding)),
-                    item,
-                    expiry,
-                    SetCondition::Always,
-                )
-                .await?;
+            store.set(&ns.body_key(&entry_digest, fill_id, Some(coding)), item, expiry, SetCondition::Always).await?;
         }
 
         if vary.is_empty() {
             // 3. The head record is the entry: the commit point.
-            let head = HeadRecord::Entry(meta.clone()).encode();
-            let written = store
-                .set(
-                    &ns.head_key(&self.resource),
-                    head,
-                    expiry,
-                    self.plan.head_condition(),
-                )
-                .await?;
+            let head = HeadRecord::Entry(Box::new(meta.clone())).encode();
+            let written = store.set(&ns.head_key(&self.resource), head, expiry, self.plan.head_condition()).await?;
             if written == SetOutcome::NotStored {
                 return Err(CommitError::Raced);
             }
@@ -457,32 +369,18 @@ impl Fill {
         // 2. The variant entry. Under a reused index it replaces what the lookup saw; under a new index (new URL
         //    generation) nothing older can match it, so it is written unconditionally.
         let variant_condition = match (&reuse, &self.plan.variant) {
-            (Some(_), Some((digest, Some(cas)))) if *digest == entry_digest => {
-                SetCondition::Cas(*cas)
-            }
+            (Some(_), Some((digest, Some(cas)))) if *digest == entry_digest => SetCondition::Cas(*cas),
             _ => SetCondition::Always,
         };
         let variant_key = ns.variant_key(&entry_digest);
-        if store
-            .set(&variant_key, meta.encode(), expiry, variant_condition)
-            .await?
-            == SetOutcome::NotStored
-        {
+        if store.set(&variant_key, meta.encode(), expiry, variant_condition).await? == SetOutcome::NotStored {
             return Err(CommitError::Raced);
         }
         // 3. A new Vary index when the head is not already the right one: the commit point.
         if reuse.is_none() {
-            let index = HeadRecord::Variants(VaryIndex {
-                url_generation,
-                vary,
-            });
+            let index = HeadRecord::Variants(VaryIndex { url_generation, vary });
             let written = store
-                .set(
-                    &ns.head_key(&self.resource),
-                    index.encode(),
-                    Expiry::Never,
-                    self.plan.head_condition(),
-                )
+                .set(&ns.head_key(&self.resource), index.encode(), Expiry::Never, self.plan.head_condition())
                 .await?;
             if written == SetOutcome::NotStored {
                 return Err(CommitError::Raced);
@@ -519,7 +417,7 @@ impl Fill {
         let (key, value, condition) = match &self.plan.variant {
             None => (
                 ns.head_key(&self.resource),
-                HeadRecord::Entry(meta.clone()).encode(),
+                HeadRecord::Entry(Box::new(meta.clone())).encode(),
                 self.plan.head_condition(),
             ),
             Some((digest, cas)) => {
@@ -551,9 +449,7 @@ impl Drop for Fill {
         let cache = self.cache.clone();
         let ns = cache.config().namespace.clone();
         let (key, mode) = match &self.plan.held {
-            Held::HeadPlaceholder(cas) => {
-                (ns.head_key(&self.resource), DeleteMode::IfCas { cas: *cas })
-            }
+            Held::HeadPlaceholder(cas) => (ns.head_key(&self.resource), DeleteMode::IfCas { cas: *cas }),
             Held::VariantPlaceholder(cas) => match &self.plan.variant {
                 Some((digest, _)) => (ns.variant_key(digest), DeleteMode::IfCas { cas: *cas }),
                 None => return,

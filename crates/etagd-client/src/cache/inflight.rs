@@ -45,16 +45,8 @@ impl InFlight {
 impl super::Cache {
     pub(crate) fn inflight_guard(&self, digest: Digest) -> Guard {
         let notify = Arc::new(Notify::new());
-        self.inner
-            .inflight
-            .fills
-            .lock()
-            .insert(digest, notify.clone());
-        Guard {
-            owner: Arc::downgrade(&self.inner),
-            digest,
-            notify,
-        }
+        self.inner.inflight.fills.lock().insert(digest, notify.clone());
+        Guard { owner: Arc::downgrade(&self.inner), digest, notify }
     }
 }
 
@@ -62,10 +54,7 @@ impl Drop for Guard {
     fn drop(&mut self) {
         if let Some(inner) = self.owner.upgrade() {
             let mut fills = inner.inflight.fills.lock();
-            if fills
-                .get(&self.digest)
-                .is_some_and(|current| Arc::ptr_eq(current, &self.notify))
-            {
+            if fills.get(&self.digest).is_some_and(|current| Arc::ptr_eq(current, &self.notify)) {
                 fills.remove(&self.digest);
             }
         }

@@ -83,38 +83,19 @@ pub struct InvalidationReport {
 impl Cache {
     /// Invalidates URLs, tags and/or the namespace. A malformed URL fails the whole call before anything is
     /// written.
-    pub async fn invalidate(
-        &self,
-        invalidation: &Invalidation,
-    ) -> Result<InvalidationReport, KeyError> {
-        let resources = invalidation
-            .urls
-            .iter()
-            .map(|url| ResourceKey::from_url(url))
-            .collect::<Result<Vec<_>, _>>()?;
+    pub async fn invalidate(&self, invalidation: &Invalidation) -> Result<InvalidationReport, KeyError> {
+        let resources =
+            invalidation.urls.iter().map(|url| ResourceKey::from_url(url)).collect::<Result<Vec<_>, _>>()?;
         let grace = invalidation.grace();
-        let url_writes =
-            resources
-                .iter()
-                .zip(&invalidation.urls)
-                .map(|(resource, url)| async move {
-                    let key = self.config().namespace.head_key(resource);
-                    let mode = grace.map_or(DeleteMode::Hard, |grace| DeleteMode::Stale { grace });
-                    let result = self.store().delete(&key, mode).await;
-                    self.report(
-                        "url",
-                        url,
-                        &key,
-                        result.as_ref().map(|_| ()).map_err(|e| e.to_string()),
-                        result.ok(),
-                    )
-                });
+        let url_writes = resources.iter().zip(&invalidation.urls).map(|(resource, url)| async move {
+            let key = self.config().namespace.head_key(resource);
+            let mode = grace.map_or(DeleteMode::Hard, |grace| DeleteMode::Stale { grace });
+            let result = self.store().delete(&key, mode).await;
+            self.report("url", url, &key, result.as_ref().map(|_| ()).map_err(|e| e.to_string()), result.ok())
+        });
         let tag_writes = invalidation.tags.iter().map(|tag| async move {
             let key = self.config().namespace.tag_generation_key(tag);
-            let result = self
-                .bump_generation(&key, grace)
-                .await
-                .map_err(|e| e.to_string());
+            let result = self.bump_generation(&key, grace).await.map_err(|e| e.to_string());
             self.report("tag", tag, &key, result, None)
         });
         let (mut targets, tags) = futures_util::join!(join_all(url_writes), join_all(tag_writes));
@@ -124,36 +105,18 @@ impl Cache {
         if invalidation.all || failed {
             let key = self.config().namespace.all_generation_key();
             // An escalation is always hard: the failed targets' entries must not be served at all.
-            let all_grace = if invalidation.all && !failed {
-                grace
-            } else {
-                None
-            };
-            let result = self
-                .bump_generation(&key, all_grace)
-                .await
-                .map_err(|e| e.to_string());
+            let all_grace = if invalidation.all && !failed { grace } else { None };
+            let result = self.bump_generation(&key, all_grace).await.map_err(|e| e.to_string());
             let landed = result.is_ok();
             targets.push(self.report("all", "", &key, result, None));
             escalated_to_all = failed && landed;
             if escalated_to_all {
-                tracing::warn!(
-                    "an invalidation target could not be written; invalidated the whole namespace instead"
-                );
+                tracing::warn!("an invalidation target could not be written; invalidated the whole namespace instead");
             }
         }
         let all_ok = targets.iter().filter(|t| t.kind == "all").all(|t| t.ok);
-        let complete = if escalated_to_all {
-            true
-        } else {
-            !failed && all_ok
-        };
-        Ok(InvalidationReport {
-            targets,
-            grace_s: grace.map(|g| g.as_secs()),
-            escalated_to_all,
-            complete,
-        })
+        let complete = if escalated_to_all { true } else { !failed && all_ok };
+        Ok(InvalidationReport { targets, grace_s: grace.map(|g| g.as_secs()), escalated_to_all, complete })
     }
 
     fn report(
@@ -181,22 +144,13 @@ impl Cache {
     async fn bump_generation(&self, key: &str, grace: Option<Duration>) -> Result<(), StoreError> {
         let current = match grace {
             // Only a soft invalidation needs the old value; a hard one is a single blind write.
-            Some(_) => match self
-                .store()
-                .get_many(&[GetRequest::plain(key)])
-                .await
-                .pop()
-                .expect("one result")?
-            {
+            Some(_) => match self.store().get_many(&[GetRequest::plain(key)]).await.pop().expect("one result")? {
                 GetOutcome::Hit(item) => Generation::decode(&item.value),
                 GetOutcome::Miss { .. } => None,
             },
             None => None,
         };
         let next = Generation::invalidated(current.as_ref(), self.now_ms(), grace);
-        self.store()
-            .set(key, next.encode(), Expiry::Never, SetCondition::Always)
-            .await
-            .map(|_| ())
+        self.store().set(key, next.encode(), Expiry::Never, SetCondition::Always).await.map(|_| ())
     }
 }

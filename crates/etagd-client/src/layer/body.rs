@@ -25,11 +25,7 @@ enum Kind {
     /// A whole body in memory; `None` once sent.
     Full(Option<Bytes>),
     /// Frames already read from the inner body, then an error it reported or the rest of it.
-    Streamed {
-        read: VecDeque<Frame<Bytes>>,
-        error: Option<BoxError>,
-        rest: Option<UnsyncBoxBody<Bytes, BoxError>>,
-    },
+    Streamed { read: VecDeque<Frame<Bytes>>, error: Option<BoxError>, rest: Option<UnsyncBoxBody<Bytes, BoxError>> },
 }
 
 impl ResponseBody {
@@ -55,17 +51,13 @@ impl ResponseBody {
 
     /// Frames already read from a body, followed by the rest of it.
     pub(crate) fn resume(read: VecDeque<Frame<Bytes>>, rest: UnsyncBoxBody<Bytes, BoxError>) -> Self {
-        Self {
-            kind: Kind::Streamed { read, error: None, rest: Some(rest) },
-        }
+        Self { kind: Kind::Streamed { read, error: None, rest: Some(rest) } }
     }
 
     /// Frames already read from a body, followed by the error that body then reported: the client sees the
     /// same truncated response it would have seen without the layer.
     pub(crate) fn failed(read: VecDeque<Frame<Bytes>>, error: BoxError) -> Self {
-        Self {
-            kind: Kind::Streamed { read, error: Some(error), rest: None },
-        }
+        Self { kind: Kind::Streamed { read, error: Some(error), rest: None } }
     }
 }
 
@@ -78,10 +70,9 @@ impl Default for ResponseBody {
 impl fmt::Debug for ResponseBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            Kind::Full(bytes) => f
-                .debug_struct("ResponseBody")
-                .field("full_bytes", &bytes.as_ref().map_or(0, Bytes::len))
-                .finish(),
+            Kind::Full(bytes) => {
+                f.debug_struct("ResponseBody").field("full_bytes", &bytes.as_ref().map_or(0, Bytes::len)).finish()
+            }
             Kind::Streamed { read, error, rest } => f
                 .debug_struct("ResponseBody")
                 .field("read_frames", &read.len())
@@ -96,10 +87,7 @@ impl Body for ResponseBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         // Every field is Unpin (the inner body is boxed), so the body is too.
         match &mut self.get_mut().kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
@@ -131,11 +119,7 @@ impl Body for ResponseBody {
         match &self.kind {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Streamed { read, error, rest } => {
-                let read_bytes: u64 = read
-                    .iter()
-                    .filter_map(Frame::data_ref)
-                    .map(|data| data.len() as u64)
-                    .sum();
+                let read_bytes: u64 = read.iter().filter_map(Frame::data_ref).map(|data| data.len() as u64).sum();
                 match (error, rest) {
                     (None, Some(rest)) => {
                         let rest = rest.size_hint();
@@ -181,17 +165,16 @@ mod tests {
         for (body, expected, exact) in cases {
             assert_eq!(body.size_hint().exact(), exact, "{body:?}");
             let got = collect(body).await;
-            assert_eq!(got.as_deref().map(|b| std::str::from_utf8(b).unwrap()), expected.map_err(str::to_owned));
+            let got = got.as_ref().map(|b| std::str::from_utf8(b).unwrap()).map_err(String::as_str);
+            assert_eq!(got, expected);
         }
     }
 
     #[tokio::test]
     async fn unknown_length_streams_have_open_hints() {
         let chunks: Vec<Result<Frame<Bytes>, BoxError>> = vec![Ok(Frame::data(Bytes::from_static(b"1")))];
-        let body = ResponseBody::resume(
-            frames(&["0"]),
-            StreamBody::new(futures_util::stream::iter(chunks)).boxed_unsync(),
-        );
+        let body =
+            ResponseBody::resume(frames(&["0"]), StreamBody::new(futures_util::stream::iter(chunks)).boxed_unsync());
         assert_eq!(body.size_hint().lower(), 1);
         assert_eq!(body.size_hint().upper(), None);
         assert!(!body.is_end_stream());

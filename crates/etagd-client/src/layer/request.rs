@@ -156,13 +156,11 @@ mod tests {
 
     #[test]
     fn conditionals_are_stripped() {
-        let mut headers = request(
-            "/",
-            &[("if-none-match", "\"a\""), ("if-modified-since", "x"), ("accept", "text/html")],
-        )
-        .into_parts()
-        .0
-        .headers;
+        let mut headers =
+            request("/", &[("if-none-match", "\"a\""), ("if-modified-since", "x"), ("accept", "text/html")])
+                .into_parts()
+                .0
+                .headers;
         strip_conditionals(&mut headers);
         assert_eq!(headers.keys().map(HeaderName::as_str).collect::<Vec<_>>(), ["accept"]);
     }

@@ -49,10 +49,8 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
+    let declared =
+        headers.get(CONTENT_LENGTH).and_then(|value| value.to_str().ok()).and_then(|value| value.parse::<u64>().ok());
     let too_large = NoStoreReason::TooLarge.as_str();
     // Known to be too large before reading a byte: stream it through untouched.
     if declared.unwrap_or(0).max(body.size_hint().lower()) > limit as u64 {
@@ -238,7 +236,12 @@ fn append(headers: &mut HeaderMap, name: &[u8], value: &[u8]) {
 
 /// An answer the layer did not store, as the inner service gave it, minus `Surrogate-Key` (meant for caches
 /// only). For HEAD the body is dropped, keeping the length GET would have when it is known.
-pub(crate) fn unstored(mut parts: Parts, body: ResponseBody, head: bool, status: CacheStatus) -> Response<ResponseBody> {
+pub(crate) fn unstored(
+    mut parts: Parts,
+    body: ResponseBody,
+    head: bool,
+    status: CacheStatus,
+) -> Response<ResponseBody> {
     parts.headers.remove(SURROGATE_KEY);
     parts.headers.append(CACHE_STATUS, status.fwd_status(parts.status.as_u16()).to_header_value());
     let body = if head {
@@ -379,17 +382,15 @@ mod tests {
             must_revalidate: false,
         };
         let fill = prepare(&parts, Bytes::from_static(b"[]"), freshness.clone(), vec!["a".to_owned()]);
-        let names: Vec<&str> = fill.headers.iter().map(|(name, _)| name.as_str()).collect();
-        assert_eq!(names, ["content-type", "cache-control", "vary", "last-modified", "x-multi", "x-multi"]);
+        let mut names: Vec<&str> = fill.headers.iter().map(|(name, _)| name.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["cache-control", "content-type", "last-modified", "vary", "x-multi", "x-multi"]);
         assert_eq!(fill.etag, Some(EntityTag::strong("origin")));
         assert_eq!(fill.last_modified.as_deref(), Some("Tue, 24 Nov 2026 10:00:00 GMT"));
         assert_eq!(fill.vary, ["accept-encoding"]);
         assert_eq!(
             fill.headers_304,
-            [
-                ("cache-control".to_owned(), "max-age=60".to_owned()),
-                ("vary".to_owned(), "Accept-Encoding".to_owned())
-            ]
+            [("cache-control".to_owned(), "max-age=60".to_owned()), ("vary".to_owned(), "Accept-Encoding".to_owned())]
         );
         assert_eq!((fill.status, fill.freshness, fill.tags), (200, freshness, vec!["a".to_owned()]));
         assert_eq!(fill.body, Bytes::from_static(b"[]"));

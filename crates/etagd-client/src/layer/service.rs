@@ -133,9 +133,7 @@ where
             // Another caller's fill outlasted `fill_wait`: do not queue behind it any longer.
             forward(inner, request, CacheStatus::forward(Fwd::UriMiss).detail("fill-busy")).await
         }
-        Lookup::Pass { reason } => {
-            forward(inner, request, CacheStatus::forward(Fwd::Bypass).detail(reason)).await
-        }
+        Lookup::Pass { reason } => forward(inner, request, CacheStatus::forward(Fwd::Bypass).detail(reason)).await,
         Lookup::Unavailable(error) => {
             // A store failure is never the client's problem: the engine counted it, the service answers.
             tracing::debug!(%error, "cache store unavailable; answering from the inner service");

@@ -155,9 +155,6 @@ mod tests {
         check(CacheStatus::forward(Fwd::Bypass).detail("two words"), "etagd; fwd=bypass; detail=\"two words\"");
         check(CacheStatus::forward(Fwd::Bypass).detail("9lives"), "etagd; fwd=bypass; detail=\"9lives\"");
         check(CacheStatus::forward(Fwd::Bypass).detail(""), "etagd; fwd=bypass; detail=\"\"");
-        check(
-            CacheStatus::forward(Fwd::Bypass).detail("a\"b\\c\u{e9}\n"),
-            "etagd; fwd=bypass; detail=\"a\\\"b\\\\c\"",
-        );
+        check(CacheStatus::forward(Fwd::Bypass).detail("a\"b\\c\u{e9}\n"), "etagd; fwd=bypass; detail=\"a\\\"b\\\\c\"");
     }
 }

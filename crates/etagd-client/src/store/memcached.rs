@@ -26,17 +26,18 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use memcache::exp::{
-    AsyncMetaClient, Delete, Get, GetResult, GetStatus, LeaseState, MAX_KEY_LENGTH, Meta,
-    MutationStatus, Rendezvous, Router, Set, Ttl, ValueState,
+    AsyncMetaClient, Delete, Get, GetResult, GetStatus, LeaseState, MAX_KEY_LENGTH, Meta, MutationStatus, Rendezvous,
+    Router, Set, Ttl, ValueState,
 };
 use parking_lot::Mutex;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::{
-    DeleteMode, Expiry, GetOutcome, GetRequest, Item, Lease, ServerHealth, ServerStats,
-    SetCondition, SetOutcome, Store, StoreError,
+    DeleteMode, Expiry, GetOutcome, GetRequest, Item, Lease, ServerHealth, ServerStats, SetCondition, SetOutcome,
+    Store, StoreError,
 };
 
 /// How to reach the Memcached servers and how patient to be with them.
@@ -57,6 +58,9 @@ pub struct MemcachedConfig {
     pub max_item_bytes: usize,
     /// Idle connections kept per server (default 16).
     pub max_idle: usize,
+    /// Coalesce the reads of concurrent callers into one pipelined write per server (default on). Off, each
+    /// call's reads go out on their own; kept as a switch so the gain can be measured side by side.
+    pub batch: bool,
 }
 
 impl Default for MemcachedConfig {
@@ -68,6 +72,7 @@ impl Default for MemcachedConfig {
             down_backoff: Duration::from_secs(2),
             max_item_bytes: 1024 * 1024,
             max_idle: 16,
+            batch: true,
         }
     }
 }
@@ -84,9 +89,7 @@ pub struct MemcachedStore {
 
 impl std::fmt::Debug for MemcachedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemcachedStore")
-            .field("servers", &self.ids)
-            .finish_non_exhaustive()
+        f.debug_struct("MemcachedStore").field("servers", &self.ids).finish_non_exhaustive()
     }
 }
 
@@ -150,26 +153,17 @@ impl Store for MemcachedStore {
         for (index, request) in requests.iter().enumerate() {
             groups[self.router.route(request.key.as_bytes(), &self.ids)].push(index);
         }
-        let exchanges = groups
-            .iter()
-            .enumerate()
-            .filter(|(_, indices)| !indices.is_empty())
-            .map(|(node, indices)| {
-                let batch: Vec<&GetRequest> =
-                    indices.iter().map(|&index| &requests[index]).collect();
-                async move { (indices, self.nodes[node].get_batch(&batch).await) }
-            });
-        let mut outputs: Vec<Option<Result<GetOutcome, StoreError>>> =
-            requests.iter().map(|_| None).collect();
+        let exchanges = groups.iter().enumerate().filter(|(_, indices)| !indices.is_empty()).map(|(node, indices)| {
+            let batch: Vec<&GetRequest> = indices.iter().map(|&index| &requests[index]).collect();
+            async move { (indices, self.nodes[node].get_batch(&batch).await) }
+        });
+        let mut outputs: Vec<Option<Result<GetOutcome, StoreError>>> = requests.iter().map(|_| None).collect();
         for (indices, results) in futures_util::future::join_all(exchanges).await {
             for (&index, result) in indices.iter().zip(results) {
                 outputs[index] = Some(result);
             }
         }
-        outputs
-            .into_iter()
-            .map(|output| output.expect("every request belongs to exactly one server group"))
-            .collect()
+        outputs.into_iter().map(|output| output.expect("every request belongs to exactly one server group")).collect()
     }
 
     async fn set(
@@ -180,15 +174,9 @@ impl Store for MemcachedStore {
         condition: SetCondition,
     ) -> Result<SetOutcome, StoreError> {
         if value.len() > self.max_item_bytes {
-            return Err(StoreError::TooLarge {
-                key: key.to_owned(),
-                size: value.len(),
-                limit: self.max_item_bytes,
-            });
+            return Err(StoreError::TooLarge { key: key.to_owned(), size: value.len(), limit: self.max_item_bytes });
         }
-        self.node_for(key)
-            .set(key, &value, expiry, condition, self.max_item_bytes)
-            .await
+        self.node_for(key).set(key, &value, expiry, condition, self.max_item_bytes).await
     }
 
     async fn delete(&self, key: &str, mode: DeleteMode) -> Result<bool, StoreError> {
@@ -255,10 +243,84 @@ struct NodeState {
     last_error: Option<String>,
 }
 
+/// The most reads one coalesced batch carries; more wait for the next write.
+const MAX_BATCH: usize = 512;
+
+/// How a coalesced batch failed as a whole.
+#[derive(Debug)]
+enum BatchFailure {
+    /// The exchange did not finish within the deadline.
+    Timeout,
+    /// The client refused the batch before writing it.
+    Rejected(String),
+}
+
+type GetsReply = Result<Vec<Result<GetResult, memcache::exp::Error>>, BatchFailure>;
+
+/// One caller's reads, waiting to join a batch.
+struct Job {
+    operations: Vec<Get>,
+    reply: oneshot::Sender<GetsReply>,
+}
+
+/// Starts the task that coalesces concurrent reads for one server. It takes everything queued, sends it as one
+/// pipelined `run_many`, hands each caller its slice, and repeats: one batch in flight per server, so the
+/// next batch fills up while this one is on the wire. Under load many requests share one write and one read
+/// system call; idle, a lone read goes out at once. The deadline stops a stuck server from holding the queue;
+/// callers also wait with their own deadline, so none waits past it.
+fn spawn_batcher(addr: String, client: AsyncMetaClient, deadline: Duration) -> mpsc::UnboundedSender<Job> {
+    let (sender, mut receiver) = mpsc::unbounded_channel::<Job>();
+    tokio::spawn(async move {
+        let mut jobs: Vec<Job> = Vec::new();
+        while let Some(first) = receiver.recv().await {
+            let mut count = first.operations.len();
+            jobs.push(first);
+            while count < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(job) => {
+                        count += job.operations.len();
+                        jobs.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let mut operations = Vec::with_capacity(count);
+            let mut sizes = Vec::with_capacity(jobs.len());
+            for job in &mut jobs {
+                sizes.push(job.operations.len());
+                operations.append(&mut job.operations);
+            }
+            match tokio::time::timeout(deadline, client.run_many(operations)).await {
+                Ok(Ok(results)) => {
+                    let mut results = results.into_iter();
+                    for (job, size) in jobs.drain(..).zip(sizes) {
+                        let _ = job.reply.send(Ok(results.by_ref().take(size).collect()));
+                    }
+                }
+                Ok(Err(error)) => {
+                    let detail = error.to_string();
+                    for job in jobs.drain(..) {
+                        let _ = job.reply.send(Err(BatchFailure::Rejected(detail.clone())));
+                    }
+                }
+                Err(_elapsed) => {
+                    tracing::debug!(server = %addr, reads = count, "coalesced batch timed out");
+                    for job in jobs.drain(..) {
+                        let _ = job.reply.send(Err(BatchFailure::Timeout));
+                    }
+                }
+            }
+        }
+    });
+    sender
+}
+
 /// One server: its connection pool and its failure tracking.
 struct ServerNode {
     addr: String,
     client: AsyncMetaClient,
+    /// The read coalescer, when batching is on.
+    batcher: Option<mpsc::UnboundedSender<Job>>,
     state: Mutex<NodeState>,
     connect_timeout: Duration,
     io_timeout: Duration,
@@ -320,9 +382,12 @@ struct GiveBack {
 
 impl ServerNode {
     fn new(addr: String, client: AsyncMetaClient, config: &MemcachedConfig) -> ServerNode {
+        let deadline = config.connect_timeout + config.io_timeout;
+        let batcher = config.batch.then(|| spawn_batcher(addr.clone(), client.clone(), deadline));
         ServerNode {
             addr,
             client,
+            batcher,
             state: Mutex::new(NodeState::default()),
             connect_timeout: config.connect_timeout,
             io_timeout: config.io_timeout,
@@ -340,11 +405,7 @@ impl ServerNode {
     fn admit(&self) -> Result<Pass<'_>, StoreError> {
         let mut state = self.state.lock();
         let Some(until) = state.down_until else {
-            return Ok(Pass {
-                node: self,
-                probe: false,
-                settled: false,
-            });
+            return Ok(Pass { node: self, probe: false, settled: false });
         };
         let now = Instant::now();
         if now < until || state.probing {
@@ -354,18 +415,11 @@ impl ServerNode {
             });
         }
         state.probing = true;
-        Ok(Pass {
-            node: self,
-            probe: true,
-            settled: false,
-        })
+        Ok(Pass { node: self, probe: true, settled: false })
     }
 
     fn timeout_error(&self) -> StoreError {
-        StoreError::Timeout {
-            server: self.addr.clone(),
-            timeout: self.io_timeout,
-        }
+        StoreError::Timeout { server: self.addr.clone(), timeout: self.io_timeout }
     }
 
     /// Maps a client error to a store error, and says whether it is a transport failure (which marks the
@@ -374,61 +428,39 @@ impl ServerNode {
         use memcache::exp::Error;
         match error {
             Error::Timeout { .. } => (self.timeout_error(), true),
-            Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
-                (self.timeout_error(), true)
-            }
+            Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => (self.timeout_error(), true),
             // Written but not answered as expected: classified by what went wrong underneath (a SERVER_ERROR
             // reply also arrives this way), reported with the full message.
             Error::Ambiguous { source, .. } => match self.convert(source) {
                 (timeout @ StoreError::Timeout { .. }, transport) => (timeout, transport),
-                (_, transport) => (
-                    StoreError::Server {
-                        server: self.addr.clone(),
-                        detail: error.to_string(),
-                    },
-                    transport,
-                ),
+                (_, transport) => {
+                    (StoreError::Server { server: self.addr.clone(), detail: error.to_string() }, transport)
+                }
             },
             // A malformed answer poisons the connection: treat the server as failing.
-            Error::Io(_) | Error::Protocol(_) => (
-                StoreError::Server {
-                    server: self.addr.clone(),
-                    detail: error.to_string(),
-                },
-                true,
-            ),
+            Error::Io(_) | Error::Protocol(_) => {
+                (StoreError::Server { server: self.addr.clone(), detail: error.to_string() }, true)
+            }
             // SERVER_ERROR, CLIENT_ERROR and usage errors are answers about one request, not about the server.
-            _ => (
-                StoreError::Server {
-                    server: self.addr.clone(),
-                    detail: error.to_string(),
-                },
-                false,
-            ),
+            _ => (StoreError::Server { server: self.addr.clone(), detail: error.to_string() }, false),
         }
     }
 
     /// Reads a batch of keys living on this server as one pipelined exchange. One result per request, in
     /// order.
     async fn get_batch(&self, requests: &[&GetRequest]) -> Vec<Result<GetOutcome, StoreError>> {
-        let mut outputs: Vec<Option<Result<GetOutcome, StoreError>>> =
-            requests.iter().map(|_| None).collect();
+        let mut outputs: Vec<Option<Result<GetOutcome, StoreError>>> = requests.iter().map(|_| None).collect();
         let mut sent: Vec<usize> = Vec::with_capacity(requests.len());
         let mut operations: Vec<Get> = Vec::with_capacity(requests.len());
         for (position, request) in requests.iter().enumerate() {
             if let Err(detail) = check_key(&request.key) {
-                outputs[position] = Some(Err(StoreError::Server {
-                    server: self.addr.clone(),
-                    detail,
-                }));
+                outputs[position] = Some(Err(StoreError::Server { server: self.addr.clone(), detail }));
                 continue;
             }
             // Always ask for the CAS: a hit's CAS is reported, and a lease winner writes with it. A plain read
             // also asks for the remaining TTL, needed to hand back a refresh token it did not ask for.
             let operation = match request.lease_secs {
-                Some(secs) => Get::new(&request.key)
-                    .meta(Meta::NONE.cas())
-                    .lease_ttl(secs.max(1)),
+                Some(secs) => Get::new(&request.key).meta(Meta::NONE.cas()).lease_ttl(secs.max(1)),
                 None => Get::new(&request.key).meta(Meta::NONE.cas().ttl()),
             };
             sent.push(position);
@@ -439,8 +471,7 @@ impl ServerNode {
             let mut give_backs = Vec::new();
             for (position, result) in sent.into_iter().zip(results) {
                 outputs[position] = Some(result.map(|read| {
-                    let (outcome, give_back) =
-                        get_outcome(read, requests[position].lease_secs.is_some());
+                    let (outcome, give_back) = get_outcome(read, requests[position].lease_secs.is_some());
                     give_backs.extend(give_back);
                     outcome
                 }));
@@ -449,10 +480,7 @@ impl ServerNode {
                 self.give_back(give_backs).await;
             }
         }
-        outputs
-            .into_iter()
-            .map(|output| output.expect("every request was answered or rejected"))
-            .collect()
+        outputs.into_iter().map(|output| output.expect("every request was answered or rejected")).collect()
     }
 
     /// Sends the reads as one batch and maps errors; one result per operation, in order.
@@ -466,34 +494,23 @@ impl ServerNode {
                     _ => Duration::ZERO,
                 };
                 return (0..count)
-                    .map(|_| {
-                        Err(StoreError::ServerDown {
-                            server: self.addr.clone(),
-                            retry_in,
-                        })
-                    })
+                    .map(|_| Err(StoreError::ServerDown { server: self.addr.clone(), retry_in }))
                     .collect();
             }
         };
-        match tokio::time::timeout(self.deadline(), self.client.run_many(operations)).await {
-            Err(_elapsed) => {
+        match self.run_gets(operations).await {
+            Err(BatchFailure::Timeout) => {
                 pass.failed(&self.timeout_error());
                 (0..count).map(|_| Err(self.timeout_error())).collect()
             }
-            Ok(Err(error)) => {
+            Err(BatchFailure::Rejected(detail)) => {
                 // Validation failed before anything was written (keys were checked, so this is a bug here).
-                let detail = error.to_string();
                 drop(pass);
                 (0..count)
-                    .map(|_| {
-                        Err(StoreError::Server {
-                            server: self.addr.clone(),
-                            detail: detail.clone(),
-                        })
-                    })
+                    .map(|_| Err(StoreError::Server { server: self.addr.clone(), detail: detail.clone() }))
                     .collect()
             }
-            Ok(Ok(results)) => {
+            Ok(results) => {
                 let mut transport_failure: Option<StoreError> = None;
                 let mapped: Vec<Result<GetResult, StoreError>> = results
                     .into_iter()
@@ -516,19 +533,38 @@ impl ServerNode {
         }
     }
 
+    /// Runs reads through the coalescer (or directly when batching is off), bounded by the deadline either way.
+    async fn run_gets(&self, operations: Vec<Get>) -> GetsReply {
+        let Some(batcher) = &self.batcher else {
+            return match tokio::time::timeout(self.deadline(), self.client.run_many(operations)).await {
+                Ok(Ok(results)) => Ok(results),
+                Ok(Err(error)) => Err(BatchFailure::Rejected(error.to_string())),
+                Err(_elapsed) => Err(BatchFailure::Timeout),
+            };
+        };
+        let (reply, answer) = oneshot::channel();
+        if batcher.send(Job { operations, reply }).is_err() {
+            return Err(BatchFailure::Rejected("the batching task stopped".to_owned()));
+        }
+        match tokio::time::timeout(self.deadline(), answer).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_closed)) => Err(BatchFailure::Rejected("the batching task stopped".to_owned())),
+            Err(_elapsed) => Err(BatchFailure::Timeout),
+        }
+    }
+
     /// Re-invalidates stale items whose refresh token a plain read received, so the next leased reader wins
     /// it. Best effort: if it fails, the item simply stays stale until its grace period ends.
     async fn give_back(&self, give_backs: Vec<GiveBack>) {
         let operations: Vec<Delete> = give_backs
             .iter()
             .map(|give_back| {
-                let operation = Delete::new(&give_back.key)
-                    .compare_cas(give_back.cas)
-                    .invalidate();
+                let operation = Delete::new(&give_back.key).compare_cas(give_back.cas).invalidate();
                 match give_back.ttl {
                     // -1 means no expiry: keep it by sending no T.
-                    Some(ttl) if ttl >= 0 => operation
-                        .stale_for(Ttl::secs(u32::try_from(ttl.max(1)).unwrap_or(u32::MAX))),
+                    Some(ttl) if ttl >= 0 => {
+                        operation.stale_for(Ttl::secs(u32::try_from(ttl.max(1)).unwrap_or(u32::MAX)))
+                    }
                     _ => operation,
                 }
             })
@@ -558,17 +594,12 @@ impl ServerNode {
         condition: SetCondition,
         max_item_bytes: usize,
     ) -> Result<SetOutcome, StoreError> {
-        check_key(key).map_err(|detail| StoreError::Server {
-            server: self.addr.clone(),
-            detail,
-        })?;
+        check_key(key).map_err(|detail| StoreError::Server { server: self.addr.clone(), detail })?;
         if value.is_empty() {
             // memcached's lease placeholders are zero-byte items, and reads fold zero-byte items into misses.
             return Err(StoreError::Server {
                 server: self.addr.clone(),
-                detail: format!(
-                    "refusing to store an empty value under {key}: zero-byte items are lease placeholders"
-                ),
+                detail: format!("refusing to store an empty value under {key}: zero-byte items are lease placeholders"),
             });
         }
         let mut operation = Set::new(key, value).ttl(wire_ttl(expiry));
@@ -595,28 +626,19 @@ impl ServerNode {
             }
             Err(error) if refused_as_too_large(&error) => {
                 pass.succeeded();
-                Err(StoreError::TooLarge {
-                    key: key.to_owned(),
-                    size: value.len(),
-                    limit: max_item_bytes,
-                })
+                Err(StoreError::TooLarge { key: key.to_owned(), size: value.len(), limit: max_item_bytes })
             }
             Err(error) => Err(self.settle_failure(pass, &error)),
         }
     }
 
     async fn delete(&self, key: &str, mode: DeleteMode) -> Result<bool, StoreError> {
-        check_key(key).map_err(|detail| StoreError::Server {
-            server: self.addr.clone(),
-            detail,
-        })?;
+        check_key(key).map_err(|detail| StoreError::Server { server: self.addr.clone(), detail })?;
         let operation = match mode {
             DeleteMode::Hard => Delete::new(key),
             DeleteMode::IfCas { cas } => Delete::new(key).compare_cas(cas),
             // `md <key> I T<grace>`: keep the value, flag it stale, hand one reader a refresh token.
-            DeleteMode::Stale { grace } => Delete::new(key)
-                .invalidate()
-                .stale_for(Ttl::secs(grace_secs(grace))),
+            DeleteMode::Stale { grace } => Delete::new(key).invalidate().stale_for(Ttl::secs(grace_secs(grace))),
         };
         let pass = self.admit()?;
         match tokio::time::timeout(self.deadline(), self.client.run(operation)).await {
@@ -645,17 +667,12 @@ impl ServerNode {
 
     /// `stats` over a short-lived connection: the meta protocol has no statistics verb.
     async fn stats(&self) -> ServerStats {
-        let raw =
-            tokio::time::timeout(self.deadline(), raw_stats(&self.addr, self.connect_timeout))
-                .await;
+        let raw = tokio::time::timeout(self.deadline(), raw_stats(&self.addr, self.connect_timeout)).await;
         let raw = match raw {
             Ok(Ok(raw)) => raw,
             Ok(Err(error)) => return unreachable_stats(&self.addr, error),
             Err(_elapsed) => {
-                return unreachable_stats(
-                    &self.addr,
-                    format!("no answer to stats within {:?}", self.deadline()),
-                );
+                return unreachable_stats(&self.addr, format!("no answer to stats within {:?}", self.deadline()));
             }
         };
         let number = |name: &str| raw.get(name).and_then(|value| value.parse::<u64>().ok());
@@ -676,11 +693,7 @@ impl ServerNode {
 
     fn health(&self) -> ServerHealth {
         let state = self.state.lock();
-        ServerHealth {
-            server: self.addr.clone(),
-            up: state.down_until.is_none(),
-            last_error: state.last_error.clone(),
-        }
+        ServerHealth { server: self.addr.clone(), up: state.down_until.is_none(), last_error: state.last_error.clone() }
     }
 }
 
@@ -696,37 +709,22 @@ fn refused_as_too_large(error: &memcache::exp::Error) -> bool {
 }
 
 fn unreachable_stats(addr: &str, error: String) -> ServerStats {
-    ServerStats {
-        server: addr.to_owned(),
-        reachable: false,
-        error: Some(error),
-        ..ServerStats::default()
-    }
+    ServerStats { server: addr.to_owned(), reachable: false, error: Some(error), ..ServerStats::default() }
 }
 
 /// Sends `stats` and reads `STAT <name> <value>` lines up to `END`.
-async fn raw_stats(
-    addr: &str,
-    connect_timeout: Duration,
-) -> Result<HashMap<String, String>, String> {
+async fn raw_stats(addr: &str, connect_timeout: Duration) -> Result<HashMap<String, String>, String> {
     let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
         .await
         .map_err(|_elapsed| format!("connect timed out after {connect_timeout:?}"))?
         .map_err(|error| format!("connect failed: {error}"))?;
     let mut reader = BufReader::new(stream);
-    reader
-        .get_mut()
-        .write_all(b"stats\r\n")
-        .await
-        .map_err(|error| format!("write failed: {error}"))?;
+    reader.get_mut().write_all(b"stats\r\n").await.map_err(|error| format!("write failed: {error}"))?;
     let mut stats = HashMap::new();
     let mut line = String::new();
     loop {
         line.clear();
-        let read = reader
-            .read_line(&mut line)
-            .await
-            .map_err(|error| format!("read failed: {error}"))?;
+        let read = reader.read_line(&mut line).await.map_err(|error| format!("read failed: {error}"))?;
         if read == 0 {
             return Err("connection closed before END".to_owned());
         }
@@ -775,11 +773,8 @@ fn get_outcome(read: GetResult, leased: bool) -> (GetOutcome, Option<GiveBack>) 
     let mut give_back = None;
     let lease = match read.lease_state {
         LeaseState::Granted if !leased => {
-            give_back = Some(GiveBack {
-                key: String::from_utf8_lossy(&read.key).into_owned(),
-                cas,
-                ttl: read.item.ttl,
-            });
+            give_back =
+                Some(GiveBack { key: String::from_utf8_lossy(&read.key).into_owned(), cas, ttl: read.item.ttl });
             Lease::None
         }
         LeaseState::Granted => Lease::Won { cas },
@@ -840,20 +835,11 @@ mod tests {
             assert_eq!(parse_stat_line(line), expected, "{line:?}");
         }
         check("STAT curr_items 3\r\n", StatLine::Stat("curr_items", "3"));
-        check(
-            "STAT version 1.6.18\r\n",
-            StatLine::Stat("version", "1.6.18"),
-        );
-        check(
-            "STAT rusage_user 0.1 0.2\r\n",
-            StatLine::Stat("rusage_user", "0.1 0.2"),
-        );
+        check("STAT version 1.6.18\r\n", StatLine::Stat("version", "1.6.18"));
+        check("STAT rusage_user 0.1 0.2\r\n", StatLine::Stat("rusage_user", "0.1 0.2"));
         check("END\r\n", StatLine::End);
         check("ERROR\r\n", StatLine::Error("ERROR"));
-        check(
-            "SERVER_ERROR busy\r\n",
-            StatLine::Error("SERVER_ERROR busy"),
-        );
+        check("SERVER_ERROR busy\r\n", StatLine::Error("SERVER_ERROR busy"));
         check("garbage\r\n", StatLine::Other);
     }
 
@@ -868,32 +854,18 @@ mod tests {
 
     #[tokio::test]
     async fn unresolvable_servers_are_named() {
-        let config = MemcachedConfig {
-            servers: vec!["no-such-host.invalid:11211".to_owned()],
-            ..Default::default()
-        };
+        let config = MemcachedConfig { servers: vec!["no-such-host.invalid:11211".to_owned()], ..Default::default() };
         match MemcachedStore::connect(config).await {
             Err(StoreError::Server { server, .. }) => {
                 assert_eq!(server, "no-such-host.invalid:11211")
             }
             other => panic!("expected a resolution error, got {other:?}"),
         }
-        let duplicated = MemcachedConfig {
-            servers: vec!["127.0.0.1:1".into(), "127.0.0.1:1".into()],
-            ..Default::default()
-        };
-        assert!(matches!(
-            MemcachedStore::connect(duplicated).await,
-            Err(StoreError::Server { .. })
-        ));
-        let none = MemcachedConfig {
-            servers: Vec::new(),
-            ..Default::default()
-        };
-        assert!(matches!(
-            MemcachedStore::connect(none).await,
-            Err(StoreError::Server { .. })
-        ));
+        let duplicated =
+            MemcachedConfig { servers: vec!["127.0.0.1:1".into(), "127.0.0.1:1".into()], ..Default::default() };
+        assert!(matches!(MemcachedStore::connect(duplicated).await, Err(StoreError::Server { .. })));
+        let none = MemcachedConfig { servers: Vec::new(), ..Default::default() };
+        assert!(matches!(MemcachedStore::connect(none).await, Err(StoreError::Server { .. })));
     }
 
     #[tokio::test]
@@ -906,92 +878,41 @@ mod tests {
             Timeout,
             Server,
         }
-        let config = MemcachedConfig {
-            servers: vec!["127.0.0.1:1".to_owned()],
-            ..Default::default()
-        };
-        let store = MemcachedStore::connect(config)
-            .await
-            .expect("connect does not dial");
+        let config = MemcachedConfig { servers: vec!["127.0.0.1:1".to_owned()], ..Default::default() };
+        let store = MemcachedStore::connect(config).await.expect("connect does not dial");
         let node = &store.nodes[0];
         let check = |error: Error, kind: Kind, transport: bool| {
             let (converted, was_transport) = node.convert(&error);
             let actual = match &converted {
                 StoreError::Timeout { server, .. } | StoreError::Server { server, .. } => {
                     assert_eq!(server, "127.0.0.1:1");
-                    if matches!(converted, StoreError::Timeout { .. }) {
-                        Kind::Timeout
-                    } else {
-                        Kind::Server
-                    }
+                    if matches!(converted, StoreError::Timeout { .. }) { Kind::Timeout } else { Kind::Server }
                 }
                 other => panic!("unexpected {other:?}"),
             };
             assert_eq!((actual, was_transport), (kind, transport), "{error}");
         };
-        let ambiguous = |source: Error| Error::Ambiguous {
-            key: b"k".to_vec(),
-            source: Box::new(source),
-        };
+        let ambiguous = |source: Error| Error::Ambiguous { key: b"k".to_vec(), source: Box::new(source) };
         check(Error::Timeout { key: b"k".to_vec() }, Kind::Timeout, true);
-        check(
-            Error::Io(io::Error::from(io::ErrorKind::TimedOut)),
-            Kind::Timeout,
-            true,
-        );
-        check(
-            Error::Io(io::Error::from(io::ErrorKind::ConnectionRefused)),
-            Kind::Server,
-            true,
-        );
+        check(Error::Io(io::Error::from(io::ErrorKind::TimedOut)), Kind::Timeout, true);
+        check(Error::Io(io::Error::from(io::ErrorKind::ConnectionRefused)), Kind::Server, true);
         check(Error::Protocol("garbage".into()), Kind::Server, true);
-        check(
-            ambiguous(Error::Timeout { key: b"k".to_vec() }),
-            Kind::Timeout,
-            true,
-        );
-        check(
-            ambiguous(Error::Io(io::Error::from(io::ErrorKind::ConnectionReset))),
-            Kind::Server,
-            true,
-        );
-        check(
-            ambiguous(Error::Server("out of memory".into())),
-            Kind::Server,
-            false,
-        );
+        check(ambiguous(Error::Timeout { key: b"k".to_vec() }), Kind::Timeout, true);
+        check(ambiguous(Error::Io(io::Error::from(io::ErrorKind::ConnectionReset))), Kind::Server, true);
+        check(ambiguous(Error::Server("out of memory".into())), Kind::Server, false);
         check(Error::Server("out of memory".into()), Kind::Server, false);
-        check(
-            Error::Rejected("bad data chunk".into()),
-            Kind::Server,
-            false,
-        );
-        check(
-            Error::Usage("key exceeds 250 bytes on the wire"),
-            Kind::Server,
-            false,
-        );
-        assert!(refused_as_too_large(&ambiguous(Error::Server(
-            "object too large for cache".into()
-        ))));
-        assert!(refused_as_too_large(&Error::Server(
-            "object too large for cache".into()
-        )));
-        assert!(!refused_as_too_large(&Error::Server(
-            "out of memory".into()
-        )));
+        check(Error::Rejected("bad data chunk".into()), Kind::Server, false);
+        check(Error::Usage("key exceeds 250 bytes on the wire"), Kind::Server, false);
+        assert!(refused_as_too_large(&ambiguous(Error::Server("object too large for cache".into()))));
+        assert!(refused_as_too_large(&Error::Server("object too large for cache".into())));
+        assert!(!refused_as_too_large(&Error::Server("out of memory".into())));
     }
 
     #[tokio::test]
     async fn a_down_server_does_not_fail_connect() {
         // Port 1 on loopback refuses connections; connecting must still succeed (dialling is lazy).
-        let config = MemcachedConfig {
-            servers: vec!["127.0.0.1:1".to_owned()],
-            ..Default::default()
-        };
-        let store = MemcachedStore::connect(config)
-            .await
-            .expect("connect does not dial");
+        let config = MemcachedConfig { servers: vec!["127.0.0.1:1".to_owned()], ..Default::default() };
+        let store = MemcachedStore::connect(config).await.expect("connect does not dial");
         assert_eq!(store.servers(), ["127.0.0.1:1".to_owned()]);
         assert!(store.health()[0].up);
     }

@@ -34,8 +34,8 @@ use tokio::time::Instant;
 
 use super::memcached::check_key;
 use super::{
-    DeleteMode, Expiry, GetOutcome, GetRequest, Item, Lease, ServerHealth, ServerStats,
-    SetCondition, SetOutcome, Store, StoreError,
+    DeleteMode, Expiry, GetOutcome, GetRequest, Item, Lease, ServerHealth, ServerStats, SetCondition, SetOutcome,
+    Store, StoreError,
 };
 
 /// The name the embedded store reports as its server.
@@ -72,13 +72,9 @@ impl MemoryStore {
         let shard_count = (max_bytes / MIN_SHARD_BYTES).clamp(1, MAX_SHARDS);
         let shard_limit = max_bytes / shard_count;
         let item_cap = shard_limit / 2;
-        let max_item_bytes = usize::try_from(item_cap)
-            .unwrap_or(usize::MAX)
-            .min(DEFAULT_MAX_ITEM_BYTES);
+        let max_item_bytes = usize::try_from(item_cap).unwrap_or(usize::MAX).min(DEFAULT_MAX_ITEM_BYTES);
         MemoryStore {
-            shards: (0..shard_count)
-                .map(|_| Mutex::new(Shard::default()))
-                .collect(),
+            shards: (0..shard_count).map(|_| Mutex::new(Shard::default())).collect(),
             shard_limit,
             max_bytes,
             max_item_bytes,
@@ -108,10 +104,7 @@ impl MemoryStore {
     }
 
     fn bad_key(detail: String) -> StoreError {
-        StoreError::Server {
-            server: EMBEDDED.to_owned(),
-            detail,
-        }
+        StoreError::Server { server: EMBEDDED.to_owned(), detail }
     }
 
     fn get_one(&self, request: &GetRequest, now: Instant) -> Result<GetOutcome, StoreError> {
@@ -132,9 +125,7 @@ impl MemoryStore {
                     };
                     let evicted = shard.insert(&request.key, placeholder, self.shard_limit, now);
                     self.evictions.fetch_add(evicted, Ordering::Relaxed);
-                    GetOutcome::Miss {
-                        lease: Lease::Won { cas },
-                    }
+                    GetOutcome::Miss { lease: Lease::Won { cas } }
                 }
             },
             Some(slot) => {
@@ -165,21 +156,12 @@ impl MemoryStore {
                     } else {
                         Lease::None
                     };
-                    GetOutcome::Hit(Item {
-                        value: item.value.clone(),
-                        cas: item.cas,
-                        stale: item.stale,
-                        lease,
-                    })
+                    GetOutcome::Hit(Item { value: item.value.clone(), cas: item.cas, stale: item.stale, lease })
                 }
             }
         };
         drop(shard);
-        let counter = if matches!(outcome, GetOutcome::Hit(_)) {
-            &self.hits
-        } else {
-            &self.misses
-        };
+        let counter = if matches!(outcome, GetOutcome::Hit(_)) { &self.hits } else { &self.misses };
         counter.fetch_add(1, Ordering::Relaxed);
         Ok(outcome)
     }
@@ -189,10 +171,7 @@ impl MemoryStore {
 impl Store for MemoryStore {
     async fn get_many(&self, requests: &[GetRequest]) -> Vec<Result<GetOutcome, StoreError>> {
         let now = Instant::now();
-        requests
-            .iter()
-            .map(|request| self.get_one(request, now))
-            .collect()
+        requests.iter().map(|request| self.get_one(request, now)).collect()
     }
 
     async fn set(
@@ -203,11 +182,7 @@ impl Store for MemoryStore {
         condition: SetCondition,
     ) -> Result<SetOutcome, StoreError> {
         if value.len() > self.max_item_bytes {
-            return Err(StoreError::TooLarge {
-                key: key.to_owned(),
-                size: value.len(),
-                limit: self.max_item_bytes,
-            });
+            return Err(StoreError::TooLarge { key: key.to_owned(), size: value.len(), limit: self.max_item_bytes });
         }
         check_key(key).map_err(Self::bad_key)?;
         if value.is_empty() {
@@ -217,9 +192,7 @@ impl Store for MemoryStore {
         }
         let now = Instant::now();
         let mut shard = self.shard(key).lock();
-        let current = shard
-            .live(key, now)
-            .map(|slot| shard.slot_mut(slot).item.cas);
+        let current = shard.live(key, now).map(|slot| shard.slot_mut(slot).item.cas);
         let allowed = match (condition, current) {
             (SetCondition::Always, _) => true,
             (SetCondition::Add, existing) => existing.is_none(),
@@ -233,13 +206,7 @@ impl Store for MemoryStore {
             Expiry::Never => None,
             Expiry::Secs(secs) => Some(now + Duration::from_secs(u64::from(secs.max(1)))),
         };
-        let item = Stored {
-            value,
-            cas: self.new_cas(),
-            expires,
-            stale: false,
-            token_sent: false,
-        };
+        let item = Stored { value, cas: self.new_cas(), expires, stale: false, token_sent: false };
         let evicted = shard.insert(key, item, self.shard_limit, now);
         self.evictions.fetch_add(evicted, Ordering::Relaxed);
         Ok(SetOutcome::Stored)
@@ -299,11 +266,7 @@ impl Store for MemoryStore {
     }
 
     fn health(&self) -> Vec<ServerHealth> {
-        vec![ServerHealth {
-            server: EMBEDDED.to_owned(),
-            up: true,
-            last_error: None,
-        }]
+        vec![ServerHealth { server: EMBEDDED.to_owned(), up: true, last_error: None }]
     }
 
     fn server_of(&self, _key: &str) -> String {
@@ -378,9 +341,7 @@ impl Shard {
     }
 
     fn slot_mut(&mut self, slot: usize) -> &mut Slot {
-        self.slots[slot]
-            .as_mut()
-            .expect("indexed slots are occupied")
+        self.slots[slot].as_mut().expect("indexed slots are occupied")
     }
 
     fn remove_at(&mut self, slot: usize) {
@@ -404,11 +365,7 @@ impl Shard {
         }
         let evicted = self.make_room(need, limit, now);
         let key: Arc<str> = Arc::from(key);
-        let slot = Slot {
-            key: Arc::clone(&key),
-            item,
-            referenced: false,
-        };
+        let slot = Slot { key: Arc::clone(&key), item, referenced: false };
         let position = match self.free.pop() {
             Some(position) => {
                 self.slots[position] = Some(slot);
@@ -459,29 +416,15 @@ mod tests {
     fn limits_follow_the_byte_bound() {
         fn check(max_bytes: u64, shards: usize, max_item_bytes: usize) {
             let store = MemoryStore::new(max_bytes);
-            assert_eq!(
-                (store.shards.len(), store.max_item_bytes),
-                (shards, max_item_bytes),
-                "{max_bytes}"
-            );
+            assert_eq!((store.shards.len(), store.max_item_bytes), (shards, max_item_bytes), "{max_bytes}");
         }
         check(0, 1, 0);
         check(64 * 1024, 1, 32 * 1024);
         check(4 << 20, 1, 1 << 20);
         check(64 << 20, 16, 1 << 20);
         check(1 << 30, 16, 1 << 20);
-        assert_eq!(
-            MemoryStore::new(64 << 20)
-                .with_max_item_bytes(1000)
-                .max_item_bytes,
-            1000
-        );
-        assert_eq!(
-            MemoryStore::new(64 * 1024)
-                .with_max_item_bytes(1 << 30)
-                .max_item_bytes,
-            32 * 1024
-        );
+        assert_eq!(MemoryStore::new(64 << 20).with_max_item_bytes(1000).max_item_bytes, 1000);
+        assert_eq!(MemoryStore::new(64 * 1024).with_max_item_bytes(1 << 30).max_item_bytes, 32 * 1024);
     }
 
     #[test]
@@ -503,10 +446,7 @@ mod tests {
         shard.slot_mut(read).referenced = true;
         assert_eq!(shard.insert("d", item(b"x"), limit, now), 1);
         assert!(shard.live("a", now).is_some(), "the read item survives");
-        assert!(
-            shard.live("b", now).is_none(),
-            "the oldest unread item goes"
-        );
+        assert!(shard.live("b", now).is_none(), "the oldest unread item goes");
         assert_eq!(shard.bytes, limit);
     }
 
@@ -524,13 +464,8 @@ mod tests {
         };
         shard.insert("a", expiring, limit, now);
         let later = now + Duration::from_secs(2);
-        let fresh = || Stored {
-            value: Bytes::from_static(b"x"),
-            cas: 2,
-            expires: None,
-            stale: false,
-            token_sent: false,
-        };
+        let fresh =
+            || Stored { value: Bytes::from_static(b"x"), cas: 2, expires: None, stale: false, token_sent: false };
         shard.insert("b", fresh(), limit, later);
         assert_eq!(shard.insert("c", fresh(), limit, later), 0);
         assert!(shard.live("a", later).is_none());

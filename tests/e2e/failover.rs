@@ -1,0 +1,118 @@
+//! Memcached servers dying: a cache outage is never an outage. Requests fall back to the origin, readiness
+//! stays green while reporting the server down, and with several servers only the dead server's share of the
+//! URLs goes to the origin.
+
+use std::collections::BTreeSet;
+
+use etagd_client::key::ResourceKey;
+use etagd_testkit::Memcached;
+
+use crate::support::{Fleet, HOST, Origin, Replica, Route, guard, shutdown_all};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_memcached_sends_requests_to_the_origin_and_readiness_says_so() {
+    guard(async {
+        let mut memcached = Memcached::start();
+        let origin = Origin::start().await;
+        origin.route("/page", Route::cacheable());
+        let fleet = Fleet::new(&origin, &[&memcached]);
+        let (a, b) = fleet.pair(&[]).await;
+        a.get_ok("/page").await;
+        assert!(b.get_ok("/page").await.is_fresh_hit());
+        let ready = a.admin("GET", "/readyz", &[], None).await;
+        assert_eq!(ready.json()["servers_down"], 0, "{}", ready.text());
+
+        memcached.stop();
+        for (i, replica) in [&a, &b, &a, &b, &a, &b].into_iter().enumerate() {
+            let reply = replica.get("/page", &[]).await;
+            assert_eq!(reply.status, 200, "request {i}: {}", reply.text());
+            assert_eq!(reply.text(), "/page v1");
+            assert!(!reply.is_hit(), "{}", reply.cache_status());
+            let post = replica.request("POST", "/page", &[]).await;
+            assert_eq!(post.status, 200, "an invalidating POST still works: {}", post.text());
+        }
+        assert_eq!(origin.count("/page"), 1 + 6 + 6, "every request was answered by the origin");
+
+        for replica in [&a, &b] {
+            let ready = replica.admin("GET", "/readyz", &[], None).await;
+            assert_eq!(ready.status, 200, "still ready: {}", ready.text());
+            let json = ready.json();
+            assert_eq!(json["servers_down"], 1, "{json}");
+            assert_eq!(json["servers"][0]["server"], memcached.addr(), "{json}");
+            assert_eq!(json["servers"][0]["up"], false, "{json}");
+            let health = replica.admin("GET", "/healthz", &[], None).await;
+            assert_eq!(health.status, 200);
+        }
+        shutdown_all([a, b]).await;
+    })
+    .await;
+}
+
+/// The memcached server a path's head record lives on, as the replica's own routing says.
+fn server_of(replica: &Replica, path: &str) -> String {
+    let cache = replica.cache();
+    let key = cache.config().namespace.head_key(&ResourceKey::new("http", HOST, path));
+    cache.store().server_of(&key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_three_memcached_dying_costs_only_its_share() {
+    guard(async {
+        let mut servers = [Memcached::start(), Memcached::start(), Memcached::start()];
+        let origin = Origin::start().await;
+        let paths: Vec<String> = (0..30).map(|i| format!("/item/{i}")).collect();
+        for path in &paths {
+            origin.route(path, Route::cacheable());
+        }
+        let fleet = Fleet::new(&origin, &[&servers[0], &servers[1], &servers[2]]);
+        let (a, b) = fleet.pair(&[]).await;
+        // Fill through A, then read through both, so each replica holds the bodies in process (a filler does
+        // not keep what it wrote) and a hit needs only the head record and the namespace counter from memcached.
+        for path in &paths {
+            a.get_ok(path).await;
+            assert!(b.get_ok(path).await.is_fresh_hit(), "{path}");
+            assert!(a.get_ok(path).await.is_fresh_hit(), "{path}");
+        }
+        assert!(paths.iter().all(|p| origin.count(p) == 1));
+
+        // Stop a server that does not hold the namespace counter (without it nothing can be proven current)
+        // and that holds at least one head record; of the two candidates take the fuller one.
+        let cache = a.cache();
+        let counter_server = cache.store().server_of(&cache.config().namespace.all_generation_key());
+        let victim = servers
+            .iter()
+            .map(|s| s.addr())
+            .filter(|addr| *addr != counter_server)
+            .max_by_key(|addr| paths.iter().filter(|p| server_of(&a, p) == *addr).count())
+            .expect("two servers do not hold the counter");
+        let on_victim: BTreeSet<&String> = paths.iter().filter(|p| server_of(&a, p) == victim).collect();
+        servers.iter_mut().find(|s| s.addr() == victim).expect("the victim is one of ours").stop();
+
+        for round in 0..2 {
+            let mut refetched = BTreeSet::new();
+            for (i, path) in paths.iter().enumerate() {
+                let replica = if i % 2 == 0 { &a } else { &b };
+                let before = origin.count(path);
+                let reply = replica.get(path, &[]).await;
+                assert_eq!(reply.status, 200, "round {round} {path}: {}", reply.text());
+                assert_eq!(reply.text(), format!("{path} v1"));
+                if origin.count(path) > before {
+                    refetched.insert(path);
+                } else {
+                    assert!(reply.is_fresh_hit(), "round {round} {path}: {}", reply.cache_status());
+                }
+            }
+            assert!(
+                !refetched.is_empty() && refetched.len() < paths.len(),
+                "round {round}: some but not all URLs refetched: {}",
+                refetched.len()
+            );
+            assert_eq!(refetched, on_victim, "round {round}: exactly the dead server's share went to the origin");
+        }
+        let ready = b.admin("GET", "/readyz", &[], None).await;
+        assert_eq!(ready.status, 200);
+        assert_eq!(ready.json()["servers_down"], 1, "{}", ready.text());
+        shutdown_all([a, b]).await;
+    })
+    .await;
+}

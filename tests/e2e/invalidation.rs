@@ -1,0 +1,203 @@
+//! Invalidation reaches every replica at once, whichever way it comes: an unsafe method through one replica
+//! (RFC 9111 section 4.4), the admin API (URLs, tags, everything), or an origin's `Etagd-Invalidate` header. And
+//! the seed's race: a fill that was under way when its tag was invalidated is never served afterwards.
+
+use std::sync::Arc;
+
+use etagd_testkit::Memcached;
+use tokio::sync::Semaphore;
+
+use crate::support::{Fleet, Origin, Replica, Route, guard, shutdown_all, url};
+
+/// Fills `paths` through `a` and checks `b` hits each.
+async fn warm(a: &Replica, b: &Replica, paths: &[&str]) {
+    for path in paths {
+        a.get_ok(path).await;
+        let hit = b.get_ok(path).await;
+        assert!(hit.is_fresh_hit(), "{path}: {}", hit.cache_status());
+    }
+}
+
+/// Asserts that `path` is a miss (one more origin request, the new version) and then a hit again.
+async fn assert_refetched(origin: &Origin, replica: &Replica, path: &str, count_before: usize) {
+    let reply = replica.get_ok(path).await;
+    assert!(!reply.is_hit(), "{path} must miss after invalidation: {}", reply.cache_status());
+    assert_eq!(origin.count(path), count_before + 1, "{path}: one refetch");
+    assert_eq!(reply.text(), format!("{path} v2"), "{path}: the new content");
+    let again = replica.get_ok(path).await;
+    assert!(again.is_fresh_hit(), "{path} is stored again: {}", again.cache_status());
+}
+
+async fn assert_still_hit(replica: &Replica, path: &str) {
+    let reply = replica.get_ok(path).await;
+    assert!(reply.is_fresh_hit(), "{path} was not invalidated: {}", reply.cache_status());
+    assert_eq!(reply.text(), format!("{path} v1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_through_one_replica_invalidates_for_the_other() {
+    guard(async {
+        let memcached = Memcached::start();
+        let origin = Origin::start().await;
+        origin.route("/item", Route::cacheable());
+        origin.route("/other", Route::cacheable());
+        let fleet = Fleet::new(&origin, &[&memcached]);
+        let (a, b) = fleet.pair(&[]).await;
+        warm(&a, &b, &["/item", "/other"]).await;
+
+        origin.bump_version();
+        let post = a.request("POST", "/item", &[]).await;
+        assert_eq!(post.status, 200);
+        assert!(post.cache_status().contains("fwd=method"), "{}", post.cache_status());
+        assert_refetched(&origin, &b, "/item", 2).await;
+        assert_still_hit(&b, "/other").await;
+        shutdown_all([a, b]).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_invalidation_by_url_tag_and_all() {
+    guard(async {
+        let memcached = Memcached::start();
+        let origin = Origin::start().await;
+        origin.route("/a", Route::cacheable().header("surrogate-key", "red shared"));
+        origin.route("/b", Route::cacheable().header("surrogate-key", "blue shared"));
+        origin.route("/c", Route::cacheable());
+        let fleet = Fleet::new(&origin, &[&memcached]);
+        let (a, b) = fleet.pair(&[]).await;
+        warm(&a, &b, &["/a", "/b", "/c"]).await;
+        origin.bump_version();
+
+        // By URL, through A's admin port: B misses that URL only.
+        let report = a.invalidate(&format!(r#"{{"urls": ["{}"]}}"#, url("/c"))).await;
+        assert_eq!(report["complete"], true, "{report}");
+        assert_refetched(&origin, &b, "/c", 1).await;
+        assert_still_hit(&b, "/a").await;
+
+        // By tag, through B's admin port: A misses the tagged URL only.
+        b.invalidate(r#"{"tags": ["red"]}"#).await;
+        assert_refetched(&origin, &a, "/a", 1).await;
+        assert_still_hit(&a, "/b").await;
+
+        // Everything.
+        a.invalidate(r#"{"all": true}"#).await;
+        let counts: Vec<usize> = ["/a", "/b", "/c"].iter().map(|p| origin.count(p)).collect();
+        for (path, before) in ["/a", "/b", "/c"].into_iter().zip(counts) {
+            let reply = b.get_ok(path).await;
+            assert!(!reply.is_hit(), "{path}: {}", reply.cache_status());
+            assert_eq!(origin.count(path), before + 1, "{path}");
+            assert_eq!(reply.text(), format!("{path} v2"));
+        }
+        shutdown_all([a, b]).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_invalidate_header_reaches_the_other_replica_at_once() {
+    guard(async {
+        let memcached = Memcached::start();
+        let origin = Origin::start().await;
+        origin.route("/product", Route::cacheable().header("surrogate-key", "products"));
+        origin.route("/catalog", Route::cacheable().header("surrogate-key", "catalog"));
+        // Some other response, itself uncacheable, announces that the products changed.
+        origin
+            .route("/restock", Route::new().header("cache-control", "no-store").header("etagd-invalidate", "products"));
+        let fleet = Fleet::new(&origin, &[&memcached]);
+        let (a, b) = fleet.pair(&[]).await;
+        warm(&a, &b, &["/product", "/catalog"]).await;
+        origin.bump_version();
+
+        let restock = a.get_ok("/restock").await;
+        assert!(restock.header("etagd-invalidate").is_empty());
+        assert_refetched(&origin, &b, "/product", 1).await;
+        assert_still_hit(&b, "/catalog").await;
+        shutdown_all([a, b]).await;
+    })
+    .await;
+}
+
+/// The seed's race: a fill starts (the origin has read the old data), the data changes and its tag is
+/// invalidated, then the fill ends. The late fill must not be stored: the next request goes to the origin and
+/// gets the new data. `warm` first runs one fill and invalidation so the tag's counter and the replicas' hints
+/// already exist; cold runs it on a tag nobody has seen.
+async fn late_fill_after_tag_invalidation(warm_first: bool) {
+    let memcached = Memcached::start();
+    let origin = Origin::start().await;
+    let gate = Arc::new(Semaphore::new(0));
+    origin.route("/report", Route::cacheable().header("surrogate-key", "reports"));
+    let fleet = Fleet::new(&origin, &[&memcached]);
+    let (a, b) = fleet.pair(&[]).await;
+    let mut before = 0;
+    if warm_first {
+        warm(&a, &b, &["/report"]).await;
+        a.invalidate(r#"{"tags": ["reports"]}"#).await;
+        before = origin.count("/report");
+    }
+    origin.route("/report", Route::cacheable().header("surrogate-key", "reports").gate(gate.clone()));
+    let old_version = origin.bump_version();
+
+    let slow = tokio::spawn(async move {
+        let reply = a.get_ok("/report").await;
+        (a, reply)
+    });
+    assert_eq!(origin.wait_count("/report", before + 1).await, before + 1, "the fill reached the origin");
+    origin.bump_version();
+    b.invalidate(r#"{"tags": ["reports"]}"#).await;
+    origin.route("/report", Route::cacheable().header("surrogate-key", "reports"));
+    gate.add_permits(1_000);
+    let (a, late) = slow.await.expect("the slow request does not panic");
+    let old_body = format!("/report v{old_version}");
+    assert_eq!(late.text(), old_body, "the request in flight gets what the origin rendered");
+
+    let next = b.get_ok("/report").await;
+    let new_body = format!("/report v{}", old_version + 1);
+    assert_eq!(next.text(), new_body, "the late fill was not stored: {}", next.cache_status());
+    assert!(!next.is_hit(), "{}", next.cache_status());
+    assert_eq!(origin.count("/report"), before + 2, "the next request went to the origin");
+    for replica in [&a, &b, &a, &b] {
+        assert_eq!(replica.get_ok("/report").await.text(), new_body, "the old body never comes back");
+    }
+    shutdown_all([a, b]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_fill_is_not_served_after_its_tag_was_invalidated() {
+    guard(late_fill_after_tag_invalidation(false)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_refill_is_not_served_after_its_tag_was_invalidated_again() {
+    guard(late_fill_after_tag_invalidation(true)).await;
+}
+
+/// After a fill was refused because a tag it first met had just been invalidated, the engine knows the tag: the
+/// next fill reads its counter before asking the origin, is judged by value rather than by time, and is stored.
+/// (Refusing the first fill is right: the invalidation is within the clock skew allowed between replicas.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fill_after_a_refused_one_is_stored() {
+    guard(async {
+        let memcached = Memcached::start();
+        let origin = Origin::start().await;
+        origin.route("/news", Route::cacheable().header("surrogate-key", "news"));
+        let fleet = Fleet::new(&origin, &[&memcached]);
+        let a = fleet.replica(&[]).await;
+        // A tag nobody has filled under yet is invalidated, then its URL is requested at once.
+        a.invalidate(r#"{"tags": ["news"]}"#).await;
+        let first = a.get_ok("/news").await;
+        assert!(!first.is_hit());
+        let second = a.get_ok("/news").await;
+        let third = a.get_ok("/news").await;
+        assert!(
+            third.is_fresh_hit(),
+            "the second fill should be stored; statuses: {:?}, {:?}, {:?}",
+            first.cache_status(),
+            second.cache_status(),
+            third.cache_status()
+        );
+        assert_eq!(origin.count("/news"), 2);
+        shutdown_all([a]).await;
+    })
+    .await;
+}
