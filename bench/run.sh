@@ -28,6 +28,7 @@ Usage: bench/run.sh [options]
   --quiet-pct P           before each measured run, wait until the machine is at most P % busy over 0.5 s
                           (other builds or benchmarks skew every figure; default 10)
   --quiet-wait S          give up waiting for quiet after S seconds, run anyway and flag the row (default 120)
+  --quiet-budget S        total seconds the whole run may spend waiting for quiet; then it only samples (default 900)
   --no-build              use the binaries already in target/release
   --keep-tmp              keep the temp dir (configs, logs, wrk output) after a successful run
   --out DIR               output dir (default bench/runs/<YYYY-MM-DD>-<hostname>-<HHMM>)
@@ -50,6 +51,7 @@ MC_SERVERS=1
 NGINX_WORKERS=probe
 QUIET_PCT=10
 QUIET_WAIT=120
+QUIET_BUDGET=900
 BUILD=1
 KEEP_TMP=0
 OUT=""
@@ -92,6 +94,7 @@ while (($#)); do
     --nginx-workers) [[ ${2-} =~ ^(1|auto|probe)$ ]] || die "--nginx-workers wants 1, auto or probe"; NGINX_WORKERS=$2; shift 2 ;;
     --quiet-pct) [[ ${2-} =~ ^[0-9]+$ ]] || die "--quiet-pct wants a percentage"; QUIET_PCT=$2; shift 2 ;;
     --quiet-wait) [[ ${2-} =~ ^[0-9]+$ ]] || die "--quiet-wait wants seconds"; QUIET_WAIT=$2; shift 2 ;;
+    --quiet-budget) [[ ${2-} =~ ^[0-9]+$ ]] || die "--quiet-budget wants seconds"; QUIET_BUDGET=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     --keep-tmp) KEEP_TMP=1; shift ;;
     --out) [[ -n ${2-} ]] || die "--out wants a directory"; OUT=$2; shift 2 ;;
@@ -196,8 +199,7 @@ background_pct() {
 }
 
 # Waits until the machine is quiet and sets QUIET_RESULT to the last background percentage. Bounded twice: by
-# --quiet-wait per run and by QUIET_BUDGET over the whole script, after which it only samples.
-QUIET_BUDGET=900
+# --quiet-wait per run and by --quiet-budget over the whole script, after which it only samples.
 QUIET_SPENT=0
 wait_quiet() {
   local start=$SECONDS deadline pct warned=0

@@ -261,11 +261,14 @@ impl Stack {
         reply
     }
 
-    /// A revalidation with `tag` as `client` that must come back 304 from etagd, repeating the tag.
+    /// A revalidation with `tag` as `client` that must come back 304 from etagd, naming the tag in the form the
+    /// client holds it (a `W/` copy stays weak) so the client can match the 304 to what it stored (RFC 9111
+    /// section 4.3.4).
     async fn revalidate(&self, client: Client, path: &str, tag: &str) -> Reply {
         let reply = self.get(client, path, &[("if-none-match", tag)]).await;
         assert_eq!(reply.status, 304, "{client:?} {path} If-None-Match {tag}: {:?} {}", reply.headers, reply.text());
         assert!(reply.body.is_empty(), "a 304 has no body");
+        assert_eq!(reply.etag(), tag, "{client:?} {path}: the 304 names the client's validator as sent");
         reply
     }
 
@@ -325,8 +328,7 @@ async fn tags_fetched_through_nginx_revalidate_through_nginx_for_etagd_codings()
         for (client, tag) in [(Client::IDENTITY_NGINX, identity.etag()), (Client::GZIP_NGINX, gzipped.etag())] {
             let weak = format!("W/{tag}");
             for condition in [tag.as_str(), weak.as_str()] {
-                let reply = stack.revalidate(client, ITEMS, condition).await;
-                assert_eq!(reply.etag(), tag, "{client:?}: a 304 repeats the client's validator");
+                stack.revalidate(client, ITEMS, condition).await;
             }
         }
         // A tag names one representation: the gzip tag does not validate the identity one.
@@ -521,8 +523,7 @@ async fn an_origin_gzip_response_is_stored_and_served_as_it_came() {
         for reply in &replies[1..] {
             assert!(reply.is_fresh_hit(), "{}", reply.cache_status());
         }
-        let not_modified = stack.revalidate(Client::GZIP_NGINX, PRE_GZIPPED, ORIGIN_TAG).await;
-        assert_eq!(not_modified.etag(), ORIGIN_TAG);
+        stack.revalidate(Client::GZIP_NGINX, PRE_GZIPPED, ORIGIN_TAG).await;
         assert_eq!(stack.origin.count(PRE_GZIPPED), 1, "stored once, served from the cache");
         stack.shutdown().await;
     })
