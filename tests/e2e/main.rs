@@ -11,9 +11,12 @@
 //! | `admin` | metrics, entries, bad requests, the admin token |
 //! | `stale` | stale-while-revalidate, stale-if-error, soft invalidation |
 //! | `fleet` | fleet-wide single flight, and no serialising behind uncacheable answers |
+//! | `compose` | the docker-compose fleet's settings share validators across replicas |
+//! | `timeouts` | a memcached that stops answering mid-batch fails no request |
 //! | `failover` | memcached servers dying: the origin answers, the rest of the cache keeps working |
 
 mod admin;
+mod compose;
 mod compression;
 mod failover;
 mod fleet;
@@ -23,4 +26,5 @@ mod sharing;
 mod stale;
 mod storage_rules;
 mod support;
+mod timeouts;
 mod vary;

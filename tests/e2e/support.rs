@@ -427,11 +427,18 @@ impl Fleet {
             &self.origin_url,
             "--namespace",
             &self.namespace,
-            "--drain-timeout",
-            "2s",
         ];
         if !servers.is_empty() {
             args.extend(["--memcached", &servers]);
+        }
+        // Generous timeouts: a loaded test machine must not make a live server look dead. A test passing one of
+        // these flags itself replaces the default (clap refuses a flag given twice).
+        for (flag, value) in
+            [("--drain-timeout", "2s"), ("--memcached-timeout", "2s"), ("--memcached-connect-timeout", "2s")]
+        {
+            if !extra.contains(&flag) {
+                args.extend([flag, value]);
+            }
         }
         args.extend_from_slice(extra);
         let config = etagd::config::Config::try_parse_from(args).expect("valid etagd flags");
@@ -484,6 +491,20 @@ impl Replica {
         let reply = self.admin("POST", "/invalidate", &[("content-type", "application/json")], Some(json)).await;
         assert_eq!(reply.status, 200, "invalidate {json}: {}", reply.text());
         reply.json()
+    }
+
+    /// Polls `/entries` (which takes no lease and starts no refresh) until the entry for `path` is in `state`
+    /// (bounded); returns the last inspection.
+    pub(crate) async fn wait_entry_state(&self, path: &str, state: &str) -> serde_json::Value {
+        let query = format!("/entries?url={}", url(path));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let inspection = self.admin("GET", &query, &[], None).await.json();
+            if inspection["entry"]["state"] == state || tokio::time::Instant::now() >= deadline {
+                return inspection;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The engine of this replica.

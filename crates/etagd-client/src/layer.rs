@@ -109,7 +109,7 @@
 //! - It covers only the routes it wraps, and its settings replace the sidecar's route rules.
 //! - It is the same engine with the same key schema and entry format over the same store: pointed at the same
 //!   Memcached with the same namespace, the sidecar and an in-process service share entries, fills and
-//!   invalidations (an `etagctl invalidate --tag servers` reaches both).
+//!   invalidations (`etagctl --memcached ... --namespace ... flush --tag servers` reaches both).
 //! - It never stores compressed variants; put a compression layer outside it.
 
 mod body;

@@ -78,11 +78,27 @@ impl Memcached {
         self._stderr = None;
     }
 
-    /// Stops the server (if running) and starts a fresh, empty one on the same port.
-    ///
-    /// # Panics
-    ///
-    /// When the port cannot be bound again within a few attempts or the server does not start.
+    /// Freezes the server (SIGSTOP): the kernel still accepts connections and buffers requests, but nothing is
+    /// ever answered, like a Memcached that stops answering mid-batch.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Resumes a [`pause`](Self::pause)d server.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("memcached is running");
+        let status = std::process::Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("the kill command runs");
+        assert!(status.success(), "kill {signal} memcached failed");
+    }
+
+    /// Starts the server again on the same port after [`stop`](Self::stop).
     pub fn restart(&mut self) {
         self.stop();
         let mut last_failure = String::new();

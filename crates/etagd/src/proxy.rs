@@ -16,7 +16,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{
@@ -512,7 +512,11 @@ impl Proxy {
         let freshness = match decision {
             Ok(freshness) => freshness,
             Err(reason) => {
-                fill.abandon(Some(reason.as_str())).await;
+                if parts.status.is_server_error() {
+                    fill.abandon_for(Some(reason.as_str()), Duration::from_secs(1)).await;
+                } else {
+                    fill.abandon(Some(reason.as_str())).await;
+                }
                 self.metrics.request("miss");
                 let detail = format!("fwd=uri-miss; detail={}", reason.as_str().replace('_', "-"));
                 return with_status(Response::from_parts(parts, origin::stream(body)), &detail);

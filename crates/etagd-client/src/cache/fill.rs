@@ -193,14 +193,22 @@ impl Fill {
 
     /// Gives the fill up. With a reason (the response was not storable), the resource is marked
     /// hit-for-pass for `pass_ttl`, so waiting and later requests go straight to the origin instead of queueing.
-    pub async fn abandon(mut self, reason: Option<&str>) {
+    pub async fn abandon(self, reason: Option<&str>) {
+        let pass_ttl = self.cache.config().pass_ttl;
+        self.abandon_for(reason, pass_ttl).await;
+    }
+
+    /// Like [`abandon`](Self::abandon), with the hit-for-pass marker living `pass_ttl`. A transient failure (an
+    /// origin 5xx) deserves a short one: long enough that waiters stop queueing behind it, short enough that the
+    /// next good answer is stored soon.
+    pub async fn abandon_for(mut self, reason: Option<&str>, pass_ttl: std::time::Duration) {
         if let (Some(reason), None) = (reason, &self.plan.variant) {
             let marker = HeadRecord::Pass(PassMarker {
-                until_ms: self.cache.now_ms().saturating_add(self.cache.config().pass_ttl.as_millis() as u64),
+                until_ms: self.cache.now_ms().saturating_add(pass_ttl.as_millis() as u64),
                 reason: reason.to_owned(),
             });
             let key = self.cache.config().namespace.head_key(&self.resource);
-            let expiry = Expiry::from_secs(self.cache.config().pass_ttl.as_secs());
+            let expiry = Expiry::from_secs(pass_ttl.as_secs());
             let written = self.cache.store().set(&key, marker.encode(), expiry, self.plan.head_condition()).await;
             if let Err(error) = written {
                 self.cache.store_error(&error);

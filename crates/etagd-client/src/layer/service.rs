@@ -131,13 +131,17 @@ where
         Lookup::Miss(fill) => fill_on_request(&shared, inner, request, fill, Fwd::UriMiss, None).await,
         Lookup::Busy => {
             // Another caller's fill outlasted `fill_wait`: do not queue behind it any longer.
-            forward(inner, request, CacheStatus::forward(Fwd::UriMiss).detail("fill-busy")).await
+            forward(inner, request, CacheStatus::forward(Fwd::Miss).detail("fill-wait-timeout")).await
         }
-        Lookup::Pass { reason } => forward(inner, request, CacheStatus::forward(Fwd::Bypass).detail(reason)).await,
+        Lookup::Pass { reason } => {
+            // Hit-for-pass: the URL answered something unstorable recently (details as the sidecar words them).
+            let detail = format!("hit-for-pass-{}", reason.replace('_', "-"));
+            forward(inner, request, CacheStatus::forward(Fwd::Bypass).detail(detail)).await
+        }
         Lookup::Unavailable(error) => {
             // A store failure is never the client's problem: the engine counted it, the service answers.
             tracing::debug!(%error, "cache store unavailable; answering from the inner service");
-            forward(inner, request, CacheStatus::forward(Fwd::Bypass).detail("store-unavailable")).await
+            forward(inner, request, CacheStatus::forward(Fwd::Miss).detail("store-unavailable")).await
         }
     }
 }
@@ -196,13 +200,13 @@ where
         Ok(None) => {
             // The body item was evicted (or is corrupt) while its entry survived: refill it.
             return match shared.cache.refresh_permit(&hit, lookup).await {
-                Some(fill) => fill_on_request(shared, inner, request, fill, Fwd::UriMiss, None).await,
-                None => forward(inner, request, CacheStatus::forward(Fwd::UriMiss).detail("body-missing")).await,
+                Some(fill) => fill_on_request(shared, inner, request, fill, Fwd::Miss, None).await,
+                None => forward(inner, request, CacheStatus::forward(Fwd::Miss).detail("body-missing")).await,
             };
         }
         Err(error) => {
             tracing::debug!(%error, "cache body unreadable; answering from the inner service");
-            return forward(inner, request, CacheStatus::forward(Fwd::Bypass).detail("store-unavailable")).await;
+            return forward(inner, request, CacheStatus::forward(Fwd::Miss).detail("store-unavailable")).await;
         }
     };
     if refresh_in_background {

@@ -9,13 +9,15 @@ const CACHE_NAME: &str = "etagd";
 /// Why a request went to the inner service (RFC 9211 section 2.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Fwd {
-    /// The layer does not handle this request (its headers ask for something a shared cache cannot give, or
-    /// the store is out of reach).
+    /// The layer does not handle this request: its headers ask for something a shared cache cannot give, or
+    /// the URL answered something unstorable recently (hit-for-pass).
     Bypass,
     /// The method is not GET or HEAD.
     Method,
     /// Nothing usable was stored for the URL.
     UriMiss,
+    /// The cache could not use what it has (the store failed, a fill elsewhere took too long, a body is gone).
+    Miss,
     /// Something was stored, but the request's own directives (`no-cache`) forbid using it.
     Request,
     /// The stored response was stale and had to be refreshed first.
@@ -28,6 +30,7 @@ impl Fwd {
             Fwd::Bypass => "bypass",
             Fwd::Method => "method",
             Fwd::UriMiss => "uri-miss",
+            Fwd::Miss => "miss",
             Fwd::Request => "request",
             Fwd::Stale => "stale",
         }
@@ -148,6 +151,7 @@ mod tests {
         );
         check(CacheStatus::forward(Fwd::Method), "etagd; fwd=method");
         check(CacheStatus::forward(Fwd::Request), "etagd; fwd=request");
+        check(CacheStatus::forward(Fwd::Miss).detail("fill-wait-timeout"), "etagd; fwd=miss; detail=fill-wait-timeout");
         check(
             CacheStatus::forward(Fwd::Bypass).detail("store-unavailable"),
             "etagd; fwd=bypass; detail=store-unavailable",
