@@ -51,13 +51,14 @@ fn free_port() -> u16 {
 }
 
 /// A workspace binary, built if this test run did not build it already.
-fn binary(name: &str) -> PathBuf {
-    let dir = std::env::current_exe().expect("test exe").parent().and_then(Path::parent).expect("target dir").to_owned();
+pub(crate) fn binary(name: &str) -> PathBuf {
+    let dir =
+        std::env::current_exe().expect("test exe").parent().and_then(Path::parent).expect("target dir").to_owned();
     let path = dir.join(name);
     if !path.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let status = Command::new(cargo)
-            .args(["build", "-p", "etagd", "-p", "etagd-demo-origin"])
+            .args(["build", "-p", "etagd", "-p", "etagd-demo-origin", "-p", "etagctl"])
             .current_dir(repo_root())
             .status()
             .expect("cargo runs");

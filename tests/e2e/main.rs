@@ -12,12 +12,14 @@
 //! | `stale` | stale-while-revalidate, stale-if-error, soft invalidation |
 //! | `fleet` | fleet-wide single flight, and no serialising behind uncacheable answers |
 //! | `compose` | the docker-compose fleet's settings share validators across replicas |
+//! | `etagctl` | the CLI against a real sidecar's admin API and the same Memcached |
 //! | `timeouts` | a memcached that stops answering mid-batch fails no request |
 //! | `failover` | memcached servers dying: the origin answers, the rest of the cache keeps working |
 
 mod admin;
 mod compose;
 mod compression;
+mod etagctl;
 mod failover;
 mod fleet;
 mod headers;

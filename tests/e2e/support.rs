@@ -451,6 +451,11 @@ impl Fleet {
         }
     }
 
+    /// The namespace the fleet's replicas share.
+    pub(crate) fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
     /// Starts two replicas with the same extra flags.
     pub(crate) async fn pair(&self, extra: &[&str]) -> (Replica, Replica) {
         (self.replica(extra).await, self.replica(extra).await)
@@ -478,6 +483,11 @@ impl Replica {
         let reply = self.get(path, &[]).await;
         assert_eq!(reply.status, 200, "GET {path}: {}", reply.text());
         reply
+    }
+
+    /// The admin port's base URL.
+    pub(crate) fn admin_url(&self) -> String {
+        self.admin.clone()
     }
 
     /// A request to the admin port.

@@ -15,7 +15,8 @@
 //! | `etagd_corrupt_items_total` | counter | stored items that did not decode (read as misses) |
 //! | `etagd_leases_won_total` / `etagd_leases_busy_total` | counter | fill leases won / found held elsewhere |
 //! | `etagd_fills_stored_total` / `etagd_fills_invalidated_total` / `etagd_fills_raced_total` | counter | fill outcomes |
-//! | `etagd_invalidation_targets_total{result}` | counter | invalidation targets written: ok, failed |
+//! | `etagd_invalidation_targets_ok_total` / `etagd_invalidation_targets_failed_total` | counter | invalidation targets written / not written |
+//! | `etagd_body_cache_hits_total` / `etagd_body_store_reads_total` | counter | bodies served from process memory / read from the store |
 //! | `etagd_body_cache_bytes` | gauge | bytes of bodies held in process |
 //! | `etagd_fills_in_flight` | gauge | fills running in this process |
 //! | `etagd_memcached_servers_down` | gauge | Memcached servers currently marked down |
