@@ -207,6 +207,10 @@ def row(args: argparse.Namespace) -> None:
                   note=args.note, background_busy_pct=args.background_pct)
     if args.unavailable:
         record["note"] = NOT_AVAILABLE
+    elif args.skipped is not None:
+        record["note"] = args.skipped
+        # A warm-up that could not even connect is an error; a scenario the server cannot do (no ETag) is not.
+        record["errors"] = "" if args.skipped.startswith("not applicable: warm-up GET answered") else "warm-up-failed"
     elif args.wrk_out is None:
         raise SystemExit("row: pass --wrk-out or --unavailable")
     else:
@@ -368,7 +372,7 @@ def summary(run_dir: str) -> None:
                 group = groups[key]
                 rps_values = [v for v in (fnum(r["rps"]) for r in group) if v is not None]
                 errors = sum(int(r["errors"]) for r in group if r["errors"].isdigit())
-                failed = sum(1 for r in group if r["errors"] == "wrk-failed")
+                failed = sum(1 for r in group if r["errors"] in ("wrk-failed", "warm-up-failed"))
                 requests = sum(int(r["requests"]) for r in group if r["requests"].isdigit())
                 err_cell = str(errors)
                 if errors or failed:
@@ -501,6 +505,7 @@ def main() -> int:
     p.add_argument("--connections", required=True)
     p.add_argument("--wrk-out")
     p.add_argument("--unavailable", action="store_true", help="write a 'not available' row")
+    p.add_argument("--skipped", help="write a row without figures, with this note (warm-up failed, not applicable)")
     p.add_argument("--busy-jiffies", type=int, default=0)
     p.add_argument("--clk-tck", type=int, default=100)
     p.add_argument("--gets", default="")

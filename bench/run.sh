@@ -266,6 +266,8 @@ memcached_into() { # memcached_into NAME VAR
 }
 
 declare -A PORT=()           # server -> port
+declare -A PID_OF=()         # server -> pid of its main process, checked before every run
+declare -A LOG_OF=()         # server -> its log, quoted when it dies
 declare -A MC_OF=()          # server -> comma-separated memcached ports whose cmd_get is read
 declare -A SCENARIOS_OF=()   # server -> scenarios it takes part in
 SERVER_NAMES=()              # every server measured, in --servers order (etagd expanded per variant)
@@ -359,6 +361,8 @@ start_nginx() {
     return 1
   fi
   PORT[$name]=$port
+  PID_OF[$name]=$NGINX_PID
+  LOG_OF[$name]=$dir/error.log
 }
 
 # One wrk run, unrecorded; prints requests per second.
@@ -423,6 +427,8 @@ EOF
     return 1
   fi
   PORT[varnish]=$port
+  PID_OF[varnish]=$pid
+  LOG_OF[varnish]=$dir/varnishd.log
 }
 
 etagd_start() { # etagd_start NAME WORKERS MC_COUNT
@@ -458,6 +464,8 @@ etagd_start() { # etagd_start NAME WORKERS MC_COUNT
     return 1
   fi
   PORT[$name]=$port
+  PID_OF[$name]=$pid
+  LOG_OF[$name]=$TMP/$name.log
   MC_OF[$name]=$mc_ports
 }
 
@@ -465,6 +473,8 @@ for server in "${SERVER_LIST[@]}"; do
   case $server in
     origin)
       PORT[origin]=$ORIGIN_PORT
+      PID_OF[origin]=$ORIGIN_PID
+      LOG_OF[origin]=$TMP/origin.log
       SERVER_NAMES+=(origin)
       SCENARIOS_OF[origin]=$SCENARIOS
       ;;
@@ -539,6 +549,11 @@ if [[ -n $(git -C "$REPO" status --porcelain 2>/dev/null | head -n1) ]]; then CO
 
 measure() { # measure ROUND SERVER SCENARIO CONNECTIONS
   local round=$1 server=$2 scenario=$3 c=$4 lua out note rc before after gets="" g0="" g1="" quiet
+  local pid=${PID_OF[$server]-}
+  if [[ -n $pid ]] && ! is_unavailable "$server" && ! kill -0 "$pid" 2>/dev/null; then
+    # Rows measured before it died stay; the rest are recorded as not available, never silently dropped.
+    unavailable "$server" "exited during round $round, before $scenario at c=$c: $(grep -v '^$' "${LOG_OF[$server]}" 2>/dev/null | tail -n1 | sed 's/\x1b\[[0-9;]*m//g' | cut -c1-160)"
+  fi
   if is_unavailable "$server"; then
     python3 "$HARNESS" row --raw "$RAW" --round "$round" --server "$server" --scenario "$scenario" \
       --connections "$c" --unavailable
@@ -550,11 +565,10 @@ measure() { # measure ROUND SERVER SCENARIO CONNECTIONS
   rc=0
   note=$(python3 "$HARNESS" prepare "$scenario" "$url" "$lua") || rc=$?
   printf '%s\t%s\t%s\n' "$server" "$scenario" "$note" >>"$NOTES"
-  if ((rc == 3)); then
-    echo "  $server $scenario: $note"
-    return 0
-  elif ((rc != 0)); then
-    echo "  $server $scenario: prepare failed ($rc)"
+  if ((rc != 0)); then
+    ((rc == 3)) || note="warm-up helper failed (exit $rc)"
+    python3 "$HARNESS" row --raw "$RAW" --round "$round" --server "$server" --scenario "$scenario" \
+      --connections "$c" --skipped "$note"
     return 0
   fi
   if ((WARMUP > 0)); then

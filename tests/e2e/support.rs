@@ -237,6 +237,8 @@ impl Drop for Origin {
 
 async fn answer(state: &OriginState, method: &Method, uri: &Uri, headers: HeaderMap) -> Response {
     let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    // Read before counting: once a test sees the count, the data this request renders is fixed.
+    let version = state.version.load(Ordering::SeqCst);
     let n = state.counter(&path).fetch_add(1, Ordering::SeqCst) + 1;
     state.last_headers.lock().expect("no test panics while holding the lock").insert(path.clone(), headers.clone());
     if state.failing.load(Ordering::SeqCst) {
@@ -249,7 +251,7 @@ async fn answer(state: &OriginState, method: &Method, uri: &Uri, headers: Header
         .get(&path)
         .cloned()
         .unwrap_or_else(Route::new);
-    let ask = Ask { path, headers, n, version: state.version.load(Ordering::SeqCst) };
+    let ask = Ask { path, headers, n, version };
     let body = (route.body)(&ask);
     if !route.delay.is_zero() {
         tokio::time::sleep(route.delay).await;

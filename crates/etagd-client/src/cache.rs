@@ -507,6 +507,13 @@ impl Cache {
         }
     }
 
+    /// Keeps a body this process just stored in the in-process body cache (remote stores only).
+    pub(crate) fn keep_body(&self, key: String, headers: &[(String, Bytes)], body: &Bytes) {
+        if let Some(bodies) = &self.inner.bodies {
+            bodies.insert(key, Arc::new(StoredBody { headers: headers.to_vec(), body: body.clone() }));
+        }
+    }
+
     fn remember(&self, resource: &ResourceKey, vary: &[String], tags: &[String]) {
         let digest = resource.digest();
         let same = self.inner.hints.get(&digest).is_some_and(|hint| hint.vary == vary && hint.tags == tags);

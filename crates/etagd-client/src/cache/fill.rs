@@ -312,6 +312,13 @@ impl Fill {
         let config = cache.config();
         let ns = &config.namespace;
         let store = cache.store();
+        // Remember the response's tags and Vary names before anything can fail: if this fill is refused because
+        // one of its tags changed, the next lookup must read that tag's counter up front and be judged by value
+        // (else every fill for the next `clock_skew` would be judged by time and refused too).
+        let mut hinted_vary = response.vary.clone();
+        hinted_vary.sort();
+        hinted_vary.dedup();
+        cache.remember(&self.resource, &hinted_vary, &response.tags);
         let mut generations = self.generations(&response.tags).await?;
         let now_ms = cache.now_ms();
         let fill_id = random_value();
@@ -356,12 +363,17 @@ impl Fill {
 
         // 1. Bodies, immutable and named by the fill id.
         let body_item = StoredBody::encode(&response.headers, &response.body);
-        store.set(&ns.body_key(&entry_digest, fill_id, None), body_item, expiry, SetCondition::Always).await?;
+        let identity_key = ns.body_key(&entry_digest, fill_id, None);
+        store.set(&identity_key, body_item, expiry, SetCondition::Always).await?;
+        // The filling process keeps what it wrote, so its first hit does not read it back.
+        cache.keep_body(identity_key, &response.headers, &response.body);
         for (coding, encoded) in &response.codings {
             let mut headers = response.headers.clone();
             headers.push(("content-encoding".to_owned(), Bytes::copy_from_slice(coding.as_bytes())));
             let item = StoredBody::encode(&headers, encoded);
-            store.set(&ns.body_key(&entry_digest, fill_id, Some(coding)), item, expiry, SetCondition::Always).await?;
+            let key = ns.body_key(&entry_digest, fill_id, Some(coding));
+            store.set(&key, item, expiry, SetCondition::Always).await?;
+            cache.keep_body(key, &headers, encoded);
         }
 
         if vary.is_empty() {
