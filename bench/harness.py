@@ -38,9 +38,12 @@ SCENARIO_ORDER = list(SCENARIOS)
 PEERS = ["varnish", "nginx-proxy-cache", "nginx-memcached"]
 WARMUP_REQUESTS = 5
 NOT_AVAILABLE = "not available"
+# Share of the machine's CPU that others may use during a run before the summary flags it.
+FOREIGN_LIMIT_PCT = 5.0
 RAW_FIELDS = [
     "round", "server", "scenario", "connections", "rps", "p50_ms", "p99_ms", "cpu_us_per_req", "gets_per_req",
-    "errors", "requests", "non_2xx_3xx", "socket_errors", "duration_s", "background_busy_pct", "note",
+    "errors", "requests", "non_2xx_3xx", "socket_errors", "duration_s", "background_busy_pct", "foreign_cpu_pct",
+    "note",
 ]
 # Headers that tell whether a response came from a cache; recorded in the notes so a reader can see hits.
 CACHE_HEADERS = ["x-cache", "x-cache-status", "cache-status", "x-varnish", "etag", "content-encoding"]
@@ -113,6 +116,32 @@ def mc_set(port: int, key: str, url: str) -> None:
         raise SystemExit(f"mc-set: memcached on port {port} did not return what was stored for {key}")
 
 
+def tree_jiffies(root: int) -> int:
+    """utime + stime of every live descendant of root (threads included), leaving out this helper and its parent."""
+    parent: dict[int, int] = {}
+    cpu: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited while we looked
+        # After "pid (comm)": state ppid ... utime is field 14 and stime 15 of the full line (1-based).
+        parent[int(entry)] = int(fields[1])
+        cpu[int(entry)] = int(fields[11]) + int(fields[12])
+    skip = {os.getpid(), os.getppid()}
+    total = 0
+    for pid in cpu:
+        node = pid
+        while node > 1 and node != root:
+            node = parent.get(node, 0)
+        if node == root and pid != root and pid not in skip:
+            total += cpu[pid]
+    return total
+
+
 # === prepare: warm-up, checks, Lua script ===
 
 
@@ -178,7 +207,7 @@ def prepare(scenario: str, base_url: str, lua_path: str) -> int:
             value = "hit" if len(value.split()) == 2 else "miss"
         elif name == "age":
             continue
-        seen.append(f"{name}: {value}")
+        seen.append(f"{name}: {normalize_note(value)}")
     if seen:
         notes.append("; ".join(seen))
 
@@ -244,6 +273,11 @@ def fill_measurement(record: dict[str, str], result: dict[str, float], args: arg
         socket_errors=str(socket_errors),
         duration_s=f"{duration:.2f}",
     )
+    if args.foreign_jiffies is not None and args.nproc:
+        # Machine CPU not used by this harness's processes (servers, memcached, wrk) nor by interrupts: another
+        # process, or the hypervisor's steal, competing with the measurement.
+        foreign = max(args.foreign_jiffies, 0) / args.clk_tck
+        record["foreign_cpu_pct"] = f"{100 * foreign / (duration * args.nproc):.1f}"
     if ok:
         cpu_seconds = args.busy_jiffies / args.clk_tck
         record["cpu_us_per_req"] = f"{cpu_seconds * 1e6 / ok:.1f}"
@@ -272,6 +306,11 @@ def read_meta(path: str) -> dict[str, str]:
                     key, value = line.rstrip("\n").split("=", 1)
                     meta[key] = value
     return meta
+
+
+def normalize_note(text: str) -> str:
+    # Remaining-lifetime parameters change from round to round; without them equal notes merge into one.
+    return re.sub(r";\s*(ttl|age)=\d+", "", text)
 
 
 def read_tsv(path: str) -> list[list[str]]:
@@ -311,8 +350,9 @@ def summary(run_dir: str) -> None:
         rows = list(csv.DictReader(f))
     notes: dict[tuple[str, str], list[str]] = defaultdict(list)
     for fields in read_tsv(os.path.join(run_dir, "notes.tsv")):
-        if len(fields) >= 3 and fields[2] and fields[2] not in notes[(fields[0], fields[1])]:
-            notes[(fields[0], fields[1])].append(fields[2])
+        text = normalize_note(fields[2]) if len(fields) >= 3 else ""
+        if text and text not in notes[(fields[0], fields[1])]:
+            notes[(fields[0], fields[1])].append(text)
     unavailable = {fields[0]: fields[1] if len(fields) > 1 else "" for fields in read_tsv(os.path.join(run_dir, "unavailable.tsv"))}
 
     groups: dict[tuple[str, str, int], list[dict[str, str]]] = defaultdict(list)
@@ -416,20 +456,29 @@ def summary(run_dir: str) -> None:
     etagds = [s for s in servers if s.startswith("etagd")]
     quiet_limit = fnum(meta.get("quiet_pct", "")) or 10.0
     noisy = [r for r in rows if (fnum(r.get("background_busy_pct", "")) or 0.0) > quiet_limit]
+    disturbed = [r for r in rows if (fnum(r.get("foreign_cpu_pct", "")) or 0.0) > FOREIGN_LIMIT_PCT]
     w("## Quiet check")
     w("")
-    if noisy:
-        w(f"These runs started while the machine was more than {quiet_limit:.0f} % busy without load (another "
-          "process was using CPU); treat their figures with care:")
+    w(f"Before each run the machine must be at most {quiet_limit:.0f} % busy over 0.5 s; during each run, CPU used "
+      f"by processes other than this harness's (servers, memcached, wrk), plus hypervisor steal, should stay under "
+      f"{FOREIGN_LIMIT_PCT:.0f} % of the machine.")
+    w("")
+    if not noisy and not disturbed:
+        w("Every run passed both checks.")
+    for title, flagged_rows, field in (
+        ("started on a busy machine", noisy, "background_busy_pct"),
+        ("shared the machine with another process while measuring", disturbed, "foreign_cpu_pct"),
+    ):
+        if not flagged_rows:
+            continue
+        w(f"These runs {title}; treat their figures with care:")
         w("")
         by_cell: dict[tuple[str, str, str], list[str]] = defaultdict(list)
-        for r in noisy:
-            by_cell[(r["server"], r["scenario"], r["connections"])].append(
-                f"round {r['round']}: {r['background_busy_pct']} %")
+        for r in flagged_rows:
+            by_cell[(r["server"], r["scenario"], r["connections"])].append(f"round {r['round']}: {r[field]} %")
         for (server, scenario, c), runs in by_cell.items():
             w(f"- {server} / {scenario} / c={c}: " + ", ".join(runs))
-    else:
-        w(f"Every run started on a quiet machine (at most {quiet_limit:.0f} % busy over 0.5 s just before wrk started).")
+        w("")
     w("")
 
     w("## etagd vs peers (same run)")
@@ -511,7 +560,10 @@ def main() -> int:
     p.add_argument("--gets", default="")
     p.add_argument("--note", default="")
     p.add_argument("--background-pct", default="", help="machine busy %% just before the run")
+    p.add_argument("--foreign-jiffies", type=int, help="process CPU during the run not used by the harness's own")
+    p.add_argument("--nproc", type=int, default=0)
     sub.add_parser("summary").add_argument("run_dir")
+    sub.add_parser("tree-jiffies").add_argument("root", type=int)
     sub.add_parser("scenarios")
     args = parser.parse_args()
 
@@ -525,6 +577,8 @@ def main() -> int:
         return prepare(args.scenario, args.base_url, args.lua)
     elif args.command == "row":
         row(args)
+    elif args.command == "tree-jiffies":
+        print(tree_jiffies(args.root))
     elif args.command == "summary":
         summary(args.run_dir)
     elif args.command == "scenarios":

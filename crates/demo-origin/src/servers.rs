@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::payload::SplitMix64;
 
-/// How many servers the inventory starts with (about 17 KB of JSON).
+/// How many servers the inventory starts with (about 16 KB of JSON).
 const INITIAL_SERVERS: u64 = 50;
 
 const ROLES: &[&str] = &["web", "worker", "db", "cache", "queue", "search"];

@@ -21,6 +21,7 @@
 mod fill;
 mod inflight;
 mod invalidate;
+mod memo;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -256,6 +257,12 @@ pub(crate) struct Live {
     pub(crate) tags: HashMap<String, Option<Generation>>,
 }
 
+/// A decoded head record; the entry case comes from the decode memo, shared.
+enum Head {
+    Entry(Arc<EntryMeta>),
+    Other(HeadRecord),
+}
+
 /// The outcome of a lookup.
 #[derive(Debug)]
 pub enum Lookup {
@@ -306,6 +313,7 @@ struct Inner {
     bodies: Option<moka::sync::Cache<String, Arc<StoredBody>>>,
     hints: moka::sync::Cache<Digest, Arc<Hint>>,
     inflight: inflight::InFlight,
+    memo: memo::Memo,
     counters: Counters,
 }
 
@@ -335,6 +343,7 @@ impl Cache {
                 bodies,
                 hints,
                 inflight: inflight::InFlight::default(),
+                memo: memo::Memo::default(),
                 counters: Counters::default(),
             }),
         }
@@ -581,7 +590,13 @@ impl Cache {
         now_ms: u64,
     ) -> Lookup {
         let resource = request.resource;
-        let record = match HeadRecord::decode(&item.value) {
+        // The common case, a head that is the entry itself, goes through the decode memo.
+        let record = if item.value.starts_with(b"E1E") {
+            self.inner.memo.entry(&item.value).map(Head::Entry)
+        } else {
+            HeadRecord::decode(&item.value).map(Head::Other)
+        };
+        let record = match record {
             Ok(record) => record,
             Err(error) => {
                 bump(&self.inner.counters.corrupt_items);
@@ -590,24 +605,16 @@ impl Cache {
             }
         };
         match record {
-            HeadRecord::Pass(marker) if now_ms < marker.until_ms => Lookup::Pass { reason: marker.reason },
-            HeadRecord::Pass(_) => {
+            Head::Other(HeadRecord::Pass(marker)) if now_ms < marker.until_ms => Lookup::Pass { reason: marker.reason },
+            Head::Other(HeadRecord::Pass(_)) => {
                 Lookup::Miss(Fill::new(self, request, fill::Plan::head(Some(item.cas), false), live, now_ms))
             }
-            HeadRecord::Entry(meta) => {
-                self.remember(resource, &[], &meta.tags);
-                self.read_tags(&meta.tags, &mut live).await;
-                let slot = Slot {
-                    entry_digest: resource.digest(),
-                    meta_cas: item.cas,
-                    index: None,
-                    head_cas: item.cas,
-                    generations: live,
-                };
-                let plan = fill::Plan::head(Some(item.cas), false);
-                self.judge(request, *meta, &item, None, slot, plan, now_ms).await
+            Head::Other(HeadRecord::Entry(meta)) => {
+                let meta: Arc<EntryMeta> = Arc::new(*meta);
+                self.on_entry_head(request, meta, item, live, now_ms).await
             }
-            HeadRecord::Variants(index) => {
+            Head::Entry(meta) => self.on_entry_head(request, meta, item, live, now_ms).await,
+            Head::Other(HeadRecord::Variants(index)) => {
                 let digest = resource.variant(&index.vary, request.headers);
                 let outcome = match hinted_variant {
                     Some((hinted, outcome)) if hinted == digest => outcome,
@@ -639,7 +646,7 @@ impl Cache {
                         return Lookup::Unavailable(error);
                     }
                 };
-                let meta = match EntryMeta::decode(&variant.value) {
+                let meta = match self.inner.memo.entry(&variant.value) {
                     Ok(meta) => meta,
                     Err(error) => {
                         bump(&self.inner.counters.corrupt_items);
@@ -665,13 +672,35 @@ impl Cache {
         }
     }
 
+    async fn on_entry_head(
+        &self,
+        request: LookupRequest<'_>,
+        meta: Arc<EntryMeta>,
+        item: Item,
+        mut live: Live,
+        now_ms: u64,
+    ) -> Lookup {
+        let resource = request.resource;
+        self.remember(resource, &[], &meta.tags);
+        self.read_tags(&meta.tags, &mut live).await;
+        let slot = Slot {
+            entry_digest: resource.digest(),
+            meta_cas: item.cas,
+            index: None,
+            head_cas: item.cas,
+            generations: live,
+        };
+        let plan = fill::Plan::head(Some(item.cas), false);
+        self.judge(request, meta, &item, None, slot, plan, now_ms).await
+    }
+
     /// Decides what a found entry is worth: a hit in some state, or an invalid entry to refill (one caller
     /// fleet-wide, through the entry's refresh lock).
     #[allow(clippy::too_many_arguments)]
     async fn judge(
         &self,
         request: LookupRequest<'_>,
-        meta: EntryMeta,
+        meta: Arc<EntryMeta>,
         item: &Item,
         url_generation: Option<u64>,
         slot: Slot,
@@ -709,7 +738,7 @@ impl Cache {
             }
         };
         let refresh_lease = item.stale && matches!(item.lease, Lease::Won { .. });
-        Lookup::Hit(Hit { meta: Arc::new(meta), state, age_s, slot, refresh_lease })
+        Lookup::Hit(Hit { meta, state, age_s, slot, refresh_lease })
     }
 
     /// Tries to take an entry's refresh lock: `Some(true)` won, `Some(false)` held elsewhere, `None` the store

@@ -246,7 +246,7 @@ impl StoredBody {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn sample_meta() -> EntryMeta {

@@ -61,7 +61,7 @@ pub struct Args {
     /// Log format.
     #[arg(long, env = "ETAGD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// Tokio worker threads (default: the number of cores).
+    /// Tokio worker threads (default: half the cores, at least 1).
     #[arg(long, env = "ETAGD_WORKERS")]
     pub workers: Option<usize>,
     /// Largest response body stored, in bytes (larger ones stream through uncached).
@@ -313,7 +313,10 @@ impl Config {
         }
         let namespace_text = args.namespace.or(file.namespace).unwrap_or_else(|| "default".to_owned());
         let namespace = Namespace::new(&namespace_text).map_err(|e| invalid("--namespace", e.to_string()))?;
-        let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        // Half the cores: the sidecar shares its machine with the app and a load balancer's connections, and with
+        // batched Memcached reads one worker on a 2-core machine beat two (BENCHMARKS.md).
+        let workers =
+            args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)));
         if workers == 0 || workers > 512 {
             return Err(invalid("--workers", "use 1 to 512"));
         }

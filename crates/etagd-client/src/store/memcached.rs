@@ -149,6 +149,11 @@ impl MemcachedStore {
 #[async_trait]
 impl Store for MemcachedStore {
     async fn get_many(&self, requests: &[GetRequest]) -> Vec<Result<GetOutcome, StoreError>> {
+        if let [node] = self.nodes.as_slice() {
+            // One server: no routing and no fan-out to assemble.
+            let batch: Vec<&GetRequest> = requests.iter().collect();
+            return node.get_batch(&batch).await;
+        }
         let mut groups: Vec<Vec<usize>> = vec![Vec::new(); self.nodes.len()];
         for (index, request) in requests.iter().enumerate() {
             groups[self.router.route(request.key.as_bytes(), &self.ids)].push(index);

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Resident memory of etagd after a flood of distinct cold URLs (issue 9): every request is a miss that fills a
+# new entry, so anything unbounded in process (body cache, hints, in-flight fills) would grow with it.
+#
+#   bench/memory.sh [--urls 200000] [--body-cache-bytes 67108864]
+#
+# Starts memcached (-m 1024), the demo origin and a release etagd on loopback, records etagd's VmRSS/VmHWM from
+# /proc before and after, sends exactly N requests for N distinct URLs (/bytes/2048?u=1..N, 32 connections, wrk
+# with a counting Lua script that stops itself), and prints the figures. Bounded: wrk stops after N requests or
+# 10 minutes, whichever comes first; everything is stopped on exit.
+set -euo pipefail
+
+URLS=200000
+BODY_CACHE=$((64 << 20))
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --urls) URLS=$2; shift 2 ;;
+    --body-cache-bytes) BODY_CACHE=$2; shift 2 ;;
+    *) echo "memory.sh: unknown flag $1" >&2; exit 64 ;;
+  esac
+done
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+"$REPO/bench/install-deps.sh" >/dev/null
+cargo build --release -q -p etagd -p etagd-demo-origin --manifest-path "$REPO/Cargo.toml"
+TMP=$(mktemp -d /tmp/etagd-memory.XXXXXX)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+read -r MC ORIGIN PROXY ADMIN < <(python3 "$REPO/bench/harness.py" free-ports 4 | tr '\n' ' ')
+as_root=()
+[ "$(id -u)" -eq 0 ] && as_root=(-u root)
+memcached -l 127.0.0.1 -p "$MC" -U 0 -m 1024 -t 1 "${as_root[@]}" & PIDS+=($!)
+"$REPO/target/release/demo-origin" --listen "127.0.0.1:$ORIGIN" >"$TMP/origin.log" 2>&1 & PIDS+=($!)
+sleep 0.3
+ETAGD_LOG=warn "$REPO/target/release/etagd" --listen "127.0.0.1:$PROXY" --admin-listen "127.0.0.1:$ADMIN" \
+  --upstream "http://127.0.0.1:$ORIGIN" --memcached "127.0.0.1:$MC" --namespace "mem$$" \
+  --body-cache-bytes "$BODY_CACHE" >"$TMP/etagd.log" 2>&1 & ETAGD=$!
+PIDS+=($ETAGD)
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$ADMIN/readyz" >/dev/null && break; sleep 0.1; done
+
+rss() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$ETAGD/status"; }
+curl -sf -o /dev/null "http://127.0.0.1:$PROXY/bytes/2048?u=0"
+BEFORE=$(rss VmRSS)
+
+cat >"$TMP/distinct.lua" <<LUA
+local n = 0
+local limit = $URLS
+request = function()
+  n = n + 1
+  return wrk.format("GET", "/bytes/2048?u=" .. n)
+end
+response = function()
+  if n >= limit then wrk.thread:stop() end
+end
+LUA
+START=$(date +%s.%N)
+wrk -t1 -c32 -d600s --timeout 5s -s "$TMP/distinct.lua" "http://127.0.0.1:$PROXY/" >"$TMP/wrk.out"
+END=$(date +%s.%N)
+AFTER=$(rss VmRSS)
+PEAK=$(rss VmHWM)
+METRICS=$(curl -sf "http://127.0.0.1:$ADMIN/metrics")
+metric() { echo "$METRICS" | awk -v m="$1" '$1 == m { print $2 }'; }
+
+printf 'distinct cold URLs requested: %s (wrk: %s)\n' "$URLS" "$(grep -E 'requests in' "$TMP/wrk.out" | xargs)"
+printf 'fills stored: %s, origin errors: %s\n' "$(metric etagd_fills_stored_total)" "$(metric etagd_origin_errors_total)"
+printf 'body cache bound: %d MiB, held at the end: %d MiB\n' $((BODY_CACHE >> 20)) $(( $(metric etagd_body_cache_bytes) >> 20 ))
+printf 'etagd VmRSS before: %d MiB, after: %d MiB, peak (VmHWM): %d MiB\n' $((BEFORE >> 10)) $((AFTER >> 10)) $((PEAK >> 10))
+printf 'elapsed: %s s\n' "$(python3 -c "print(round($END - $START, 1))")"
