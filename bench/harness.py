@@ -479,7 +479,8 @@ def summary(run_dir: str) -> None:
         for (server, scenario, c), runs in by_cell.items():
             w(f"- {server} / {scenario} / c={c}: " + ", ".join(runs))
         w("")
-    w("")
+    if not noisy and not disturbed:
+        w("")
 
     w("## etagd vs peers (same run)")
     w("")

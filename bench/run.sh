@@ -189,15 +189,6 @@ busy_jiffies() {
   echo $((user + nice + system + irq + softirq + steal))
 }
 
-# Machine time that some process (or the hypervisor, as steal) used: what the benchmark's own processes are
-# compared with to spot another process running during a measured run. Interrupt time is left out because
-# the kernel does not charge it to any process.
-process_jiffies() {
-  local _cpu user nice system _idle _iowait _irq _softirq steal _rest
-  read -r _cpu user nice system _idle _iowait _irq _softirq steal _rest </proc/stat
-  echo $((user + nice + system + steal))
-}
-
 # Sets VAR to the CPU jiffies of this shell's finished children (wrk, once waited for), from the `times`
 # builtin. `times` must run in this shell, not in $(...), where it would see the subshell's children only.
 children_jiffies() { # children_jiffies VAR
@@ -601,15 +592,16 @@ measure() { # measure ROUND SERVER SCENARIO CONNECTIONS
   wait_quiet
   quiet=$QUIET_RESULT
   [[ -n ${MC_OF[$server]-} ]] && g0=$(python3 "$HARNESS" mc-gets "${MC_OF[$server]}" 2>/dev/null || echo "")
-  local own0 own1 kids0 kids1 proc0 proc1
+  # Interference check: the machine's busy time minus what this harness's processes used (servers and
+  # memcached from /proc/<pid>/stat of every descendant of this shell; wrk from `times` once it has exited).
+  # Softirq work for loopback traffic is charged to the process it interrupts, so the two sides add up.
+  local own0 own1 kids0 kids1
   own0=$(python3 "$HARNESS" tree-jiffies $$)
   children_jiffies kids0
-  proc0=$(process_jiffies)
   before=$(busy_jiffies)
   timeout $((DURATION + 30)) wrk -t"$THREADS" -c"$c" -d"$DURATION" --timeout 2s --latency -s "$lua" "$url/" \
     >"$out" 2>&1 || true
   after=$(busy_jiffies)
-  proc1=$(process_jiffies)
   children_jiffies kids1
   own1=$(python3 "$HARNESS" tree-jiffies $$)
   [[ -n ${MC_OF[$server]-} ]] && g1=$(python3 "$HARNESS" mc-gets "${MC_OF[$server]}" 2>/dev/null || echo "")
@@ -617,7 +609,7 @@ measure() { # measure ROUND SERVER SCENARIO CONNECTIONS
   python3 "$HARNESS" row --raw "$RAW" --round "$round" --server "$server" --scenario "$scenario" \
     --connections "$c" --wrk-out "$out" --busy-jiffies $((after - before)) --clk-tck "$CLK_TCK" --gets "$gets" \
     --background-pct "$quiet" --nproc "$NPROC" \
-    --foreign-jiffies $(((proc1 - proc0) - (own1 - own0) - (kids1 - kids0)))
+    --foreign-jiffies $(((after - before) - (own1 - own0) - (kids1 - kids0)))
 }
 
 n=${#SERVER_NAMES[@]}

@@ -117,7 +117,6 @@ mod future;
 mod request;
 mod response;
 mod service;
-mod status;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -15,6 +15,7 @@
 //! | [`generation`] | generation counters behind invalidation by URL, tag and namespace |
 //! | [`store`] | the `Store` trait, the Memcached store and the embedded store |
 //! | [`cache`] | the engine: lookup, fill, invalidate, over any store |
+//! | [`reply`] | how a stored entry or an origin answer becomes an HTTP response and a fill (`Cache-Status`, 304, 200) |
 //! | [`layer`] | a tower layer giving a Rust service the same cache in process |
 
 pub mod cache;
@@ -28,4 +29,5 @@ pub mod generation;
 pub mod headers;
 pub mod key;
 pub mod layer;
+pub mod reply;
 pub mod store;

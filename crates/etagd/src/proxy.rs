@@ -18,29 +18,26 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
 use http::header::{
-    ACCEPT_ENCODING, AGE, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_LOCATION, ETAG, HOST, HeaderName, HeaderValue,
-    IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, LOCATION, RANGE, VARY,
+    ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_LOCATION, HOST, HeaderName, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH,
+    LOCATION, RANGE,
 };
 use http::request::Parts;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use etagd_client::cache::{Cache, CommitError, Fill, FillResponse, Hit, HitState, Invalidation, Lookup, LookupRequest};
+use etagd_client::cache::{Cache, CommitError, Fill, Hit, HitState, Invalidation, Lookup, LookupRequest};
 use etagd_client::cacheability::{self, Freshness, NoStoreReason, Policy};
 use etagd_client::conditional::{self, Evaluation};
-use etagd_client::encoding::{self, Coding};
+use etagd_client::encoding::Coding;
 use etagd_client::entry::EntryMeta;
-use etagd_client::etag::EntityTag;
 use etagd_client::headers::{self, ETAGD_INVALIDATE, SURROGATE_KEY};
 use etagd_client::key::ResourceKey;
+use etagd_client::reply::{self, CACHE_STATUS, CacheStatus, Fwd, Representation};
 
 use crate::config::{Config, Route};
 use crate::metrics::Metrics;
 use crate::origin::{self, Buffered, Origin, ProxyBody};
-
-const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
 /// Logs at most once a minute per kind, so a Memcached outage does not flood the logs.
 #[derive(Debug, Default)]
@@ -92,15 +89,11 @@ impl Read {
     }
 }
 
-fn status_header(detail: &str) -> HeaderValue {
-    HeaderValue::from_str(&format!("etagd; {detail}")).unwrap_or(HeaderValue::from_static("etagd"))
-}
-
-fn plain(status: StatusCode, message: &str, cache_status: &str) -> Response<ProxyBody> {
+fn plain(status: StatusCode, message: &str, cache_status: &CacheStatus) -> Response<ProxyBody> {
     let mut response = Response::new(origin::full(format!("{message}\n")));
     *response.status_mut() = status;
     response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    response.headers_mut().insert(CACHE_STATUS, status_header(cache_status));
+    response.headers_mut().insert(CACHE_STATUS, cache_status.to_header_value());
     response
 }
 
@@ -128,7 +121,8 @@ impl Proxy {
             .map(str::to_owned)
             .or_else(|| parts.uri.authority().map(|a| a.to_string()));
         let Some(host) = host else {
-            return plain(StatusCode::BAD_REQUEST, "missing Host header", "fwd=request; detail=no-host");
+            let status = CacheStatus::forward(Fwd::Request).detail("no-host");
+            return plain(StatusCode::BAD_REQUEST, "missing Host header", &status);
         };
         if parts.method != Method::GET && parts.method != Method::HEAD {
             return self.unsafe_method(parts, body, peer, &scheme, &host).await;
@@ -139,24 +133,28 @@ impl Proxy {
         let read = Read { parts, peer, scheme, resource, route };
         // Range and the preconditions a cache does not evaluate go to the origin (RFC 9111 section 4.3.2).
         if read.parts.headers.contains_key(RANGE) || conditional::has_origin_preconditions(&read.parts.headers) {
-            return self.fetch(&read, None, "fwd=request", "pass").await;
+            return self.fetch(&read, None, &CacheStatus::forward(Fwd::Request), "pass").await;
         }
         let started = Instant::now();
         let lookup = self.cache.lookup_waiting(read.lookup()).await;
         self.metrics.lookup_duration.observe(started.elapsed().as_secs_f64());
         match lookup {
             Lookup::Hit(hit) => self.on_hit(&read, hit).await,
-            Lookup::Miss(fill) => self.fetch(&read, Some(fill), "fwd=uri-miss", "miss").await,
-            Lookup::Busy => self.fetch(&read, None, "fwd=miss; detail=fill-wait-timeout", "miss").await,
+            Lookup::Miss(fill) => self.fetch(&read, Some(fill), &CacheStatus::forward(Fwd::UriMiss), "miss").await,
+            Lookup::Busy => {
+                let status = CacheStatus::forward(Fwd::Miss).detail("fill-wait-timeout");
+                self.fetch(&read, None, &status, "miss").await
+            }
             Lookup::Pass { reason } => {
-                let detail = format!("fwd=bypass; detail=hit-for-pass-{}", reason.replace('_', "-"));
-                self.fetch(&read, None, &detail, "pass").await
+                let detail = format!("hit-for-pass-{}", reason.replace('_', "-"));
+                self.fetch(&read, None, &CacheStatus::forward(Fwd::Bypass).detail(detail), "pass").await
             }
             Lookup::Unavailable(error) => {
                 if self.store_log.allow() {
                     tracing::warn!(%error, "cache store unavailable; serving from the origin (logged at most once a minute)");
                 }
-                self.fetch(&read, None, "fwd=miss; detail=store-unavailable", "miss").await
+                let status = CacheStatus::forward(Fwd::Miss).detail("store-unavailable");
+                self.fetch(&read, None, &status, "miss").await
             }
         }
     }
@@ -175,19 +173,20 @@ impl Proxy {
     async fn on_hit(self: &Arc<Self>, read: &Read, hit: Hit) -> Response<ProxyBody> {
         match hit.state {
             HitState::Fresh => {
-                let ttl = hit.meta.fresh_for_s.saturating_sub(hit.age_s);
-                let detail =
-                    if hit.meta.fresh_for_s == u64::MAX { "hit".to_owned() } else { format!("hit; ttl={ttl}") };
+                let status = CacheStatus::hit(reply::ttl(&hit.meta, hit.age_s));
                 let meta = hit.meta.clone();
-                self.serve(read, &hit, &meta, &detail, "hit").await
+                self.serve(read, &hit, &meta, &status, "hit").await
             }
             HitState::Grace | HitState::Stale { while_revalidate: true, .. } => {
-                let reason = if hit.state == HitState::Grace { "grace" } else { "while_revalidate" };
+                let (reason, detail) = if hit.state == HitState::Grace {
+                    ("grace", "stale-grace")
+                } else {
+                    ("while_revalidate", "stale-while-revalidate")
+                };
                 self.metrics.stale_served.get_or_create(&crate::metrics::ReasonLabel { reason }).inc();
                 self.refresh_in_background(read, &hit);
-                let detail = format!("hit; detail=stale-{}", reason.replace('_', "-"));
                 let meta = hit.meta.clone();
-                self.serve(read, &hit, &meta, &detail, "stale").await
+                self.serve(read, &hit, &meta, &CacheStatus::hit(None).detail(detail), "stale").await
             }
             HitState::Stale { if_error, .. } => self.revalidate(read, hit, if_error).await,
         }
@@ -199,63 +198,35 @@ impl Proxy {
         read: &Read,
         hit: &Hit,
         meta: &EntryMeta,
-        detail: &str,
+        status: &CacheStatus,
         outcome: &'static str,
     ) -> Response<ProxyBody> {
         // Each stored coding is its own representation with its own validator (RFC 9110 section 8.8.3).
-        let coding = encoding::negotiate(&read.parts.headers, &meta.codings);
-        let etag = EntityTag::parse(&meta.etag).map(|base| match coding {
-            Some(coding) => base.for_coding(coding.as_str()),
-            None => base,
-        });
-        let mut etag_value = etag.as_ref().map_or_else(|| meta.etag.clone(), EntityTag::to_header_value);
-        if let Some(etag) = &etag {
-            let weakened = conditional::weakened_copy_of(&read.parts.headers, etag);
-            if weakened {
-                // The client holds the weakened copy: a 304 naming that form lets it update what it stored
-                // (RFC 9111 section 4.3.4 selects stored responses by the validator the 304 carries).
-                etag_value = format!("W/{etag_value}");
-            }
-            if meta.minted && weakened {
-                self.metrics.weakened_validators.inc();
-                if self.weakened_log.allow() {
-                    tracing::warn!(
-                        "a proxy in front of etagd weakens ETags (W/ copies of strong tags come back); etagd still \
-                         answers 304, but check gzip settings in front (see docs/deploying.md)"
-                    );
-                }
+        let chosen = Representation::negotiate(&read.parts.headers, meta).echo_weakened();
+        if meta.minted && chosen.weakened() {
+            self.metrics.weakened_validators.inc();
+            if self.weakened_log.allow() {
+                tracing::warn!(
+                    "a proxy in front of etagd weakens ETags (W/ copies of strong tags come back); etagd still \
+                     answers 304, but check gzip settings in front (see docs/deploying.md)"
+                );
             }
         }
-        if conditional::evaluate(&read.parts.headers, etag.as_ref(), meta.last_modified.as_deref())
-            == Evaluation::NotModified
-        {
+        if chosen.evaluate() == Evaluation::NotModified {
             self.metrics.request("not_modified");
-            return not_modified(meta, &etag_value, hit.age_s, detail);
+            return chosen.not_modified(Some(hit.age_s), status).map(|()| origin::empty());
         }
-        match self.cache.body(hit, coding.map(Coding::as_str)).await {
+        match self.cache.body(hit, chosen.coding().map(Coding::as_str)).await {
             Ok(Some(body)) => {
                 self.metrics.request(outcome);
-                let mut response =
-                    Response::new(if read.is_head() { origin::empty() } else { origin::full(body.body.clone()) });
-                *response.status_mut() = StatusCode::from_u16(meta.status).unwrap_or(StatusCode::OK);
-                let headers = response.headers_mut();
-                for (name, value) in &body.headers {
-                    if let (Ok(name), Ok(value)) =
-                        (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(value))
-                    {
-                        headers.append(name, value);
-                    }
-                }
-                headers.insert(CONTENT_LENGTH, HeaderValue::from(body.body.len()));
-                insert_etag(headers, &etag_value);
-                headers.insert(AGE, HeaderValue::from(hit.age_s));
-                headers.insert(CACHE_STATUS, status_header(detail));
-                response
+                let answer = chosen.from_entry(&body.headers, body.body.len(), Some(hit.age_s), status);
+                answer.map(|()| if read.is_head() { origin::empty() } else { origin::full(body.body.clone()) })
             }
             // The body was evicted or is unreadable: refill it (one caller fleet-wide), never fail the request.
             Ok(None) | Err(_) => {
                 let fill = self.cache.refresh_permit(hit, read.lookup()).await;
-                self.fetch(read, fill, "fwd=miss; detail=body-missing", "miss").await
+                let status = CacheStatus::forward(Fwd::Miss).detail("body-missing");
+                self.fetch(read, fill, &status, "miss").await
             }
         }
     }
@@ -363,10 +334,11 @@ impl Proxy {
                     // RFC 5861 section 4: the origin failed, and the entry may be served stale for a while.
                     self.metrics.stale_served.get_or_create(&crate::metrics::ReasonLabel { reason: "if_error" }).inc();
                     let meta = hit.meta.clone();
-                    return self.serve(read, &hit, &meta, "hit; detail=stale-if-error", "stale").await;
+                    let status = CacheStatus::hit(None).detail("stale-if-error");
+                    return self.serve(read, &hit, &meta, &status, "stale").await;
                 }
                 return match failed {
-                    Ok(response) => self.pass_through(response, "fwd=stale", "miss"),
+                    Ok(response) => self.pass_through(response, &CacheStatus::forward(Fwd::Stale), "miss"),
                     Err(error) => self.origin_failed(&error),
                 };
             }
@@ -385,13 +357,14 @@ impl Proxy {
             let meta = refreshed.unwrap_or_else(|| hit.meta.clone());
             let mut hit = hit;
             hit.age_s = 0;
-            return self.serve(read, &hit, &meta, "fwd=stale; fwd-status=304; stored", "miss").await;
+            let status = CacheStatus::forward(Fwd::Stale).fwd_status(304).stored(None);
+            return self.serve(read, &hit, &meta, &status, "miss").await;
         }
         match fill {
             Some(fill) => {
                 self.store(&read.parts.method, &read.parts.headers, read.route.as_ref(), parts, body, fill).await
             }
-            None => self.pass_through(Response::from_parts(parts, body), "fwd=stale", "miss"),
+            None => self.pass_through(Response::from_parts(parts, body), &CacheStatus::forward(Fwd::Stale), "miss"),
         }
     }
 
@@ -400,7 +373,7 @@ impl Proxy {
         self: &Arc<Self>,
         read: &Read,
         fill: Option<Fill>,
-        detail: &str,
+        status: &CacheStatus,
         outcome: &'static str,
     ) -> Response<ProxyBody> {
         let mut headers = origin::forward_headers(read.parts.headers.clone(), read.peer, &read.scheme);
@@ -428,7 +401,7 @@ impl Proxy {
         let Some(fill) = fill else {
             self.metrics.request(outcome);
             let response = self.finish_origin_response(parts, body).await;
-            return with_status(response, detail);
+            return with_status(response, status);
         };
         let mut response =
             self.store(&read.parts.method, &read.parts.headers, read.route.as_ref(), parts, body, fill).await;
@@ -442,16 +415,22 @@ impl Proxy {
         self.metrics.origin_errors.inc();
         self.metrics.request("error");
         tracing::warn!(%error, "origin request failed");
-        plain(StatusCode::BAD_GATEWAY, "the origin did not answer", "fwd=miss; detail=origin-unavailable")
+        let status = CacheStatus::forward(Fwd::Miss).detail("origin-unavailable");
+        plain(StatusCode::BAD_GATEWAY, "the origin did not answer", &status)
     }
 
-    fn pass_through(&self, response: Response<Incoming>, detail: &str, outcome: &'static str) -> Response<ProxyBody> {
+    fn pass_through(
+        &self,
+        response: Response<Incoming>,
+        status: &CacheStatus,
+        outcome: &'static str,
+    ) -> Response<ProxyBody> {
         self.metrics.request(outcome);
         let (mut parts, body) = response.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(SURROGATE_KEY);
         parts.headers.remove(ETAGD_INVALIDATE);
-        with_status(Response::from_parts(parts, origin::stream(body)), detail)
+        with_status(Response::from_parts(parts, origin::stream(body)), status)
     }
 
     /// Applies an origin answer's `Etagd-Invalidate`, strips etagd's own headers and streams it.
@@ -518,8 +497,8 @@ impl Proxy {
                     fill.abandon(Some(reason.as_str())).await;
                 }
                 self.metrics.request("miss");
-                let detail = format!("fwd=uri-miss; detail={}", reason.as_str().replace('_', "-"));
-                return with_status(Response::from_parts(parts, origin::stream(body)), &detail);
+                let status = CacheStatus::forward(Fwd::UriMiss).detail(reason.as_str().replace('_', "-"));
+                return with_status(Response::from_parts(parts, origin::stream(body)), &status);
             }
         };
         let bytes = match origin::buffer(body, self.config.max_body_bytes).await {
@@ -527,18 +506,16 @@ impl Proxy {
             Ok(Buffered::TooLarge(body)) => {
                 fill.abandon(Some(NoStoreReason::TooLarge.as_str())).await;
                 self.metrics.request("miss");
-                return with_status(Response::from_parts(parts, body), "fwd=uri-miss; detail=too-large");
+                let status = CacheStatus::forward(Fwd::UriMiss).detail("too-large");
+                return with_status(Response::from_parts(parts, body), &status);
             }
             Err(error) => {
                 drop(fill);
                 self.metrics.origin_errors.inc();
                 self.metrics.request("error");
                 tracing::warn!(%error, "origin body failed");
-                return plain(
-                    StatusCode::BAD_GATEWAY,
-                    "the origin's answer broke off",
-                    "fwd=uri-miss; detail=origin-body-error",
-                );
+                let status = CacheStatus::forward(Fwd::UriMiss).detail("origin-body-error");
+                return plain(StatusCode::BAD_GATEWAY, "the origin's answer broke off", &status);
             }
         };
         if let Some(route) = route {
@@ -556,60 +533,36 @@ impl Proxy {
         } else {
             Vec::new()
         };
-        let mut vary = headers::vary_names(&parts.headers).unwrap_or_default();
         if !codings.is_empty() {
-            vary.retain(|name| name != "accept-encoding");
-            add_vary_accept_encoding(&mut parts.headers);
+            // The client's answer varies on Accept-Encoding too, stored or not.
+            reply::vary_on_accept_encoding(&mut parts.headers);
         }
-        let origin_etag = parts.headers.get(ETAG).and_then(|v| v.to_str().ok()).and_then(EntityTag::parse);
-        let last_modified = parts.headers.get(LAST_MODIFIED).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let replay: Vec<(String, Bytes)> = parts
-            .headers
-            .iter()
-            .filter(|(name, _)| ![ETAG, AGE, CONTENT_LENGTH].contains(name))
-            .map(|(name, value)| (name.as_str().to_owned(), Bytes::copy_from_slice(value.as_bytes())))
-            .collect();
-        let response = FillResponse {
-            status: parts.status.as_u16(),
-            headers: replay,
-            headers_304: headers::headers_for_304(&parts.headers),
-            body: bytes.clone(),
-            freshness,
-            tags,
-            vary,
-            etag: origin_etag,
-            last_modified,
-            codings: codings.clone(),
-        };
+        let response = reply::prepare_fill(&parts, bytes.clone(), freshness, tags, codings.clone());
         self.metrics.request("miss");
         match fill.commit(response).await {
             Ok(meta) => {
                 let stored: usize = bytes.len() + codings.iter().map(|(_, body)| body.len()).sum::<usize>();
                 self.metrics.stored_bytes.inc_by(stored as u64);
-                let coding = encoding::negotiate(request, &meta.codings);
-                let base = EntityTag::parse(&meta.etag);
-                let (etag, body) = match (coding, base) {
-                    (Some(coding), Some(base)) => {
-                        let body = codings.iter().find(|(c, _)| c == coding.as_str()).map(|(_, b)| b.clone());
-                        parts.headers.insert(CONTENT_ENCODING, HeaderValue::from_static(coding.as_str()));
-                        (base.for_coding(coding.as_str()).to_header_value(), body.unwrap_or(bytes))
-                    }
-                    _ => (meta.etag.clone(), bytes),
-                };
-                parts.headers.remove(ETAG);
-                insert_etag(&mut parts.headers, &etag);
-                parts.headers.insert(AGE, HeaderValue::from(meta.initial_age_s));
-                parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
-                with_status(Response::from_parts(parts, origin::full(body)), "fwd=uri-miss; stored")
+                let chosen = Representation::negotiate(request, &meta);
+                let body = chosen
+                    .coding()
+                    .and_then(|coding| codings.iter().find(|(c, _)| c == coding.as_str()))
+                    .map_or(bytes, |(_, body)| body.clone());
+                chosen.stamp(&mut parts.headers, body.len(), Some(meta.initial_age_s));
+                let status = CacheStatus::forward(Fwd::UriMiss).stored(None);
+                with_status(Response::from_parts(parts, origin::full(body)), &status)
             }
             Err(error) => {
                 let detail = match error {
-                    CommitError::Invalidated => "fwd=uri-miss; detail=invalidated-during-fill",
-                    CommitError::Raced => "fwd=uri-miss; detail=lost-race",
-                    _ => "fwd=uri-miss; detail=store-unavailable",
+                    CommitError::Invalidated => "invalidated-during-fill",
+                    CommitError::Raced => "lost-race",
+                    _ => "store-unavailable",
                 };
                 parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-                with_status(Response::from_parts(parts, origin::full(bytes)), detail)
+                with_status(
+                    Response::from_parts(parts, origin::full(bytes)),
+                    &CacheStatus::forward(Fwd::UriMiss).detail(detail),
+                )
             }
         }
     }
@@ -650,7 +603,7 @@ impl Proxy {
         self.metrics.request("bypass");
         let (parts, body) = response.into_parts();
         let response = self.finish_origin_response(parts, body).await;
-        with_status(response, "fwd=method")
+        with_status(response, &CacheStatus::forward(Fwd::Method))
     }
 }
 
@@ -662,44 +615,7 @@ fn same_host(base: &str, value: &str) -> Option<String> {
         .then(|| target.to_string())
 }
 
-fn insert_etag(headers: &mut HeaderMap, etag: &str) {
-    if let Ok(etag) = HeaderValue::from_str(etag) {
-        headers.insert(ETAG, etag);
-    }
-}
-
-/// Adds `Accept-Encoding` to `Vary` (RFC 9110 section 12.5.5): caches downstream must key on it once etagd
-/// picks codings per request.
-fn add_vary_accept_encoding(headers: &mut HeaderMap) {
-    let present = headers.get_all(VARY).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|v| v.split(',').any(|n| n.trim().eq_ignore_ascii_case("accept-encoding") || n.trim() == "*"))
-    });
-    if !present {
-        headers.append(VARY, HeaderValue::from_static("Accept-Encoding"));
-    }
-}
-
-fn with_status(mut response: Response<ProxyBody>, detail: &str) -> Response<ProxyBody> {
-    response.headers_mut().insert(CACHE_STATUS, status_header(detail));
-    response
-}
-
-/// A 304 with the headers RFC 9110 section 15.4.5 requires (the ones the 200 would carry) and no body.
-fn not_modified(meta: &EntryMeta, etag: &str, age_s: u64, detail: &str) -> Response<ProxyBody> {
-    let mut response = Response::new(origin::empty());
-    *response.status_mut() = StatusCode::NOT_MODIFIED;
-    let headers = response.headers_mut();
-    for (name, value) in &meta.headers_304 {
-        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
-            headers.append(name, value);
-        }
-    }
-    insert_etag(headers, etag);
-    if let Some(value) = meta.last_modified.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
-        headers.insert(LAST_MODIFIED, value);
-    }
-    headers.insert(AGE, HeaderValue::from(age_s));
-    headers.insert(CACHE_STATUS, status_header(detail));
+fn with_status(mut response: Response<ProxyBody>, status: &CacheStatus) -> Response<ProxyBody> {
+    response.headers_mut().insert(CACHE_STATUS, status.to_header_value());
     response
 }

@@ -15,10 +15,13 @@ use crate::entry::{EntryError, EntryMeta};
 
 const SLOTS: usize = 4096;
 
+/// The bytes an entry was decoded from, and the entry.
+type Slot = Option<(Bytes, Arc<EntryMeta>)>;
+
 /// A fixed-size memo of decoded [`EntryMeta`]s.
 #[derive(Debug)]
 pub(crate) struct Memo {
-    slots: Box<[Mutex<Option<(Bytes, Arc<EntryMeta>)>>]>,
+    slots: Box<[Mutex<Slot>]>,
 }
 
 impl Default for Memo {

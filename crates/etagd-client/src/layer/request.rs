@@ -4,10 +4,10 @@
 use http::header::{AUTHORIZATION, HOST, IF_MODIFIED_SINCE, IF_NONE_MATCH, RANGE};
 use http::{HeaderMap, Request, Uri};
 
-use super::status::Fwd;
 use crate::cacheability;
 use crate::conditional;
 use crate::key::ResourceKey;
+use crate::reply::Fwd;
 
 /// The de facto header a TLS-terminating proxy in front of the service uses to say how the client connected.
 const X_FORWARDED_PROTO: &str = "x-forwarded-proto";

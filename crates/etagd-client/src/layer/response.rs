@@ -1,32 +1,22 @@
-//! The response side of the layer: reading the inner service's answer (up to a size limit) and preparing it for
-//! storage, and building the answers the layer gives from a stored entry (200 with the body, 304 without).
+//! The response side of the layer: reading the inner service's answer (up to a size limit), its tags, and the
+//! layer's own touches on answers; how an entry or an answer becomes a response or a fill is `reply`'s.
 
 use std::collections::VecDeque;
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{AGE, CONTENT_LENGTH, DATE, ETAG, LAST_MODIFIED};
+use http::header::{CONTENT_LENGTH, DATE};
 use http::response::Parts;
-use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Response};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use tower::BoxError;
 
 use super::ResponseBody;
-use super::status::CacheStatus;
-use crate::cache::FillResponse;
-use crate::cacheability::{Freshness, NoStoreReason};
-use crate::conditional::{self, Evaluation};
+use crate::cacheability::NoStoreReason;
 use crate::entry::EntryMeta;
-use crate::etag::EntityTag;
 use crate::headers::{self, SURROGATE_KEY};
-
-/// The `Cache-Status` header name (RFC 9211).
-pub(crate) const CACHE_STATUS: &str = "cache-status";
-
-/// Response headers not kept for replay: `ETag` and `Age` are set per answer from the entry, `Content-Length`
-/// from the stored body, `Cache-Status` per answer, and `Surrogate-Key` is meant for caches only.
-const NOT_REPLAYED: [&str; 5] = ["etag", "age", "content-length", CACHE_STATUS, SURROGATE_KEY];
+use crate::reply::{CACHE_STATUS, CacheStatus, Representation};
 
 /// The inner service's body, read as far as the layer could.
 pub(crate) enum Collected {
@@ -109,129 +99,28 @@ pub(crate) fn tags(layer_tags: &[String], headers: &HeaderMap) -> Vec<String> {
     tags
 }
 
-/// Prepares a storable response for [`Fill::commit`](crate::cache::Fill::commit).
-pub(crate) fn prepare(parts: &Parts, body: Bytes, freshness: Freshness, tags: Vec<String>) -> FillResponse {
-    let mut headers = parts.headers.clone();
-    headers::strip_hop_by_hop(&mut headers);
-    let text = |name: HeaderName| headers.get(name).and_then(|value| value.to_str().ok()).map(str::to_owned);
-    let etag = text(ETAG).as_deref().and_then(EntityTag::parse);
-    let last_modified = text(LAST_MODIFIED);
-    let headers_304 = headers::headers_for_304(&headers);
-    // `cacheability::storable` already refused `Vary: *`.
-    let vary = headers::vary_names(&headers).unwrap_or_default();
-    for name in NOT_REPLAYED {
-        headers.remove(name);
+/// The stored representation the layer answers with: always identity (the layer leaves compression to a layer
+/// outside it), its validator compared with the client's.
+pub(crate) fn representation<'a>(request_headers: &'a HeaderMap, meta: &'a EntryMeta) -> Representation<'a> {
+    // A 304 names the tag in the form the client holds, as the sidecar does (RFC 9111 section 4.3.4).
+    let chosen = Representation::identity(request_headers, meta).echo_weakened();
+    if chosen.weakened() {
+        // Something between the client and the service (a compressing proxy) weakened our tag; weak
+        // comparison still matches it (RFC 9110 section 13.1.2), but operators may want to know.
+        tracing::debug!(etag = %meta.etag, "request carries a weakened copy of a stored strong ETag");
     }
-    let replay = headers
-        .iter()
-        .map(|(name, value)| (name.as_str().to_owned(), Bytes::copy_from_slice(value.as_bytes())))
-        .collect();
-    FillResponse {
-        status: parts.status.as_u16(),
-        headers: replay,
-        headers_304,
-        body,
-        freshness,
-        tags,
-        vary,
-        etag,
-        last_modified,
-        codings: Vec::new(),
-    }
+    chosen
 }
 
-/// The freshness an entry has left, for `Cache-Status` (`None`: kept until invalidated).
-pub(crate) fn ttl(meta: &EntryMeta, age_s: u64) -> Option<i64> {
-    (meta.fresh_for_s != u64::MAX).then(|| {
-        let fresh = i64::try_from(meta.fresh_for_s).unwrap_or(i64::MAX);
-        fresh.saturating_sub(i64::try_from(age_s).unwrap_or(i64::MAX))
-    })
-}
-
-/// Evaluates the client's `If-None-Match` / `If-Modified-Since` against an entry.
-pub(crate) fn evaluate(request_headers: &HeaderMap, meta: &EntryMeta) -> Evaluation {
-    // RFC 9110 section 13.2.1: preconditions apply only where the unconditional answer would be a 2xx.
-    if !(200..300).contains(&meta.status) {
-        return Evaluation::Proceed;
-    }
-    let etag = EntityTag::parse(&meta.etag);
-    if let Some(etag) = &etag {
-        if conditional::weakened_copy_of(request_headers, etag) {
-            // Something between the client and the service (a compressing proxy) weakened our tag; weak
-            // comparison still matches it (RFC 9110 section 13.1.2), but operators may want to know.
-            tracing::debug!(etag = %meta.etag, "request carries a weakened copy of a stored strong ETag");
-        }
-    }
-    conditional::evaluate(request_headers, etag.as_ref(), meta.last_modified.as_deref())
-}
-
-/// A 304 for a stored entry: the validator, `Date`, `Age` for a hit, and the headers a 304 repeats
-/// (RFC 9110 section 15.4.5).
-pub(crate) fn not_modified(
-    meta: &EntryMeta,
-    age_s: Option<u64>,
-    status: &CacheStatus,
-    now: SystemTime,
-) -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::empty());
-    *response.status_mut() = StatusCode::NOT_MODIFIED;
-    let headers = response.headers_mut();
-    for (name, value) in &meta.headers_304 {
-        append(headers, name.as_bytes(), value.as_bytes());
-    }
-    finish_entry_headers(headers, meta, age_s, status, now);
-    response
-}
-
-/// A full answer from a stored entry: its status and replayed headers, the validator, `Age` for a hit, and the
-/// body (none for HEAD, with the `Content-Length` GET would have).
-pub(crate) fn from_entry(
-    meta: &EntryMeta,
-    replay: &[(String, Bytes)],
-    body: &Bytes,
-    age_s: Option<u64>,
-    head: bool,
-    status: &CacheStatus,
-    now: SystemTime,
-) -> Response<ResponseBody> {
-    let body_out = if head { ResponseBody::empty() } else { ResponseBody::full(body.clone()) };
-    let mut response = Response::new(body_out);
-    *response.status_mut() = StatusCode::from_u16(meta.status).unwrap_or(StatusCode::OK);
-    let headers = response.headers_mut();
-    for (name, value) in replay {
-        append(headers, name.as_bytes(), value);
-    }
-    headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
-    finish_entry_headers(headers, meta, age_s, status, now);
-    response
-}
-
-fn finish_entry_headers(
-    headers: &mut HeaderMap,
-    meta: &EntryMeta,
-    age_s: Option<u64>,
-    status: &CacheStatus,
-    now: SystemTime,
-) {
-    if let Ok(etag) = HeaderValue::from_str(&meta.etag) {
-        headers.insert(ETAG, etag);
-    }
-    if let Some(age_s) = age_s {
-        // RFC 9111 section 5.1: a cache answering from storage says how old the answer is.
-        headers.insert(AGE, HeaderValue::from(age_s));
-    }
-    if !headers.contains_key(DATE) {
+/// An answer from storage ([`Representation::not_modified`] or [`Representation::from_entry`]) with its body,
+/// and `Date` when the stored headers have none: the layer may sit under a server that does not add it.
+pub(crate) fn from_storage(head: Response<()>, body: ResponseBody, now: SystemTime) -> Response<ResponseBody> {
+    let mut response = head.map(|()| body);
+    if !response.headers().contains_key(DATE) {
         let date = HeaderValue::from_str(&httpdate::fmt_http_date(now)).expect("an HTTP date is ASCII");
-        headers.insert(DATE, date);
+        response.headers_mut().insert(DATE, date);
     }
-    headers.append(CACHE_STATUS, status.to_header_value());
-}
-
-fn append(headers: &mut HeaderMap, name: &[u8], value: &[u8]) {
-    // Stored headers came from a valid response; a value that no longer parses is dropped, not fatal.
-    if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
-        headers.append(name, value);
-    }
+    response
 }
 
 /// An answer the layer did not store, as the inner service gave it, minus `Surrogate-Key` (meant for caches
@@ -272,15 +161,16 @@ mod tests {
     use super::*;
     use crate::entry::Generations;
     use futures_util::stream;
+    use http::HeaderName;
     use http_body_util::{Full, StreamBody};
 
-    fn meta(status: u16, etag: &str, last_modified: Option<&str>) -> EntryMeta {
+    fn meta(status: u16, etag: &str) -> EntryMeta {
         EntryMeta {
             fill_id: 1,
             status,
             etag: etag.to_owned(),
             minted: true,
-            last_modified: last_modified.map(str::to_owned),
+            last_modified: None,
             stored_at_ms: 0,
             initial_age_s: 0,
             fresh_for_s: u64::MAX,
@@ -305,38 +195,6 @@ mod tests {
     }
 
     #[test]
-    fn conditionals_against_entries() {
-        const LM: &str = "Tue, 24 Nov 2026 10:00:00 GMT";
-        let check = |status: u16, lines: &[(&str, &str)], expected: Evaluation| {
-            let entry = meta(status, "\"v1\"", Some(LM));
-            assert_eq!(evaluate(&map(lines), &entry), expected, "{status} {lines:?}");
-        };
-        check(200, &[], Evaluation::Proceed);
-        check(200, &[("if-none-match", "\"v1\"")], Evaluation::NotModified);
-        check(200, &[("if-none-match", "W/\"v1\"")], Evaluation::NotModified);
-        check(200, &[("if-none-match", "\"v0\", \"v1\"")], Evaluation::NotModified);
-        check(200, &[("if-none-match", "\"v2\"")], Evaluation::Proceed);
-        check(200, &[("if-none-match", "*")], Evaluation::NotModified);
-        check(200, &[("if-modified-since", LM)], Evaluation::NotModified);
-        check(204, &[("if-none-match", "\"v1\"")], Evaluation::NotModified);
-        check(404, &[("if-none-match", "\"v1\"")], Evaluation::Proceed);
-        check(301, &[("if-none-match", "*")], Evaluation::Proceed);
-    }
-
-    #[test]
-    fn ttls() {
-        let check = |fresh_for_s: u64, age_s: u64, expected: Option<i64>| {
-            let entry = EntryMeta { fresh_for_s, ..meta(200, "\"a\"", None) };
-            assert_eq!(ttl(&entry, age_s), expected, "{fresh_for_s} {age_s}");
-        };
-        check(u64::MAX, 5, None);
-        check(60, 0, Some(60));
-        check(60, 45, Some(15));
-        check(60, 70, Some(-10));
-        check(0, 3, Some(-3));
-    }
-
-    #[test]
     fn tags_merge_layer_and_surrogate_keys() {
         let check = |layer: &[&str], lines: &[(&str, &str)], expected: &[&str]| {
             let layer: Vec<String> = layer.iter().map(|t| (*t).to_owned()).collect();
@@ -351,49 +209,6 @@ mod tests {
         let got = tags(&layer, &map(&[("surrogate-key", &many.join(" "))]));
         assert_eq!(got.len(), headers::MAX_TAGS);
         assert_eq!(got[0], "first");
-    }
-
-    #[test]
-    fn prepared_fills_keep_only_replayable_headers() {
-        let response = Response::builder()
-            .status(200)
-            .header("content-type", "application/json")
-            .header("etag", "\"origin\"")
-            .header("age", "3")
-            .header("content-length", "2")
-            .header("connection", "x-private")
-            .header("x-private", "1")
-            .header("keep-alive", "timeout=5")
-            .header("surrogate-key", "a")
-            .header("cache-status", "inner; hit")
-            .header("cache-control", "max-age=60")
-            .header("vary", "Accept-Encoding")
-            .header("last-modified", "Tue, 24 Nov 2026 10:00:00 GMT")
-            .header("x-multi", "1")
-            .header("x-multi", "2")
-            .body(())
-            .unwrap();
-        let (parts, ()) = response.into_parts();
-        let freshness = Freshness {
-            fresh_for_s: 60,
-            initial_age_s: 3,
-            stale_while_revalidate_s: 0,
-            stale_if_error_s: 0,
-            must_revalidate: false,
-        };
-        let fill = prepare(&parts, Bytes::from_static(b"[]"), freshness.clone(), vec!["a".to_owned()]);
-        let mut names: Vec<&str> = fill.headers.iter().map(|(name, _)| name.as_str()).collect();
-        names.sort_unstable();
-        assert_eq!(names, ["cache-control", "content-type", "last-modified", "vary", "x-multi", "x-multi"]);
-        assert_eq!(fill.etag, Some(EntityTag::strong("origin")));
-        assert_eq!(fill.last_modified.as_deref(), Some("Tue, 24 Nov 2026 10:00:00 GMT"));
-        assert_eq!(fill.vary, ["accept-encoding"]);
-        assert_eq!(
-            fill.headers_304,
-            [("cache-control".to_owned(), "max-age=60".to_owned()), ("vary".to_owned(), "Accept-Encoding".to_owned())]
-        );
-        assert_eq!((fill.status, fill.freshness, fill.tags), (200, freshness, vec!["a".to_owned()]));
-        assert_eq!(fill.body, Bytes::from_static(b"[]"));
     }
 
     #[tokio::test]
@@ -437,37 +252,31 @@ mod tests {
     }
 
     #[test]
-    fn entry_answers() {
+    fn answers_from_storage_carry_a_date_and_their_body() {
         let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
-        let entry = meta(200, "\"v1\"", None);
+        let entry = meta(200, "\"v1\"");
+        let request = HeaderMap::new();
         let status = CacheStatus::hit(None);
-        let replay = vec![
-            ("content-type".to_owned(), Bytes::from_static(b"text/plain")),
-            ("x-multi".to_owned(), Bytes::from_static(b"1")),
-            ("x-multi".to_owned(), Bytes::from_static(b"2")),
-        ];
-        let body = Bytes::from_static(b"hello");
-        let get = from_entry(&entry, &replay, &body, Some(7), false, &status, now);
-        assert_eq!(get.status(), StatusCode::OK);
-        assert_eq!(get.headers()["etag"], "\"v1\"");
-        assert_eq!(get.headers()["age"], "7");
-        assert_eq!(get.headers()["content-length"], "5");
-        assert_eq!(get.headers()["cache-status"], "etagd; hit");
+        let replay = vec![("content-type".to_owned(), Bytes::from_static(b"text/plain"))];
+        let chosen = representation(&request, &entry);
+
+        let get =
+            from_storage(chosen.from_entry(&replay, 5, Some(7), &status), ResponseBody::full("hello".into()), now);
         assert_eq!(get.headers()["date"], httpdate::fmt_http_date(now).as_str());
-        assert_eq!(get.headers().get_all("x-multi").iter().count(), 2);
+        assert_eq!(get.headers()["etag"], "\"v1\"");
         assert_eq!(get.body().size_hint().exact(), Some(5));
 
-        let head = from_entry(&entry, &replay, &body, None, true, &status, now);
+        let head = from_storage(chosen.from_entry(&replay, 5, None, &status), ResponseBody::empty(), now);
         assert_eq!(head.headers()["content-length"], "5");
-        assert!(head.headers().get("age").is_none());
         assert!(head.body().is_end_stream());
 
-        let not_modified = not_modified(&entry, Some(7), &status, now);
-        assert_eq!(not_modified.status(), StatusCode::NOT_MODIFIED);
-        assert_eq!(not_modified.headers()["etag"], "\"v1\"");
-        assert_eq!(not_modified.headers()["cache-control"], "max-age=60");
-        assert_eq!(not_modified.headers()["age"], "7");
-        assert!(not_modified.headers().get("content-length").is_none());
-        assert!(not_modified.body().is_end_stream());
+        let not_modified = from_storage(chosen.not_modified(Some(7), &status), ResponseBody::empty(), now);
+        assert_eq!(not_modified.status(), http::StatusCode::NOT_MODIFIED);
+        assert_eq!(not_modified.headers()["date"], httpdate::fmt_http_date(now).as_str());
+
+        // A stored Date (the service's own) is kept.
+        let dated = vec![("date".to_owned(), Bytes::from_static(b"Tue, 24 Nov 2026 10:00:00 GMT"))];
+        let kept = from_storage(chosen.from_entry(&dated, 0, None, &status), ResponseBody::empty(), now);
+        assert_eq!(kept.headers()["date"], "Tue, 24 Nov 2026 10:00:00 GMT");
     }
 }

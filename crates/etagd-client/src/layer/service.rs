@@ -21,12 +21,12 @@ use tower::{BoxError, Service};
 
 use super::request;
 use super::response::{self, Collected};
-use super::status::{CacheStatus, Fwd};
 use super::{EtagCacheLayer, ResponseBody, ResponseFuture, Shared};
 use crate::cache::{Cache, CommitError, Fill, FillResponse, Hit, HitState, Lookup, LookupRequest};
 use crate::cacheability::{self, NoStoreReason};
 use crate::conditional::Evaluation;
 use crate::entry::EntryMeta;
+use crate::reply::{self, CacheStatus, Fwd};
 
 /// The service built by [`EtagCacheLayer`]: answers GET and HEAD from the shared cache and fills it from the
 /// inner service, like the sidecar does for a whole application.
@@ -190,7 +190,7 @@ where
             };
         }
     };
-    let mut status = CacheStatus::hit(response::ttl(&hit.meta, hit.age_s));
+    let mut status = CacheStatus::hit(reply::ttl(&hit.meta, hit.age_s));
     if let Some(detail) = detail {
         status = status.detail(detail);
     }
@@ -226,14 +226,17 @@ async fn answer_from_entry(
     head: bool,
     status: &CacheStatus,
 ) -> Result<Option<Response<ResponseBody>>, crate::store::StoreError> {
-    let now = shared.now();
-    if response::evaluate(request_headers, &hit.meta) == Evaluation::NotModified {
-        return Ok(Some(response::not_modified(&hit.meta, Some(hit.age_s), status, now)));
+    let chosen = response::representation(request_headers, &hit.meta);
+    if chosen.evaluate() == Evaluation::NotModified {
+        let answer = chosen.not_modified(Some(hit.age_s), status);
+        return Ok(Some(response::from_storage(answer, ResponseBody::empty(), shared.now())));
     }
-    let Some(stored) = shared.cache.body(hit, None).await? else {
+    let Some(stored) = shared.cache.body(hit, chosen.coding().map(|coding| coding.as_str())).await? else {
         return Ok(None);
     };
-    Ok(Some(response::from_entry(&hit.meta, &stored.headers, &stored.body, Some(hit.age_s), head, status, now)))
+    let answer = chosen.from_entry(&stored.headers, stored.body.len(), Some(hit.age_s), status);
+    let body = if head { ResponseBody::empty() } else { ResponseBody::full(stored.body.clone()) };
+    Ok(Some(response::from_storage(answer, body, shared.now())))
 }
 
 /// Asks the inner service for the whole response on the request path, stores it when allowed, and answers the
@@ -259,7 +262,7 @@ where
         let if_error = matches!(previous.state, HitState::Stale { if_error: true, .. });
         if if_error && response.status().is_server_error() {
             // RFC 5861 section 4: within stale-if-error, a failing refresh is answered with the stale entry.
-            let status = CacheStatus::hit(response::ttl(&previous.meta, previous.age_s)).detail("stale-if-error");
+            let status = CacheStatus::hit(reply::ttl(&previous.meta, previous.age_s)).detail("stale-if-error");
             if let Ok(Some(answer)) = answer_from_entry(shared, previous, &request_headers, head, &status).await {
                 return Ok(answer);
             }
@@ -268,13 +271,15 @@ where
     let fwd_status = response.status().as_u16();
     Ok(match store(shared, fill, &request_headers, response).await {
         Stored::Yes { meta, response: stored } => {
-            let status = CacheStatus::forward(fwd).fwd_status(fwd_status).stored(response::ttl(&meta, 0));
-            let now = shared.now();
-            if response::evaluate(&request_headers, &meta) == Evaluation::NotModified {
-                response::not_modified(&meta, None, &status, now)
+            let status = CacheStatus::forward(fwd).fwd_status(fwd_status).stored(reply::ttl(&meta, 0));
+            let chosen = response::representation(&request_headers, &meta);
+            let (answer, body) = if chosen.evaluate() == Evaluation::NotModified {
+                (chosen.not_modified(None, &status), ResponseBody::empty())
             } else {
-                response::from_entry(&meta, &stored.headers, &stored.body, None, head, &status, now)
-            }
+                let body = if head { ResponseBody::empty() } else { ResponseBody::full(stored.body.clone()) };
+                (chosen.from_entry(&stored.headers, stored.body.len(), None, &status), body)
+            };
+            response::from_storage(answer, body, shared.now())
         }
         Stored::No { parts, body, detail } => {
             response::unstored(parts, body, head, CacheStatus::forward(fwd).detail(detail))
@@ -362,7 +367,7 @@ where
         }
     };
     let tags = response::tags(&shared.settings.tags, &parts.headers);
-    let prepared = response::prepare(&parts, bytes, freshness, tags);
+    let prepared = reply::prepare_fill(&parts, bytes, freshness, tags, Vec::new());
     match fill.commit(prepared.clone()).await {
         Ok(meta) => Stored::Yes { meta, response: prepared },
         Err(error) => {
