@@ -9,7 +9,9 @@ run.sh owns the processes and the wrk runs; this file owns everything that parse
   prepare SCENARIO BASE_URL LUA     warm a server up for a scenario, check its answers, write the wrk Lua script;
                                     prints one line of notes; exit 0 = run it, 3 = scenario not applicable
   row ...                           parse one wrk output and append a row to raw.csv
-  summary RUN_DIR                   write RUN_DIR/summary.md from raw.csv, meta.env, notes.tsv
+  tree-jiffies PID                  print the CPU jiffies used so far by every live descendant of PID
+  summary RUN_DIR [--keep-disturbed]  write RUN_DIR/summary.md from raw.csv, meta.env, notes.tsv, unavailable.tsv
+  scenarios                         print the scenario names
 """
 
 from __future__ import annotations
@@ -344,8 +346,14 @@ def server_order(names: list[str]) -> list[str]:
     return ["origin"] * ("origin" in names) + etagds + [p for p in PEERS if p in names] + rest
 
 
-def summary(run_dir: str) -> None:
+def is_disturbed(r: dict[str, str], quiet_limit: float) -> bool:
+    return ((fnum(r.get("background_busy_pct", "")) or 0.0) > quiet_limit
+            or (fnum(r.get("foreign_cpu_pct", "")) or 0.0) > FOREIGN_LIMIT_PCT)
+
+
+def summary(run_dir: str, keep_disturbed: bool = False) -> None:
     meta = read_meta(os.path.join(run_dir, "meta.env"))
+    quiet_limit = fnum(meta.get("quiet_pct", "")) or 10.0
     with open(os.path.join(run_dir, "raw.csv"), newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     notes: dict[tuple[str, str], list[str]] = defaultdict(list)
@@ -366,8 +374,15 @@ def summary(run_dir: str) -> None:
     connections = sorted({int(r["connections"]) for r in rows})
     scenarios = [s for s in SCENARIO_ORDER if any(r["scenario"] == s for r in rows)]
 
+    # A round that another process disturbed is left out of a cell's medians as long as a clean round remains;
+    # the Quiet check section lists every such round, and the rounds column says how many were used.
+    used: dict[tuple[str, str, int], list[dict[str, str]]] = {}
+    for key, group in groups.items():
+        clean = [r for r in group if not is_disturbed(r, quiet_limit)]
+        used[key] = group if keep_disturbed or not clean else clean
+
     def med(key, field):
-        return median([v for v in (fnum(r[field]) for r in groups.get(key, [])) if v is not None])
+        return median([v for v in (fnum(r[field]) for r in used.get(key, [])) if v is not None])
 
     out: list[str] = []
     w = out.append
@@ -384,7 +399,8 @@ def summary(run_dir: str) -> None:
       f"every process (servers, memcached, wrk) on the same machine.  ")
     w(f"Settings: {meta.get('settings', '')}")
     w("")
-    w("Each figure is the median over rounds. rps counts 2xx/3xx answers only. CPU/req is whole-machine busy CPU "
+    w("Each figure is the median over rounds (rounds disturbed by another process are left out while a clean one "
+      "remains; `rounds` says how many were used). rps counts 2xx/3xx answers only. CPU/req is whole-machine busy CPU "
       "(all processes, /proc/stat) during the wrk run divided by those answers. gets/req is memcached `cmd_get` "
       "(delta over the run) per answer, for servers that use memcached.")
     w("")
@@ -399,18 +415,18 @@ def summary(run_dir: str) -> None:
     for c in connections:
         w(f"## Medians at {c} connections")
         w("")
-        w("| scenario | server | req/s | req/s range | p50 ms | p99 ms | CPU us/req | gets/req | errors | notes |")
-        w("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+        w("| scenario | server | req/s | req/s range | p50 ms | p99 ms | CPU us/req | gets/req | errors | rounds | notes |")
+        w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for scenario in scenarios:
             for server in servers:
                 key = (server, scenario, c)
                 if key in not_run and key not in groups:
-                    w(f"| {scenario} | {server} | not available | | | | | | | |")
+                    w(f"| {scenario} | {server} | not available | | | | | | | | |")
                     continue
                 if key not in groups:
                     continue
                 group = groups[key]
-                rps_values = [v for v in (fnum(r["rps"]) for r in group) if v is not None]
+                rps_values = [v for v in (fnum(r["rps"]) for r in used[key]) if v is not None]
                 errors = sum(int(r["errors"]) for r in group if r["errors"].isdigit())
                 failed = sum(1 for r in group if r["errors"] in ("wrk-failed", "warm-up-failed"))
                 requests = sum(int(r["requests"]) for r in group if r["requests"].isdigit())
@@ -424,7 +440,8 @@ def summary(run_dir: str) -> None:
                 note = "; ".join(dict.fromkeys(notes.get((server, scenario), []) + row_notes))
                 w(f"| {scenario} | {server} | {fmt(med(key, 'rps'))} | {rng} | {fmt(med(key, 'p50_ms'), 3)} | "
                   f"{fmt(med(key, 'p99_ms'), 3)} | {fmt(med(key, 'cpu_us_per_req'), 1)} | "
-                  f"{fmt(med(key, 'gets_per_req'), 3)} | {err_cell} | {note.replace('|', '/')} |")
+                  f"{fmt(med(key, 'gets_per_req'), 3)} | {err_cell} | {len(used[key])}/{len(group)} | "
+                  f"{note.replace('|', '/')} |")
         w("")
 
     if len(connections) > 1:
@@ -454,7 +471,6 @@ def summary(run_dir: str) -> None:
     w("")
 
     etagds = [s for s in servers if s.startswith("etagd")]
-    quiet_limit = fnum(meta.get("quiet_pct", "")) or 10.0
     noisy = [r for r in rows if (fnum(r.get("background_busy_pct", "")) or 0.0) > quiet_limit]
     disturbed = [r for r in rows if (fnum(r.get("foreign_cpu_pct", "")) or 0.0) > FOREIGN_LIMIT_PCT]
     w("## Quiet check")
@@ -497,8 +513,10 @@ def summary(run_dir: str) -> None:
         # A server that did not do what the scenario asks (no 304, no gzip) is not comparable on that row.
         suspect = {key for key, texts in notes.items()
                    if any("CHECK FAILED" in t or "not compressed" in t for t in texts)}
-        w("`!` = errors in one of the two cells (see Errors); `?` = one of the two servers failed the scenario's "
-          "check (no 304, no gzip, wrong body; see the notes column), so that ratio compares different work.")
+        w("Rounds in which either run was disturbed are left out while a clean pair remains. `~` = every pair was "
+          "disturbed, so all were used; `!` = errors in one of the two cells (see Errors); `?` = one of the two "
+          "servers failed the scenario's check (no 304, no gzip, wrong body; see the notes column), so that ratio "
+          "compares different work.")
         w("")
         for etagd in present:
             for c in connections:
@@ -511,7 +529,8 @@ def summary(run_dir: str) -> None:
                     cells = []
                     for peer in peers:
                         for field in ("rps", "cpu_us_per_req"):
-                            cells.append(ratio_cell(groups, etagd, peer, scenario, c, field, errored, suspect))
+                            cells.append(ratio_cell(groups, etagd, peer, scenario, c, field, errored, suspect,
+                                                    None if keep_disturbed else quiet_limit))
                     w(f"| {scenario} | " + " | ".join(cells) + " |")
                 w("")
     with open(os.path.join(run_dir, "summary.md"), "w", encoding="utf-8") as f:
@@ -519,13 +538,18 @@ def summary(run_dir: str) -> None:
     print("\n".join(out))
 
 
-def ratio_cell(groups, etagd, peer, scenario, c, field, errored, suspect) -> str:
-    mine = {r["round"]: fnum(r[field]) for r in groups.get((etagd, scenario, c), [])}
-    theirs = {r["round"]: fnum(r[field]) for r in groups.get((peer, scenario, c), [])}
-    ratios = [mine[k] / theirs[k] for k in mine if mine[k] and theirs.get(k)]
+def ratio_cell(groups, etagd, peer, scenario, c, field, errored, suspect, quiet_limit) -> str:
+    mine = {r["round"]: r for r in groups.get((etagd, scenario, c), [])}
+    theirs = {r["round"]: r for r in groups.get((peer, scenario, c), [])}
+    pairs = [(mine[k], theirs[k]) for k in mine if k in theirs and fnum(mine[k][field]) and fnum(theirs[k][field])]
+    clean = [p for p in pairs if quiet_limit is None or not any(is_disturbed(r, quiet_limit) for r in p)]
+    mark = ""
+    if not clean and pairs:
+        clean, mark = pairs, "~"
+    ratios = [fnum(a[field]) / fnum(b[field]) for a, b in clean]
     if not ratios:
         return "-"
-    mark = "!" if (etagd, scenario, c) in errored or (peer, scenario, c) in errored else ""
+    mark += "!" if (etagd, scenario, c) in errored or (peer, scenario, c) in errored else ""
     if (etagd, scenario) in suspect or (peer, scenario) in suspect:
         mark += "?"
     return f"{statistics.median(ratios):.2f}{mark} [{min(ratios):.2f}-{max(ratios):.2f}]"
@@ -563,7 +587,9 @@ def main() -> int:
     p.add_argument("--background-pct", default="", help="machine busy %% just before the run")
     p.add_argument("--foreign-jiffies", type=int, help="process CPU during the run not used by the harness's own")
     p.add_argument("--nproc", type=int, default=0)
-    sub.add_parser("summary").add_argument("run_dir")
+    p = sub.add_parser("summary")
+    p.add_argument("run_dir")
+    p.add_argument("--keep-disturbed", action="store_true", help="use every round, even disturbed ones")
     sub.add_parser("tree-jiffies").add_argument("root", type=int)
     sub.add_parser("scenarios")
     args = parser.parse_args()
@@ -581,7 +607,7 @@ def main() -> int:
     elif args.command == "tree-jiffies":
         print(tree_jiffies(args.root))
     elif args.command == "summary":
-        summary(args.run_dir)
+        summary(args.run_dir, args.keep_disturbed)
     elif args.command == "scenarios":
         print(",".join(SCENARIO_ORDER))
     return 0

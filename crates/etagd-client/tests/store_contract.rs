@@ -120,7 +120,36 @@ contract_tests!(
     get_many_answers_in_request_order,
     a_bad_key_fails_alone,
     stats_and_health_report_the_server,
+    concurrent_readers_share_plain_reads_but_never_a_lease,
 );
+
+/// Many callers at once (which the Memcached store coalesces into one batch, merging identical plain reads): every
+/// plain reader sees the value, and of the leased readers of a missing key exactly one wins.
+async fn concurrent_readers_share_plain_reads_but_never_a_lease(f: Fixture) {
+    let shared = f.key("shared");
+    let cold = f.key("cold");
+    assert_eq!(f.put(&shared, "value", SetCondition::Always).await, SetOutcome::Stored);
+    let reads = (0..40).map(|i| {
+        let store = f.store.clone();
+        let request = if i % 2 == 0 { GetRequest::plain(&shared) } else { GetRequest::leased(&cold, 30) };
+        tokio::spawn(async move { store.get_many(&[request]).await.remove(0).expect("read succeeds") })
+    });
+    let outcomes: Vec<GetOutcome> =
+        futures_util::future::join_all(reads).await.into_iter().map(|o| o.expect("task")).collect();
+    let mut winners = 0;
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        if i % 2 == 0 {
+            assert_eq!(hit(outcome).value.as_ref(), b"value");
+        } else {
+            match outcome {
+                GetOutcome::Miss { lease: Lease::Won { .. } } => winners += 1,
+                GetOutcome::Miss { lease: Lease::Busy } => {}
+                other => panic!("a leased read of a missing key won or waited, got {other:?}"),
+            }
+        }
+    }
+    assert_eq!(winners, 1, "exactly one caller wins the fill lease");
+}
 
 async fn miss_set_and_hit(f: Fixture) {
     let key = f.key("page");

@@ -21,6 +21,7 @@
 //!   A leased read racing that give-back sees `Busy` once; the next one wins.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -260,7 +261,10 @@ enum BatchFailure {
     Rejected(String),
 }
 
-type GetsReply = Result<Vec<Result<GetResult, memcache::exp::Error>>, BatchFailure>;
+/// One read's answer; the error is shared because merged reads hand the same answer to several callers.
+type GetAnswer = Result<GetResult, Arc<memcache::exp::Error>>;
+
+type GetsReply = Result<Vec<GetAnswer>, BatchFailure>;
 
 /// One caller's reads, waiting to join a batch.
 struct Job {
@@ -289,17 +293,51 @@ fn spawn_batcher(addr: String, client: AsyncMetaClient, deadline: Duration) -> m
                     Err(_) => break,
                 }
             }
-            let mut operations = Vec::with_capacity(count);
+            // Identical plain reads (the namespace counter and tag counters, which many requests ask for at
+            // once) go out once per batch and every caller gets the answer; each caller's read still happens
+            // after it asked. Leased reads (heads) are never merged: exactly one caller may win a lease, and every
+            // request still reads its own validator.
+            let mut unique: Vec<Get> = Vec::with_capacity(count);
+            let mut slot_of: Vec<usize> = Vec::with_capacity(count);
+            let mut plain: HashMap<Vec<u8>, usize> = HashMap::new();
             let mut sizes = Vec::with_capacity(jobs.len());
             for job in &mut jobs {
                 sizes.push(job.operations.len());
-                operations.append(&mut job.operations);
+                for operation in job.operations.drain(..) {
+                    if operation.lease_ttl.is_none() {
+                        if let Some(&slot) = plain.get(&operation.key) {
+                            if unique[slot] == operation {
+                                slot_of.push(slot);
+                                continue;
+                            }
+                        }
+                        plain.insert(operation.key.clone(), unique.len());
+                    }
+                    slot_of.push(unique.len());
+                    unique.push(operation);
+                }
             }
-            match tokio::time::timeout(deadline, client.run_many(operations)).await {
+            match tokio::time::timeout(deadline, client.run_many(unique)).await {
                 Ok(Ok(results)) => {
-                    let mut results = results.into_iter();
+                    let mut readers = vec![0usize; results.len()];
+                    for &slot in &slot_of {
+                        readers[slot] += 1;
+                    }
+                    let mut results: Vec<Option<GetAnswer>> =
+                        results.into_iter().map(|r| Some(r.map_err(Arc::new))).collect();
+                    // The last reader of a slot takes the answer; only merged reads are copied.
+                    let mut answer = |slot: usize| {
+                        readers[slot] -= 1;
+                        if readers[slot] == 0 {
+                            results[slot].take().expect("each slot is taken once, by its last reader")
+                        } else {
+                            results[slot].clone().expect("a slot is present until its last reader")
+                        }
+                    };
+                    let mut slots = slot_of.into_iter();
                     for (job, size) in jobs.drain(..).zip(sizes) {
-                        let _ = job.reply.send(Ok(results.by_ref().take(size).collect()));
+                        let answers = slots.by_ref().take(size).map(&mut answer).collect();
+                        let _ = job.reply.send(Ok(answers));
                     }
                 }
                 Ok(Err(error)) => {
@@ -542,7 +580,7 @@ impl ServerNode {
     async fn run_gets(&self, operations: Vec<Get>) -> GetsReply {
         let Some(batcher) = &self.batcher else {
             return match tokio::time::timeout(self.deadline(), self.client.run_many(operations)).await {
-                Ok(Ok(results)) => Ok(results),
+                Ok(Ok(results)) => Ok(results.into_iter().map(|r| r.map_err(Arc::new)).collect()),
                 Ok(Err(error)) => Err(BatchFailure::Rejected(error.to_string())),
                 Err(_elapsed) => Err(BatchFailure::Timeout),
             };
