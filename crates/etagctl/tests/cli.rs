@@ -155,7 +155,7 @@ fn flush_tag_invalidates_every_tagged_entry() {
 }
 
 #[test]
-fn flush_all_empties_the_namespace_and_spares_other_namespaces() {
+fn flush_everything_empties_the_namespace_and_spares_other_namespaces() {
     let (memcached, rt, ns, other_ns) = (Memcached::start(), runtime(), unique_namespace(), unique_namespace());
     let cache = cache(&rt, &memcached.addr(), &ns);
     let other = self::cache(&rt, &memcached.addr(), &other_ns);
