@@ -437,13 +437,13 @@ pub fn vary_on_accept_encoding(headers: &mut HeaderMap) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::entry::Generations;
 
     const LM: &str = "Tue, 24 Nov 2026 10:00:00 GMT";
 
-    fn meta(status: u16, etag: &str, last_modified: Option<&str>) -> EntryMeta {
+    pub(crate) fn meta(status: u16, etag: &str, last_modified: Option<&str>) -> EntryMeta {
         EntryMeta {
             fill_id: 1,
             status,
@@ -465,7 +465,7 @@ mod tests {
         }
     }
 
-    fn map(lines: &[(&str, &str)]) -> HeaderMap {
+    pub(crate) fn map(lines: &[(&str, &str)]) -> HeaderMap {
         let mut headers = HeaderMap::new();
         for (name, value) in lines {
             headers.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());

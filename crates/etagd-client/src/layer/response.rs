@@ -159,40 +159,9 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entry::Generations;
+    use crate::reply::tests::{map, meta};
     use futures_util::stream;
-    use http::HeaderName;
     use http_body_util::{Full, StreamBody};
-
-    fn meta(status: u16, etag: &str) -> EntryMeta {
-        EntryMeta {
-            fill_id: 1,
-            status,
-            etag: etag.to_owned(),
-            minted: true,
-            last_modified: None,
-            stored_at_ms: 0,
-            initial_age_s: 0,
-            fresh_for_s: u64::MAX,
-            stale_while_revalidate_s: 0,
-            stale_if_error_s: 0,
-            must_revalidate: false,
-            headers_304: vec![("cache-control".to_owned(), "max-age=60".to_owned())],
-            vary: Vec::new(),
-            tags: Vec::new(),
-            generations: Generations::default(),
-            body_len: 0,
-            codings: Vec::new(),
-        }
-    }
-
-    fn map(lines: &[(&str, &str)]) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        for (name, value) in lines {
-            headers.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
-        }
-        headers
-    }
 
     #[test]
     fn tags_merge_layer_and_surrogate_keys() {
@@ -254,7 +223,7 @@ mod tests {
     #[test]
     fn answers_from_storage_carry_a_date_and_their_body() {
         let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
-        let entry = meta(200, "\"v1\"");
+        let entry = meta(200, "\"v1\"", None);
         let request = HeaderMap::new();
         let status = CacheStatus::hit(None);
         let replay = vec![("content-type".to_owned(), Bytes::from_static(b"text/plain"))];
