@@ -20,21 +20,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-"$REPO/bench/install-deps.sh" >/dev/null
-cargo build --release -q -p etagd -p etagd-demo-origin --manifest-path "$REPO/Cargo.toml"
-TMP=$(mktemp -d /tmp/etagd-memory.XXXXXX)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+# shellcheck source=bench/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-read -r MC ORIGIN PROXY ADMIN <<<"$(python3 "$REPO/bench/harness.py" free-ports 4 | tr '\n' ' ')"
-as_root=()
-[ "$(id -u)" -eq 0 ] && as_root=(-u root)
+read -r MC ORIGIN PROXY ADMIN <<<"$(free_ports 4)"
 memcached -l 127.0.0.1 -p "$MC" -U 0 -m 1024 -t 1 "${as_root[@]}" & PIDS+=($!)
 "$REPO/target/release/demo-origin" --listen "127.0.0.1:$ORIGIN" >"$TMP/origin.log" 2>&1 & PIDS+=($!)
 sleep 0.3

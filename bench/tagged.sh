@@ -17,21 +17,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-"$REPO/bench/install-deps.sh" >/dev/null
-cargo build --release -q -p etagd -p etagd-demo-origin --manifest-path "$REPO/Cargo.toml"
-TMP=$(mktemp -d /tmp/etagd-tagged.XXXXXX)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+# shellcheck source=bench/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-read -r MC ORIGIN P_PLAIN A_PLAIN P_TAGGED A_TAGGED <<<"$(python3 "$REPO/bench/harness.py" free-ports 6 | tr '\n' ' ')"
-as_root=()
-[ "$(id -u)" -eq 0 ] && as_root=(-u root)
+read -r MC ORIGIN P_PLAIN A_PLAIN P_TAGGED A_TAGGED <<<"$(free_ports 6)"
 memcached -l 127.0.0.1 -p "$MC" -U 0 -m 256 -t 1 "${as_root[@]}" & PIDS+=($!)
 "$REPO/target/release/demo-origin" --listen "127.0.0.1:$ORIGIN" >"$TMP/origin.log" 2>&1 & PIDS+=($!)
 cat >"$TMP/tagged.toml" <<TOML

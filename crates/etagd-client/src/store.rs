@@ -57,6 +57,14 @@ pub enum StoreError {
     },
 }
 
+/// Refuses a value above a store's item limit, before any I/O: both stores apply the same rule.
+pub(crate) fn check_size(key: &str, value: &Bytes, limit: usize) -> Result<(), StoreError> {
+    if value.len() > limit {
+        return Err(StoreError::TooLarge { key: key.to_owned(), size: value.len(), limit });
+    }
+    Ok(())
+}
+
 /// How long an item lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expiry {

@@ -179,9 +179,7 @@ impl Store for MemcachedStore {
         expiry: Expiry,
         condition: SetCondition,
     ) -> Result<SetOutcome, StoreError> {
-        if value.len() > self.max_item_bytes {
-            return Err(StoreError::TooLarge { key: key.to_owned(), size: value.len(), limit: self.max_item_bytes });
-        }
+        super::check_size(key, &value, self.max_item_bytes)?;
         self.node_for(key).set(key, &value, expiry, condition, self.max_item_bytes).await
     }
 

@@ -181,9 +181,7 @@ impl Store for MemoryStore {
         expiry: Expiry,
         condition: SetCondition,
     ) -> Result<SetOutcome, StoreError> {
-        if value.len() > self.max_item_bytes {
-            return Err(StoreError::TooLarge { key: key.to_owned(), size: value.len(), limit: self.max_item_bytes });
-        }
+        super::check_size(key, &value, self.max_item_bytes)?;
         check_key(key).map_err(Self::bad_key)?;
         if value.is_empty() {
             return Err(Self::bad_key(format!(
