@@ -1,0 +1,78 @@
+//! Body reads: a hit's body item, read from the store on demand and, with a remote store, kept in process by
+//! its immutable name (a fill id never names two bodies), so a hot body crosses the network once.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{Cache, CacheConfig, Hit, bump};
+use crate::entry::StoredBody;
+use crate::store::{GetOutcome, GetRequest, Store, StoreError};
+
+/// The in-process body cache, bounded by bytes; only for a remote store (the embedded one already is memory).
+pub(super) type BodyCache = moka::sync::Cache<String, Arc<StoredBody>>;
+
+/// Builds the body cache a store and settings call for (`None`: off).
+pub(super) fn body_cache(store: &dyn Store, config: &CacheConfig) -> Option<BodyCache> {
+    (store.is_remote() && config.body_cache_bytes > 0).then(|| {
+        moka::sync::Cache::builder()
+            .max_capacity(config.body_cache_bytes)
+            .weigher(|key: &String, body: &Arc<StoredBody>| {
+                let headers: usize = body.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+                u32::try_from(key.len() + headers + body.body.len()).unwrap_or(u32::MAX)
+            })
+            .build()
+    })
+}
+
+impl Hit {
+    /// The name of this entry's body item for a content coding (`None`: identity).
+    pub fn body_key(&self, cache: &Cache, coding: Option<&str>) -> String {
+        cache.inner.config.namespace.body_key(&self.slot.entry_digest, self.meta.fill_id, coding)
+    }
+}
+
+impl Cache {
+    /// Reads a hit's body (identity, or one content coding): from process memory when a remote store's body was
+    /// read before, else from the store. `None` when it was evicted or is corrupt: treat the hit as a miss.
+    pub async fn body(&self, hit: &Hit, coding: Option<&str>) -> Result<Option<Arc<StoredBody>>, StoreError> {
+        let key = hit.body_key(self, coding);
+        if let Some(bodies) = &self.inner.bodies {
+            if let Some(body) = bodies.get(&key) {
+                bump(&self.inner.counters.body_cache_hits);
+                return Ok(Some(body));
+            }
+        }
+        bump(&self.inner.counters.body_store_reads);
+        let outcome = self.inner.store.get_many(&[GetRequest::plain(key.clone())]).await.pop().expect("one result");
+        let item = match outcome {
+            Ok(GetOutcome::Hit(item)) => item,
+            Ok(GetOutcome::Miss { .. }) => return Ok(None),
+            Err(error) => {
+                self.store_error(&error);
+                return Err(error);
+            }
+        };
+        match StoredBody::decode(item.value) {
+            Ok(body) => {
+                let body = Arc::new(body);
+                if let Some(bodies) = &self.inner.bodies {
+                    bodies.insert(key, body.clone());
+                }
+                Ok(Some(body))
+            }
+            Err(error) => {
+                bump(&self.inner.counters.corrupt_items);
+                tracing::warn!(%error, %key, "corrupt body item");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Keeps a body this process just stored in the in-process body cache (remote stores only).
+    pub(crate) fn keep_body(&self, key: String, headers: &[(String, Bytes)], body: &Bytes) {
+        if let Some(bodies) = &self.inner.bodies {
+            bodies.insert(key, Arc::new(StoredBody { headers: headers.to_vec(), body: body.clone() }));
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Engine settings and the clock: what a deployment chooses (namespace, validator minting, lease and wait times,
+//! in-process budgets) and where the engine reads the time, so tests can replace it.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::key::Namespace;
+
+/// How the engine mints validators when the origin sends none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ValidatorMode {
+    /// A strong timestamp tag minted at fill time, unique across replicas (the seed's choice).
+    #[default]
+    Timestamp,
+    /// The xxh3-128 of the body: identical content keeps its validator across invalidations.
+    Content,
+}
+
+/// A source of wall-clock time in unix milliseconds; replaceable in tests.
+pub trait Clock: Send + Sync + 'static {
+    /// Now, in unix milliseconds.
+    fn now_ms(&self) -> u64;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    }
+}
+
+/// Engine settings.
+#[derive(Clone)]
+pub struct CacheConfig {
+    /// Keeps deployments sharing one Memcached apart.
+    pub namespace: Namespace,
+    /// How the engine mints validators.
+    pub validator: ValidatorMode,
+    /// Lifetime of a fill lease: if the filler dies, others may fill after this. Set it above the slowest
+    /// origin response you want coalesced.
+    pub fill_lease: Duration,
+    /// How long a request waits for another caller's fill before going to the origin itself.
+    pub fill_wait: Duration,
+    /// How long an uncacheable answer sends the resource straight to the origin (hit-for-pass).
+    pub pass_ttl: Duration,
+    /// How long a stale entry is kept after its freshness and stale windows, for revalidation.
+    pub keep: Duration,
+    /// Clock skew allowed between replicas when checking counters first met after the origin answered.
+    pub clock_skew: Duration,
+    /// Bytes of bodies kept in process (remote stores only; 0 turns it off).
+    pub body_cache_bytes: u64,
+    /// Resources whose tags and Vary names this process remembers to batch their reads.
+    pub hint_capacity: u64,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            namespace: Namespace::default(),
+            validator: ValidatorMode::default(),
+            fill_lease: Duration::from_secs(30),
+            fill_wait: Duration::from_secs(5),
+            pass_ttl: Duration::from_secs(30),
+            keep: Duration::from_secs(3600),
+            clock_skew: Duration::from_secs(1),
+            body_cache_bytes: 64 << 20,
+            hint_capacity: 100_000,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl std::fmt::Debug for CacheConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheConfig")
+            .field("namespace", &self.namespace)
+            .field("validator", &self.validator)
+            .field("fill_lease", &self.fill_lease)
+            .field("fill_wait", &self.fill_wait)
+            .field("pass_ttl", &self.pass_ttl)
+            .field("keep", &self.keep)
+            .field("clock_skew", &self.clock_skew)
+            .field("body_cache_bytes", &self.body_cache_bytes)
+            .field("hint_capacity", &self.hint_capacity)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,82 @@
+//! Live generations: the counter values a lookup reads (namespace, tags) and the check of an entry's recorded
+//! values against them, shared by lookup and inspection.
+
+use std::collections::HashMap;
+
+use super::{Cache, bump};
+use crate::entry::EntryMeta;
+use crate::generation::{Check, Generation};
+use crate::store::{GetOutcome, GetRequest};
+
+/// Live generation values read in a lookup.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Live {
+    pub(crate) all: Option<Generation>,
+    pub(crate) tags: HashMap<String, Option<Generation>>,
+}
+
+impl Cache {
+    /// Decodes a counter read (`None`: missing or corrupt, which no entry matches).
+    pub(super) fn generation_of(&self, outcome: GetOutcome) -> Option<Generation> {
+        match outcome {
+            GetOutcome::Hit(item) => {
+                let generation = Generation::decode(&item.value);
+                if generation.is_none() {
+                    bump(&self.inner.counters.corrupt_items);
+                }
+                generation
+            }
+            GetOutcome::Miss { .. } => None,
+        }
+    }
+
+    /// Reads the counters of tags not read yet (one round for all of them).
+    pub(super) async fn read_tags(&self, tags: &[String], live: &mut Live) {
+        let missing: Vec<&String> = tags.iter().filter(|tag| !live.tags.contains_key(*tag)).collect();
+        if missing.is_empty() {
+            return;
+        }
+        let ns = &self.inner.config.namespace;
+        let requests: Vec<GetRequest> =
+            missing.iter().map(|tag| GetRequest::plain(ns.tag_generation_key(tag))).collect();
+        let results = self.inner.store.get_many(&requests).await;
+        for (tag, result) in missing.into_iter().zip(results) {
+            let generation = match result {
+                Ok(outcome) => self.generation_of(outcome),
+                Err(error) => {
+                    self.store_error(&error);
+                    None
+                }
+            };
+            live.tags.insert(tag.clone(), generation);
+        }
+    }
+
+    /// Whether an entry's recorded generations are still live.
+    pub(super) fn validity(meta: &EntryMeta, live: &Live, url_generation: Option<u64>, now_ms: u64) -> Check {
+        if let Some(url) = url_generation {
+            if meta.generations.url != url {
+                return Check::Changed;
+            }
+        }
+        let Some(all) = &live.all else {
+            return Check::Changed;
+        };
+        let mut result = all.check(meta.generations.all, now_ms);
+        if meta.generations.tags.len() != meta.tags.len() {
+            return Check::Changed;
+        }
+        for (tag, recorded) in meta.tags.iter().zip(&meta.generations.tags) {
+            let check = match live.tags.get(tag) {
+                Some(Some(generation)) => generation.check(*recorded, now_ms),
+                _ => Check::Changed,
+            };
+            match check {
+                Check::Changed => return Check::Changed,
+                Check::Grace => result = Check::Grace,
+                Check::Current => {}
+            }
+        }
+        result
+    }
+}
