@@ -1,0 +1,142 @@
+//! The read coalescer: concurrent callers' reads for one server go out as one pipelined write, one batch in
+//! flight per server, with identical plain reads sent once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use memcache::exp::{AsyncMetaClient, Get, GetResult};
+use tokio::sync::{mpsc, oneshot};
+
+use super::routing::ServerNode;
+
+/// The most reads one coalesced batch carries; more wait for the next write.
+const MAX_BATCH: usize = 512;
+
+/// How a coalesced batch failed as a whole.
+#[derive(Debug)]
+pub(super) enum BatchFailure {
+    /// The exchange did not finish within the deadline.
+    Timeout,
+    /// The client refused the batch before writing it.
+    Rejected(String),
+}
+
+/// One read's answer; the error is shared because merged reads hand the same answer to several callers.
+pub(super) type GetAnswer = Result<GetResult, Arc<memcache::exp::Error>>;
+
+pub(super) type GetsReply = Result<Vec<GetAnswer>, BatchFailure>;
+
+/// One caller's reads, waiting to join a batch.
+pub(super) struct Job {
+    operations: Vec<Get>,
+    reply: oneshot::Sender<GetsReply>,
+}
+
+/// Starts the task that coalesces concurrent reads for one server. It takes everything queued, sends it as one
+/// pipelined `run_many`, hands each caller its slice, and repeats: one batch in flight per server, so the
+/// next batch fills up while this one is on the wire. Under load many requests share one write and one read
+/// system call; idle, a lone read goes out at once. The deadline stops a stuck server from holding the queue;
+/// callers also wait with their own deadline, so none waits past it.
+pub(super) fn spawn_batcher(addr: String, client: AsyncMetaClient, deadline: Duration) -> mpsc::UnboundedSender<Job> {
+    let (sender, mut receiver) = mpsc::unbounded_channel::<Job>();
+    tokio::spawn(async move {
+        let mut jobs: Vec<Job> = Vec::new();
+        while let Some(first) = receiver.recv().await {
+            let mut count = first.operations.len();
+            jobs.push(first);
+            while count < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(job) => {
+                        count += job.operations.len();
+                        jobs.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            // Identical plain reads (the namespace counter and tag counters, which many requests ask for at
+            // once) go out once per batch and every caller gets the answer; each caller's read still happens
+            // after it asked. Leased reads (heads) are never merged: exactly one caller may win a lease, and every
+            // request still reads its own validator.
+            let mut unique: Vec<Get> = Vec::with_capacity(count);
+            let mut slot_of: Vec<usize> = Vec::with_capacity(count);
+            let mut plain: HashMap<Vec<u8>, usize> = HashMap::new();
+            let mut sizes = Vec::with_capacity(jobs.len());
+            for job in &mut jobs {
+                sizes.push(job.operations.len());
+                for operation in job.operations.drain(..) {
+                    if operation.lease_ttl.is_none() {
+                        if let Some(&slot) = plain.get(&operation.key) {
+                            if unique[slot] == operation {
+                                slot_of.push(slot);
+                                continue;
+                            }
+                        }
+                        plain.insert(operation.key.clone(), unique.len());
+                    }
+                    slot_of.push(unique.len());
+                    unique.push(operation);
+                }
+            }
+            match tokio::time::timeout(deadline, client.run_many(unique)).await {
+                Ok(Ok(results)) => {
+                    let mut readers = vec![0usize; results.len()];
+                    for &slot in &slot_of {
+                        readers[slot] += 1;
+                    }
+                    let mut results: Vec<Option<GetAnswer>> =
+                        results.into_iter().map(|r| Some(r.map_err(Arc::new))).collect();
+                    // The last reader of a slot takes the answer; only merged reads are copied.
+                    let mut answer = |slot: usize| {
+                        readers[slot] -= 1;
+                        if readers[slot] == 0 {
+                            results[slot].take().expect("each slot is taken once, by its last reader")
+                        } else {
+                            results[slot].clone().expect("a slot is present until its last reader")
+                        }
+                    };
+                    let mut slots = slot_of.into_iter();
+                    for (job, size) in jobs.drain(..).zip(sizes) {
+                        let answers = slots.by_ref().take(size).map(&mut answer).collect();
+                        let _ = job.reply.send(Ok(answers));
+                    }
+                }
+                Ok(Err(error)) => {
+                    let detail = error.to_string();
+                    for job in jobs.drain(..) {
+                        let _ = job.reply.send(Err(BatchFailure::Rejected(detail.clone())));
+                    }
+                }
+                Err(_elapsed) => {
+                    tracing::debug!(server = %addr, reads = count, "coalesced batch timed out");
+                    for job in jobs.drain(..) {
+                        let _ = job.reply.send(Err(BatchFailure::Timeout));
+                    }
+                }
+            }
+        }
+    });
+    sender
+}
+
+impl ServerNode {
+    /// Runs reads through the coalescer (or directly when batching is off), bounded by the deadline either way.
+    pub(super) async fn run_gets(&self, operations: Vec<Get>) -> GetsReply {
+        let Some(batcher) = &self.batcher else {
+            return match tokio::time::timeout(self.deadline(), self.client.run_many(operations)).await {
+                Ok(Ok(results)) => Ok(results.into_iter().map(|r| r.map_err(Arc::new)).collect()),
+                Ok(Err(error)) => Err(BatchFailure::Rejected(error.to_string())),
+                Err(_elapsed) => Err(BatchFailure::Timeout),
+            };
+        };
+        let (reply, answer) = oneshot::channel();
+        if batcher.send(Job { operations, reply }).is_err() {
+            return Err(BatchFailure::Rejected("the batching task stopped".to_owned()));
+        }
+        match tokio::time::timeout(self.deadline(), answer).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_closed)) => Err(BatchFailure::Rejected("the batching task stopped".to_owned())),
+            Err(_elapsed) => Err(BatchFailure::Timeout),
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Routing and node health: which server a key lives on (rendezvous hashing over the configured addresses, so
+//! every process puts a key on the same server), and per-server failure tracking (a server that fails in
+//! transport is marked down and skipped for a back-off, then probed by one request).
+//!
+//! A down server's keys are never remapped onto the others: when it came back, those copies would be stale (an
+//! invalidation sent meanwhile would have gone to the wrong server). Its keys fail fast instead.
+
+use std::time::Duration;
+
+use memcache::exp::{AsyncMetaClient, Rendezvous, Router};
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::MemcachedConfig;
+use super::coalescer::{Job, spawn_batcher};
+use crate::store::{ServerHealth, StoreError};
+
+/// Rendezvous routing over the configured addresses: the identities hashed are the address strings, so every
+/// process listing the same servers (in any order) routes a key the same way.
+pub(super) struct Routing {
+    /// The configured addresses, in configuration order.
+    ids: Vec<String>,
+    router: Rendezvous,
+}
+
+impl Routing {
+    /// Routing over these addresses.
+    pub(super) fn new(ids: Vec<String>) -> Self {
+        Self { ids, router: Rendezvous::new() }
+    }
+
+    /// The configured addresses, in configuration order.
+    pub(super) fn ids(&self) -> &[String] {
+        &self.ids
+    }
+
+    /// The position (in configuration order) of the server owning `key`.
+    pub(super) fn server(&self, key: &str) -> usize {
+        self.router.route(key.as_bytes(), &self.ids)
+    }
+}
+
+/// What one server's failure tracking knows.
+#[derive(Debug, Default)]
+struct NodeState {
+    /// Set while the server is marked down: until then its keys fail fast; after it, one probe goes through.
+    down_until: Option<Instant>,
+    /// A probe request is in flight; others keep failing fast until it settles.
+    probing: bool,
+    last_error: Option<String>,
+}
+
+/// One server: its connection pool and its failure tracking.
+pub(super) struct ServerNode {
+    pub(super) addr: String,
+    pub(super) client: AsyncMetaClient,
+    /// The read coalescer, when batching is on.
+    pub(super) batcher: Option<mpsc::UnboundedSender<Job>>,
+    state: Mutex<NodeState>,
+    pub(super) connect_timeout: Duration,
+    pub(super) io_timeout: Duration,
+    pub(super) down_backoff: Duration,
+}
+
+/// Permission to run one exchange on a server. Settling it records the transport outcome; dropping it
+/// unsettled (the caller's future was cancelled, or nothing was sent) leaves the state as it was, except that
+/// an unsettled probe frees the probe slot so the next request probes again.
+pub(super) struct Pass<'a> {
+    node: &'a ServerNode,
+    probe: bool,
+    settled: bool,
+}
+
+impl Pass<'_> {
+    /// The server answered: it is up.
+    pub(super) fn succeeded(mut self) {
+        self.settled = true;
+        let mut state = self.node.state.lock();
+        if state.down_until.take().is_some() {
+            tracing::info!(server = %self.node.addr, "memcached is answering again; its keys are cached again");
+        }
+        state.probing = false;
+    }
+
+    /// The exchange failed in transport: mark the server down for the back-off.
+    pub(super) fn failed(mut self, error: &StoreError) {
+        self.settled = true;
+        let mut state = self.node.state.lock();
+        if state.down_until.is_none() || self.probe {
+            tracing::warn!(
+                server = %self.node.addr,
+                error = %error,
+                backoff = ?self.node.down_backoff,
+                "memcached marked down; its keys go to the origin until it answers again"
+            );
+        }
+        state.down_until = Some(Instant::now() + self.node.down_backoff);
+        state.probing = false;
+        state.last_error = Some(error.to_string());
+    }
+}
+
+impl Drop for Pass<'_> {
+    fn drop(&mut self) {
+        if self.probe && !self.settled {
+            self.node.state.lock().probing = false;
+        }
+    }
+}
+
+impl ServerNode {
+    pub(super) fn new(addr: String, client: AsyncMetaClient, config: &MemcachedConfig) -> ServerNode {
+        let deadline = config.connect_timeout + config.io_timeout;
+        let batcher = config.batch.then(|| spawn_batcher(addr.clone(), client.clone(), deadline));
+        ServerNode {
+            addr,
+            client,
+            batcher,
+            state: Mutex::new(NodeState::default()),
+            connect_timeout: config.connect_timeout,
+            io_timeout: config.io_timeout,
+            down_backoff: config.down_backoff,
+        }
+    }
+
+    /// The outer bound on one exchange: dialling plus the exchange itself. The client enforces both limits on
+    /// its own; this bound also covers its one redial of a dead pooled connection.
+    pub(super) fn deadline(&self) -> Duration {
+        self.connect_timeout + self.io_timeout
+    }
+
+    /// Lets a request through, or fails it at once while the server is marked down.
+    pub(super) fn admit(&self) -> Result<Pass<'_>, StoreError> {
+        let mut state = self.state.lock();
+        let Some(until) = state.down_until else {
+            return Ok(Pass { node: self, probe: false, settled: false });
+        };
+        let now = Instant::now();
+        if now < until || state.probing {
+            return Err(StoreError::ServerDown {
+                server: self.addr.clone(),
+                retry_in: until.saturating_duration_since(now),
+            });
+        }
+        state.probing = true;
+        Ok(Pass { node: self, probe: true, settled: false })
+    }
+
+    pub(super) fn timeout_error(&self) -> StoreError {
+        StoreError::Timeout { server: self.addr.clone(), timeout: self.io_timeout }
+    }
+
+    /// Maps a client error to a store error, and says whether it is a transport failure (which marks the
+    /// server down) rather than an answer the server gave.
+    pub(super) fn convert(&self, error: &memcache::exp::Error) -> (StoreError, bool) {
+        use memcache::exp::Error;
+        match error {
+            Error::Timeout { .. } => (self.timeout_error(), true),
+            Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => (self.timeout_error(), true),
+            // Written but not answered as expected: classified by what went wrong underneath (a SERVER_ERROR
+            // reply also arrives this way), reported with the full message.
+            Error::Ambiguous { source, .. } => match self.convert(source) {
+                (timeout @ StoreError::Timeout { .. }, transport) => (timeout, transport),
+                (_, transport) => {
+                    (StoreError::Server { server: self.addr.clone(), detail: error.to_string() }, transport)
+                }
+            },
+            // A malformed answer poisons the connection: treat the server as failing.
+            Error::Io(_) | Error::Protocol(_) => {
+                (StoreError::Server { server: self.addr.clone(), detail: error.to_string() }, true)
+            }
+            // SERVER_ERROR, CLIENT_ERROR and usage errors are answers about one request, not about the server.
+            _ => (StoreError::Server { server: self.addr.clone(), detail: error.to_string() }, false),
+        }
+    }
+
+    /// Converts an error from one request and records it against the server when it is a transport failure.
+    pub(super) fn settle_failure(&self, pass: Pass<'_>, error: &memcache::exp::Error) -> StoreError {
+        let (converted, transport) = self.convert(error);
+        if transport {
+            pass.failed(&converted);
+        } else {
+            pass.succeeded();
+        }
+        converted
+    }
+
+    pub(super) fn health(&self) -> ServerHealth {
+        let state = self.state.lock();
+        ServerHealth { server: self.addr.clone(), up: state.down_until.is_none(), last_error: state.last_error.clone() }
+    }
+}

@@ -1,0 +1,113 @@
+//! Statistics: the text-protocol `stats` command over a short-lived connection (the meta protocol has no
+//! statistics verb), parsed into [`ServerStats`].
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use super::routing::ServerNode;
+use crate::store::ServerStats;
+
+impl ServerNode {
+    /// `stats` over a short-lived connection: the meta protocol has no statistics verb.
+    pub(super) async fn stats(&self) -> ServerStats {
+        let raw = tokio::time::timeout(self.deadline(), raw_stats(&self.addr, self.connect_timeout)).await;
+        let raw = match raw {
+            Ok(Ok(raw)) => raw,
+            Ok(Err(error)) => return unreachable_stats(&self.addr, error),
+            Err(_elapsed) => {
+                return unreachable_stats(&self.addr, format!("no answer to stats within {:?}", self.deadline()));
+            }
+        };
+        let number = |name: &str| raw.get(name).and_then(|value| value.parse::<u64>().ok());
+        ServerStats {
+            server: self.addr.clone(),
+            reachable: true,
+            error: None,
+            version: raw.get("version").cloned(),
+            items: number("curr_items"),
+            bytes: number("bytes"),
+            limit_bytes: number("limit_maxbytes"),
+            get_hits: number("get_hits"),
+            get_misses: number("get_misses"),
+            cmd_get: number("cmd_get"),
+            evictions: number("evictions"),
+        }
+    }
+}
+
+fn unreachable_stats(addr: &str, error: String) -> ServerStats {
+    ServerStats { server: addr.to_owned(), reachable: false, error: Some(error), ..ServerStats::default() }
+}
+
+/// Sends `stats` and reads `STAT <name> <value>` lines up to `END`.
+async fn raw_stats(addr: &str, connect_timeout: Duration) -> Result<HashMap<String, String>, String> {
+    let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_elapsed| format!("connect timed out after {connect_timeout:?}"))?
+        .map_err(|error| format!("connect failed: {error}"))?;
+    let mut reader = BufReader::new(stream);
+    reader.get_mut().write_all(b"stats\r\n").await.map_err(|error| format!("write failed: {error}"))?;
+    let mut stats = HashMap::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let read = reader.read_line(&mut line).await.map_err(|error| format!("read failed: {error}"))?;
+        if read == 0 {
+            return Err("connection closed before END".to_owned());
+        }
+        match parse_stat_line(&line) {
+            StatLine::End => return Ok(stats),
+            StatLine::Stat(name, value) => {
+                stats.insert(name.to_owned(), value.to_owned());
+            }
+            StatLine::Error(message) => return Err(format!("server answered {message:?}")),
+            StatLine::Other => {}
+        }
+    }
+}
+
+/// One line of a `stats` answer.
+#[derive(Debug, PartialEq, Eq)]
+enum StatLine<'a> {
+    Stat(&'a str, &'a str),
+    End,
+    Error(&'a str),
+    Other,
+}
+
+fn parse_stat_line(line: &str) -> StatLine<'_> {
+    let line = line.trim_end_matches(['\r', '\n']);
+    if line == "END" {
+        return StatLine::End;
+    }
+    if line == "ERROR" || line.starts_with("SERVER_ERROR") || line.starts_with("CLIENT_ERROR") {
+        return StatLine::Error(line);
+    }
+    let mut fields = line.splitn(3, ' ');
+    match (fields.next(), fields.next(), fields.next()) {
+        (Some("STAT"), Some(name), Some(value)) => StatLine::Stat(name, value),
+        _ => StatLine::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_parse() {
+        fn check(line: &str, expected: StatLine<'_>) {
+            assert_eq!(parse_stat_line(line), expected, "{line:?}");
+        }
+        check("STAT curr_items 3\r\n", StatLine::Stat("curr_items", "3"));
+        check("STAT version 1.6.18\r\n", StatLine::Stat("version", "1.6.18"));
+        check("STAT rusage_user 0.1 0.2\r\n", StatLine::Stat("rusage_user", "0.1 0.2"));
+        check("END\r\n", StatLine::End);
+        check("ERROR\r\n", StatLine::Error("ERROR"));
+        check("SERVER_ERROR busy\r\n", StatLine::Error("SERVER_ERROR busy"));
+        check("garbage\r\n", StatLine::Other);
+    }
+}
