@@ -2,9 +2,10 @@
 //!
 //! The cache engine needs five things from a store: a batched read that can hand out a fill lease on a miss
 //! (`mg ... N`), a conditional write (`ms` plain, add, or compare-and-swap), a hard or soft delete
-//! (`md`, `md I`), per-server statistics and per-server health. [`memcached::MemcachedStore`] maps them onto
-//! real servers; [`memory::MemoryStore`] implements the same semantics in process, bounded by bytes. Both pass
-//! the same contract tests (`tests/store_contract.rs`).
+//! (`md`, `md I`), per-server statistics and per-server health. Reads, writes and deletes can carry a routing
+//! hint ([`Placement`]) so that related items share the server of the item they belong to.
+//! [`memcached::MemcachedStore`] maps them onto real servers; [`memory::MemoryStore`] implements the same
+//! semantics in process, bounded by bytes. Both pass the same contract tests (`tests/store_contract.rs`).
 //!
 //! A store never retries a write on its own and never calls `flush_all`.
 
@@ -82,6 +83,31 @@ impl Expiry {
     }
 }
 
+/// A routing hint: which key decides the server an item lives on.
+///
+/// Related items are placed on the server of the item they belong to (a body, a Vary variant or a refresh lock
+/// beside its resource's head record), so losing one server loses whole objects, never a head without its
+/// body. Every verb on an item must name the same placement, or reads will not find what writes stored. A
+/// store with one node ignores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Placement<'a> {
+    /// On the server that owns the item's own key.
+    #[default]
+    Own,
+    /// On the server that owns this other key (usually the head record's).
+    Near(&'a str),
+}
+
+impl<'a> Placement<'a> {
+    /// The key a store routes by for the item named `key`.
+    pub fn route_key(self, key: &'a str) -> &'a str {
+        match self {
+            Placement::Own => key,
+            Placement::Near(owner) => owner,
+        }
+    }
+}
+
 /// One item to read in a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GetRequest {
@@ -90,17 +116,31 @@ pub struct GetRequest {
     /// On a miss, create a placeholder living this many seconds and hand the caller a fill lease; on a stale
     /// item, hand one caller a refresh lease. `None` for a plain read.
     pub lease_secs: Option<u32>,
+    /// Read from the server owning this key instead of the item's own (see [`Placement`]); `None`: its own.
+    pub route: Option<String>,
 }
 
 impl GetRequest {
     /// A plain read.
     pub fn plain(key: impl Into<String>) -> Self {
-        Self { key: key.into(), lease_secs: None }
+        Self { key: key.into(), lease_secs: None, route: None }
     }
 
     /// A read that takes a lease on a miss or a stale item.
     pub fn leased(key: impl Into<String>, lease_secs: u32) -> Self {
-        Self { key: key.into(), lease_secs: Some(lease_secs.max(1)) }
+        Self { key: key.into(), lease_secs: Some(lease_secs.max(1)), route: None }
+    }
+
+    /// Reads the item from the server owning `owner` ([`Placement::Near`]), where it was written.
+    #[must_use]
+    pub fn near(mut self, owner: impl Into<String>) -> Self {
+        self.route = Some(owner.into());
+        self
+    }
+
+    /// Where the item lives.
+    pub fn placement(&self) -> Placement<'_> {
+        self.route.as_deref().map_or(Placement::Own, Placement::Near)
     }
 }
 
@@ -226,17 +266,34 @@ pub trait Store: Send + Sync + 'static {
     /// request, in order; a failing server fails only its own keys.
     async fn get_many(&self, requests: &[GetRequest]) -> Vec<Result<GetOutcome, StoreError>>;
 
-    /// Writes one item under a condition.
+    /// Writes one item under a condition, on the server `placement` names.
+    async fn set_placed(
+        &self,
+        key: &str,
+        placement: Placement<'_>,
+        value: Bytes,
+        expiry: Expiry,
+        condition: SetCondition,
+    ) -> Result<SetOutcome, StoreError>;
+
+    /// Writes one item under a condition, on the server owning its own key.
     async fn set(
         &self,
         key: &str,
         value: Bytes,
         expiry: Expiry,
         condition: SetCondition,
-    ) -> Result<SetOutcome, StoreError>;
+    ) -> Result<SetOutcome, StoreError> {
+        self.set_placed(key, Placement::Own, value, expiry, condition).await
+    }
 
-    /// Deletes one item, hard or soft. Returns whether an item existed.
-    async fn delete(&self, key: &str, mode: DeleteMode) -> Result<bool, StoreError>;
+    /// Deletes one item, hard or soft, on the server `placement` names. Returns whether an item existed.
+    async fn delete_placed(&self, key: &str, placement: Placement<'_>, mode: DeleteMode) -> Result<bool, StoreError>;
+
+    /// Deletes one item, hard or soft, on the server owning its own key. Returns whether an item existed.
+    async fn delete(&self, key: &str, mode: DeleteMode) -> Result<bool, StoreError> {
+        self.delete_placed(key, Placement::Own, mode).await
+    }
 
     /// Statistics per server.
     async fn stats(&self) -> Vec<ServerStats>;
@@ -244,7 +301,8 @@ pub trait Store: Send + Sync + 'static {
     /// Health per server, from what recent operations saw (no I/O).
     fn health(&self) -> Vec<ServerHealth>;
 
-    /// The server a key lives on, or `embedded` (for error reports).
+    /// The server a key lives on, or `embedded` (for error reports). For an item placed
+    /// [`Near`](Placement::Near) another key, ask for that key.
     fn server_of(&self, key: &str) -> String;
 
     /// The largest value the store accepts for one item.

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use etagd_client::store::memcached::{MemcachedConfig, MemcachedStore};
 use etagd_client::store::memory::MemoryStore;
 use etagd_client::store::{
-    DeleteMode, Expiry, GetOutcome, GetRequest, Item, Lease, SetCondition, SetOutcome, Store, StoreError,
+    DeleteMode, Expiry, GetOutcome, GetRequest, Item, Lease, Placement, SetCondition, SetOutcome, Store, StoreError,
 };
 use etagd_testkit::{Memcached, SilentServer, unique_namespace};
 
@@ -121,7 +121,35 @@ contract_tests!(
     a_bad_key_fails_alone,
     stats_and_health_report_the_server,
     concurrent_readers_share_plain_reads_but_never_a_lease,
+    every_verb_honours_a_placement,
 );
+
+/// An item placed near another key is read, leased, written under CAS and deleted through the same placement
+/// (one server: the hint changes nothing, and must not break anything).
+async fn every_verb_honours_a_placement(f: Fixture) {
+    let owner = f.key("u:owner");
+    let beside = f.key("b:beside");
+    let near = Placement::Near(&owner);
+    let value = Bytes::from_static(b"body");
+    let stored = f.store.set_placed(&beside, near, value.clone(), Expiry::Secs(300), SetCondition::Always).await;
+    assert_eq!(stored.expect("write"), SetOutcome::Stored);
+    assert_eq!(hit(f.read(GetRequest::plain(&beside).near(&owner)).await).value, value);
+
+    let filled = f.key("v:filled");
+    let GetOutcome::Miss { lease } = f.read(GetRequest::leased(&filled, 30).near(&owner)).await else {
+        panic!("expected a miss")
+    };
+    let cas = won(lease);
+    assert_eq!(f.read(GetRequest::leased(&filled, 30).near(&owner)).await, GetOutcome::Miss { lease: Lease::Busy });
+    let written = f.store.set_placed(&filled, near, value.clone(), Expiry::Secs(300), SetCondition::Cas(cas)).await;
+    assert_eq!(written.expect("write"), SetOutcome::Stored);
+    assert_eq!(hit(f.read(GetRequest::plain(&filled).near(&owner)).await).value, value);
+
+    assert!(f.store.delete_placed(&beside, near, DeleteMode::Hard).await.expect("delete"));
+    assert_eq!(f.read(GetRequest::plain(&beside).near(&owner)).await, GetOutcome::Miss { lease: Lease::None });
+    assert_eq!(GetRequest::plain(&beside).placement(), Placement::Own);
+    assert_eq!(GetRequest::plain(&beside).near(&owner).placement(), near);
+}
 
 /// Many callers at once (which the Memcached store coalesces into one batch, merging identical plain reads): every
 /// plain reader sees the value, and of the leased readers of a missing key exactly one wins.
@@ -402,6 +430,65 @@ async fn a_dead_server_fails_only_its_own_keys_until_it_answers_again() {
     let probe = store.get_many(&[GetRequest::plain(&keys[1][0])]).await;
     assert!(matches!(probe[0], Ok(GetOutcome::Miss { .. })), "{:?}", probe[0]);
     assert!(store.health().iter().all(|health| health.up));
+}
+
+/// With three servers, an item written near a key lives on that key's server, whatever its own key would pick;
+/// reads and deletes through the same placement find it there, and a read by its own key does not.
+#[tokio::test]
+async fn an_item_placed_near_a_key_lives_on_that_keys_server() {
+    let servers = [Memcached::start(), Memcached::start(), Memcached::start()];
+    let addrs: Vec<String> = servers.iter().map(Memcached::addr).collect();
+    let store = MemcachedStore::connect(relaxed_config(addrs.clone())).await.expect("connect");
+    let mut direct = Vec::new();
+    for addr in &addrs {
+        direct.push(MemcachedStore::connect(relaxed_config(vec![addr.clone()])).await.expect("connect"));
+    }
+    let prefix = unique_namespace();
+    let value = Bytes::from_static(b"chunk");
+    // Pairs whose own servers differ, so the hint is what decides; two per owner server.
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for n in 0.. {
+        if pairs.len() == 6 {
+            break;
+        }
+        let owner = format!("{prefix}:u:{n}");
+        let beside = format!("{prefix}:b:{n}");
+        let owner_server = store.server_of(&owner);
+        let taken = pairs.iter().filter(|(o, _)| store.server_of(o) == owner_server).count();
+        if store.server_of(&beside) != owner_server && taken < 2 {
+            pairs.push((owner, beside));
+        }
+    }
+    for (owner, beside) in &pairs {
+        let near = Placement::Near(owner);
+        let stored = store.set_placed(beside, near, value.clone(), Expiry::Secs(60), SetCondition::Always).await;
+        assert_eq!(stored.expect("write"), SetOutcome::Stored);
+        let home = addrs.iter().position(|addr| *addr == store.server_of(owner)).expect("a configured server");
+        for (server, single) in direct.iter().enumerate() {
+            let found = single.get_many(&[GetRequest::plain(beside)]).await.remove(0).expect("read");
+            assert_eq!(matches!(found, GetOutcome::Hit(_)), server == home, "{beside} on server {server}: {found:?}");
+        }
+        let own = store.get_many(&[GetRequest::plain(beside)]).await.remove(0).expect("read");
+        assert_eq!(own, GetOutcome::Miss { lease: Lease::None }, "its own key's server never saw it");
+    }
+    // One batch mixing placements answers each from its own server, in order.
+    let requests: Vec<GetRequest> = pairs
+        .iter()
+        .flat_map(|(owner, beside)| [GetRequest::plain(beside).near(owner), GetRequest::plain(beside)])
+        .collect();
+    for (n, result) in store.get_many(&requests).await.into_iter().enumerate() {
+        let result = result.expect("read");
+        if n % 2 == 0 {
+            assert_eq!(hit(result).value, value);
+        } else {
+            assert_eq!(result, GetOutcome::Miss { lease: Lease::None });
+        }
+    }
+    for (owner, beside) in &pairs {
+        assert!(store.delete_placed(beside, Placement::Near(owner), DeleteMode::Hard).await.expect("delete"));
+        let gone = store.get_many(&[GetRequest::plain(beside).near(owner)]).await.remove(0).expect("read");
+        assert_eq!(gone, GetOutcome::Miss { lease: Lease::None });
+    }
 }
 
 #[tokio::test]

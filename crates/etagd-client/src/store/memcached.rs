@@ -5,7 +5,7 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | `routing` | which server a key lives on (rendezvous hashing), down-marking and back-off per server |
+//! | `routing` | which server a key (or the key a [`Placement`] names) lives on, down-marking and back-off |
 //! | `coalescer` | concurrent reads for one server merged into one pipelined write, one batch in flight |
 //! | `wire` | the verbs as meta-protocol requests, and memcached's answers (lease, stale flags) as outcomes |
 //! | `stats` | the raw `stats` command |
@@ -31,7 +31,8 @@ use bytes::Bytes;
 use memcache::exp::AsyncMetaClient;
 
 use super::{
-    DeleteMode, Expiry, GetOutcome, GetRequest, ServerHealth, ServerStats, SetCondition, SetOutcome, Store, StoreError,
+    DeleteMode, Expiry, GetOutcome, GetRequest, Placement, ServerHealth, ServerStats, SetCondition, SetOutcome, Store,
+    StoreError,
 };
 use routing::{Routing, ServerNode};
 pub(crate) use wire::check_key;
@@ -150,7 +151,7 @@ impl Store for MemcachedStore {
         }
         let mut groups: Vec<Vec<usize>> = vec![Vec::new(); self.nodes.len()];
         for (index, request) in requests.iter().enumerate() {
-            groups[self.routing.server(&request.key)].push(index);
+            groups[self.routing.server(request.placement().route_key(&request.key))].push(index);
         }
         let exchanges = groups.iter().enumerate().filter(|(_, indices)| !indices.is_empty()).map(|(node, indices)| {
             let batch: Vec<&GetRequest> = indices.iter().map(|&index| &requests[index]).collect();
@@ -165,19 +166,20 @@ impl Store for MemcachedStore {
         outputs.into_iter().map(|output| output.expect("every request belongs to exactly one server group")).collect()
     }
 
-    async fn set(
+    async fn set_placed(
         &self,
         key: &str,
+        placement: Placement<'_>,
         value: Bytes,
         expiry: Expiry,
         condition: SetCondition,
     ) -> Result<SetOutcome, StoreError> {
         super::check_size(key, &value, self.max_item_bytes)?;
-        self.node_for(key).set(key, &value, expiry, condition, self.max_item_bytes).await
+        self.node_for(placement.route_key(key)).set(key, &value, expiry, condition, self.max_item_bytes).await
     }
 
-    async fn delete(&self, key: &str, mode: DeleteMode) -> Result<bool, StoreError> {
-        self.node_for(key).delete(key, mode).await
+    async fn delete_placed(&self, key: &str, placement: Placement<'_>, mode: DeleteMode) -> Result<bool, StoreError> {
+        self.node_for(placement.route_key(key)).delete(key, mode).await
     }
 
     async fn stats(&self) -> Vec<ServerStats> {

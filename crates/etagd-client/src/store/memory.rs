@@ -34,8 +34,8 @@ use tokio::time::Instant;
 
 use super::memcached::check_key;
 use super::{
-    DeleteMode, Expiry, GetOutcome, GetRequest, Item, Lease, ServerHealth, ServerStats, SetCondition, SetOutcome,
-    Store, StoreError,
+    DeleteMode, Expiry, GetOutcome, GetRequest, Item, Lease, Placement, ServerHealth, ServerStats, SetCondition,
+    SetOutcome, Store, StoreError,
 };
 
 /// The name the embedded store reports as its server.
@@ -174,9 +174,11 @@ impl Store for MemoryStore {
         requests.iter().map(|request| self.get_one(request, now)).collect()
     }
 
-    async fn set(
+    // One process, one node: placement has nothing to choose.
+    async fn set_placed(
         &self,
         key: &str,
+        _placement: Placement<'_>,
         value: Bytes,
         expiry: Expiry,
         condition: SetCondition,
@@ -210,7 +212,7 @@ impl Store for MemoryStore {
         Ok(SetOutcome::Stored)
     }
 
-    async fn delete(&self, key: &str, mode: DeleteMode) -> Result<bool, StoreError> {
+    async fn delete_placed(&self, key: &str, _placement: Placement<'_>, mode: DeleteMode) -> Result<bool, StoreError> {
         check_key(key).map_err(Self::bad_key)?;
         let now = Instant::now();
         let mut shard = self.shard(key).lock();

@@ -1,6 +1,7 @@
 //! Routing and node health: which server a key lives on (rendezvous hashing over the configured addresses, so
 //! every process puts a key on the same server), and per-server failure tracking (a server that fails in
-//! transport is marked down and skipped for a back-off, then probed by one request).
+//! transport is marked down and skipped for a back-off, then probed by one request). An item placed
+//! [`Near`](crate::store::Placement::Near) another key is routed by that key.
 //!
 //! A down server's keys are never remapped onto the others: when it came back, those copies would be stale (an
 //! invalidation sent meanwhile would have gone to the wrong server). Its keys fail fast instead.
