@@ -44,7 +44,13 @@ impl Cache {
             }
         }
         bump(&self.inner.counters.body_store_reads);
-        let outcome = self.inner.store.get_many(&[GetRequest::plain(key.clone())]).await.pop().expect("one result");
+        let outcome = self
+            .inner
+            .store
+            .get_many(&[GetRequest::plain(key.clone()).near(hit.slot.head_key.clone())])
+            .await
+            .pop()
+            .expect("one result");
         let item = match outcome {
             Ok(GetOutcome::Hit(item)) => item,
             Ok(GetOutcome::Miss { .. }) => return Ok(None),

@@ -10,6 +10,9 @@
 //!    point: if the URL was invalidated meanwhile (its head deleted) or someone else wrote it, the condition
 //!    fails and nothing becomes reachable.
 //!
+//! Bodies and the variant entry (and the refresh lock) are placed on the head record's server
+//! ([`Placement::Near`]), so losing one server loses whole entries, never half of one.
+//!
 //! Failure modes, each releasing what the fill held so waiters move on at once: commit refused (invalidated,
 //! raced); [`Fill::abandon`] (uncacheable answer: writes a hit-for-pass marker so waiters go straight to the
 //! origin); the fill dropped without either (origin error, panic, cancelled request): the placeholder or lock
@@ -27,7 +30,7 @@ use crate::entry::{EntryMeta, Generations, HeadRecord, PassMarker, StoredBody, V
 use crate::etag::EntityTag;
 use crate::generation::{Generation, random_value};
 use crate::key::{Digest, ResourceKey};
-use crate::store::{DeleteMode, Expiry, GetOutcome, GetRequest, SetCondition, SetOutcome, StoreError};
+use crate::store::{DeleteMode, Expiry, GetOutcome, GetRequest, Placement, SetCondition, SetOutcome, StoreError};
 
 /// Why a fill was not stored. The response is still good to send to the client.
 #[derive(Debug, thiserror::Error)]
@@ -220,21 +223,24 @@ impl Fill {
     async fn release(&mut self, committed: bool) {
         self.finished = true;
         let ns = &self.cache.config().namespace;
+        let head_key = ns.head_key(&self.resource);
         match &self.plan.held {
             Held::Nothing => {}
             Held::HeadPlaceholder(cas) if !committed => {
-                self.cache.release(&ns.head_key(&self.resource), *cas).await;
+                self.cache.release(&head_key, Placement::Own, *cas).await;
             }
             Held::VariantPlaceholder(cas) => {
                 // After a commit the placeholder is either replaced (CAS changed: the delete is a no-op) or was
                 // left behind because the response's Vary moved the entry elsewhere.
                 if let Some((digest, _)) = &self.plan.variant {
-                    self.cache.release(&ns.variant_key(digest), *cas).await;
+                    self.cache.release(&ns.variant_key(digest), Placement::Near(&head_key), *cas).await;
                 }
             }
             Held::HeadPlaceholder(_) => {}
             Held::Lock(key) => {
-                if let Err(error) = self.cache.store().delete(key, DeleteMode::Hard).await {
+                if let Err(error) =
+                    self.cache.store().delete_placed(key, Placement::Near(&head_key), DeleteMode::Hard).await
+                {
                     self.cache.store_error(&error);
                 }
             }
@@ -362,9 +368,12 @@ impl Fill {
         let expiry = Self::expiry(&response.freshness, config.keep.as_secs());
 
         // 1. Bodies, immutable and named by the fill id.
+        //    Each is placed beside the head record, so one server's loss never leaves a head without its body.
+        let head_key = ns.head_key(&self.resource);
+        let near = Placement::Near(&head_key);
         let body_item = StoredBody::encode(&response.headers, &response.body);
         let identity_key = ns.body_key(&entry_digest, fill_id, None);
-        store.set(&identity_key, body_item, expiry, SetCondition::Always).await?;
+        store.set_placed(&identity_key, near, body_item, expiry, SetCondition::Always).await?;
         // The filling process keeps what it wrote, so its first hit does not read it back.
         cache.keep_body(identity_key, &response.headers, &response.body);
         for (coding, encoded) in &response.codings {
@@ -372,14 +381,14 @@ impl Fill {
             headers.push(("content-encoding".to_owned(), Bytes::copy_from_slice(coding.as_bytes())));
             let item = StoredBody::encode(&headers, encoded);
             let key = ns.body_key(&entry_digest, fill_id, Some(coding));
-            store.set(&key, item, expiry, SetCondition::Always).await?;
+            store.set_placed(&key, near, item, expiry, SetCondition::Always).await?;
             cache.keep_body(key, &headers, encoded);
         }
 
         if vary.is_empty() {
             // 3. The head record is the entry: the commit point.
             let head = HeadRecord::Entry(Box::new(meta.clone())).encode();
-            let written = store.set(&ns.head_key(&self.resource), head, expiry, self.plan.head_condition()).await?;
+            let written = store.set(&head_key, head, expiry, self.plan.head_condition()).await?;
             if written == SetOutcome::NotStored {
                 return Err(CommitError::Raced);
             }
@@ -393,15 +402,15 @@ impl Fill {
             _ => SetCondition::Always,
         };
         let variant_key = ns.variant_key(&entry_digest);
-        if store.set(&variant_key, meta.encode(), expiry, variant_condition).await? == SetOutcome::NotStored {
+        //    Beside the head record, like the bodies.
+        let variant = meta.encode();
+        if store.set_placed(&variant_key, near, variant, expiry, variant_condition).await? == SetOutcome::NotStored {
             return Err(CommitError::Raced);
         }
         // 3. A new Vary index when the head is not already the right one: the commit point.
         if reuse.is_none() {
             let index = HeadRecord::Variants(VaryIndex { url_generation, vary });
-            let written = store
-                .set(&ns.head_key(&self.resource), index.encode(), Expiry::Never, self.plan.head_condition())
-                .await?;
+            let written = store.set(&head_key, index.encode(), Expiry::Never, self.plan.head_condition()).await?;
             if written == SetOutcome::NotStored {
                 return Err(CommitError::Raced);
             }
@@ -434,9 +443,11 @@ impl Fill {
         }
         meta.generations = generations;
         let expiry = Self::expiry(&freshness, config.keep.as_secs());
-        let (key, value, condition) = match &self.plan.variant {
+        let head_key = ns.head_key(&self.resource);
+        let (key, placement, value, condition) = match &self.plan.variant {
             None => (
-                ns.head_key(&self.resource),
+                head_key.clone(),
+                Placement::Own,
                 HeadRecord::Entry(Box::new(meta.clone())).encode(),
                 self.plan.head_condition(),
             ),
@@ -446,10 +457,10 @@ impl Fill {
                     return Err(CommitError::Raced);
                 }
                 let condition = cas.map_or(SetCondition::Add, SetCondition::Cas);
-                (ns.variant_key(digest), meta.encode(), condition)
+                (ns.variant_key(digest), Placement::Near(&head_key), meta.encode(), condition)
             }
         };
-        match cache.store().set(&key, value, expiry, condition).await? {
+        match cache.store().set_placed(&key, placement, value, expiry, condition).await? {
             SetOutcome::Stored => Ok(Arc::new(meta)),
             SetOutcome::NotStored => Err(CommitError::Raced),
         }
@@ -468,17 +479,20 @@ impl Drop for Fill {
         };
         let cache = self.cache.clone();
         let ns = cache.config().namespace.clone();
-        let (key, mode) = match &self.plan.held {
-            Held::HeadPlaceholder(cas) => (ns.head_key(&self.resource), DeleteMode::IfCas { cas: *cas }),
+        let head_key = ns.head_key(&self.resource);
+        // The head placeholder lives on its own server; a variant placeholder and a lock beside the head.
+        let (key, beside_head, mode) = match &self.plan.held {
+            Held::HeadPlaceholder(cas) => (head_key.clone(), false, DeleteMode::IfCas { cas: *cas }),
             Held::VariantPlaceholder(cas) => match &self.plan.variant {
-                Some((digest, _)) => (ns.variant_key(digest), DeleteMode::IfCas { cas: *cas }),
+                Some((digest, _)) => (ns.variant_key(digest), true, DeleteMode::IfCas { cas: *cas }),
                 None => return,
             },
-            Held::Lock(key) => (key.clone(), DeleteMode::Hard),
+            Held::Lock(key) => (key.clone(), true, DeleteMode::Hard),
             Held::Nothing => return,
         };
         runtime.spawn(async move {
-            if let Err(error) = cache.store().delete(&key, mode).await {
+            let placement = if beside_head { Placement::Near(&head_key) } else { Placement::Own };
+            if let Err(error) = cache.store().delete_placed(&key, placement, mode).await {
                 cache.store_error(&error);
             }
         });

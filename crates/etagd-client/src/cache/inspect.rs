@@ -55,7 +55,8 @@ impl Cache {
                 inspection.head = "variants";
                 inspection.vary = index.vary.clone();
                 let key = ns.variant_key(&resource.variant(&index.vary, headers));
-                match self.inner.store.get_many(&[GetRequest::plain(key)]).await.pop().expect("one result")? {
+                let read = GetRequest::plain(key).near(ns.head_key(resource));
+                match self.inner.store.get_many(&[read]).await.pop().expect("one result")? {
                     GetOutcome::Hit(variant) if !variant.value.is_empty() => match EntryMeta::decode(&variant.value) {
                         Ok(meta) => (meta, Some(index.url_generation), item.stale || variant.stale),
                         Err(_) => return Ok(inspection),

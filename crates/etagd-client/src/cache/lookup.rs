@@ -13,7 +13,9 @@ use super::{Cache, Fill, Live, bump, fill};
 use crate::entry::{EntryMeta, HeadRecord, VaryIndex};
 use crate::generation::Check;
 use crate::key::{Digest, ResourceKey};
-use crate::store::{DeleteMode, Expiry, GetOutcome, GetRequest, Item, Lease, SetCondition, SetOutcome, StoreError};
+use crate::store::{
+    DeleteMode, Expiry, GetOutcome, GetRequest, Item, Lease, Placement, SetCondition, SetOutcome, StoreError,
+};
 
 /// What this process remembers about a resource to batch its reads: never a validator, only which keys to ask.
 #[derive(Debug, Clone, Default)]
@@ -70,6 +72,8 @@ pub struct Hit {
 #[derive(Debug, Clone)]
 pub(super) struct Slot {
     pub(super) entry_digest: Digest,
+    /// The head record's key: the entry's bodies, variant and refresh lock are placed on its server.
+    pub(super) head_key: String,
     meta_cas: u64,
     index: Option<VaryIndex>,
     head_cas: u64,
@@ -131,15 +135,16 @@ impl Cache {
             }
         }
         let lease_secs = lease_secs(config.fill_lease);
+        let head_key = ns.head_key(resource);
         let mut requests =
-            vec![GetRequest::leased(ns.head_key(resource), lease_secs), GetRequest::plain(ns.all_generation_key())];
+            vec![GetRequest::leased(head_key.clone(), lease_secs), GetRequest::plain(ns.all_generation_key())];
         requests.extend(tags.iter().map(|tag| GetRequest::plain(ns.tag_generation_key(tag))));
         let hinted_variant = hint
             .as_ref()
             .filter(|hint| !hint.vary.is_empty())
             .map(|hint| resource.variant(&hint.vary, request.headers));
         if let Some(variant) = &hinted_variant {
-            requests.push(GetRequest::leased(ns.variant_key(variant), lease_secs));
+            requests.push(GetRequest::leased(ns.variant_key(variant), lease_secs).near(head_key.clone()));
         }
         let mut results = self.inner.store.get_many(&requests).await.into_iter();
         let head = results.next().expect("one result per request");
@@ -151,7 +156,7 @@ impl Cache {
                 // The namespace counter decides every entry: without it nothing can be proven current.
                 self.store_error(&error);
                 if let Ok(GetOutcome::Miss { lease: Lease::Won { cas } }) = head {
-                    self.release(&ns.head_key(resource), cas).await;
+                    self.release(&head_key, Placement::Own, cas).await;
                 }
                 return Lookup::Unavailable(error);
             }
@@ -218,8 +223,8 @@ impl Cache {
     }
 
     /// Releases a placeholder this caller created, unless someone replaced it since.
-    pub(crate) async fn release(&self, key: &str, cas: u64) {
-        if let Err(error) = self.inner.store.delete(key, DeleteMode::IfCas { cas }).await {
+    pub(crate) async fn release(&self, key: &str, placement: Placement<'_>, cas: u64) {
+        if let Err(error) = self.inner.store.delete_placed(key, placement, DeleteMode::IfCas { cas }).await {
             self.store_error(&error);
         }
     }
@@ -270,8 +275,10 @@ impl Cache {
                 let outcome = match hinted_variant {
                     Some((hinted, outcome)) if hinted == digest => outcome,
                     _ => {
-                        let key = self.inner.config.namespace.variant_key(&digest);
-                        let lease = GetRequest::leased(key, lease_secs(self.inner.config.fill_lease));
+                        let ns = &self.inner.config.namespace;
+                        let lease =
+                            GetRequest::leased(ns.variant_key(&digest), lease_secs(self.inner.config.fill_lease))
+                                .near(ns.head_key(resource));
                         self.inner.store.get_many(&[lease]).await.pop().expect("one result per request")
                     }
                 };
@@ -311,6 +318,7 @@ impl Cache {
                 plan.variant_cas(variant.cas);
                 let slot = Slot {
                     entry_digest: digest,
+                    head_key: self.inner.config.namespace.head_key(resource),
                     meta_cas: variant.cas,
                     index: Some(index.clone()),
                     head_cas: item.cas,
@@ -336,6 +344,7 @@ impl Cache {
         self.read_tags(&meta.tags, &mut live).await;
         let slot = Slot {
             entry_digest: resource.digest(),
+            head_key: self.inner.config.namespace.head_key(resource),
             meta_cas: item.cas,
             index: None,
             head_cas: item.cas,
@@ -361,7 +370,7 @@ impl Cache {
         let check = Self::validity(&meta, &slot.generations, url_generation, now_ms);
         if check == Check::Changed || (item.stale && meta.must_revalidate) {
             let lock = self.inner.config.namespace.refresh_lock_key(&slot.entry_digest);
-            return match self.take_lock(&lock).await {
+            return match self.take_lock(&lock, &slot.head_key).await {
                 Some(true) => {
                     bump(&self.inner.counters.leases_won);
                     let mut plan = plan;
@@ -394,9 +403,10 @@ impl Cache {
 
     /// Tries to take an entry's refresh lock: `Some(true)` won, `Some(false)` held elsewhere, `None` the store
     /// failed (the caller proceeds without coordination).
-    async fn take_lock(&self, key: &str) -> Option<bool> {
+    async fn take_lock(&self, key: &str, head_key: &str) -> Option<bool> {
         let expiry = Expiry::from_secs(self.inner.config.fill_lease.as_secs());
-        match self.inner.store.set(key, Bytes::from_static(b"1"), expiry, SetCondition::Add).await {
+        let near = Placement::Near(head_key);
+        match self.inner.store.set_placed(key, near, Bytes::from_static(b"1"), expiry, SetCondition::Add).await {
             Ok(SetOutcome::Stored) => Some(true),
             Ok(SetOutcome::NotStored) => Some(false),
             Err(error) => {
@@ -420,7 +430,7 @@ impl Cache {
         };
         if !hit.refresh_lease {
             let lock = self.inner.config.namespace.refresh_lock_key(&slot.entry_digest);
-            if self.take_lock(&lock).await != Some(true) {
+            if self.take_lock(&lock, &slot.head_key).await != Some(true) {
                 return None;
             }
             plan.lock(lock);
