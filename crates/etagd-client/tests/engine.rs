@@ -10,10 +10,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use etagd_client::cache::{Cache, CacheConfig, Clock, FillResponse, Hit, Lookup, LookupRequest};
+use etagd_client::cache::{
+    Cache, CacheConfig, Clock, CommitError, FillResponse, Hit, HitState, Invalidation, Lookup, LookupRequest,
+};
 use etagd_client::cacheability::Freshness;
 use etagd_client::key::{Namespace, ResourceKey};
 use etagd_client::store::memcached::{MemcachedConfig, MemcachedStore};
+use etagd_client::store::memory::MemoryStore;
 use etagd_client::store::{GetOutcome, GetRequest, Store};
 use etagd_testkit::{Memcached, unique_namespace};
 use http::HeaderMap;
@@ -99,6 +102,333 @@ fn response(body: &str, freshness: Freshness, tags: &[&str], vary: &[&str]) -> F
         etag: None,
         last_modified: None,
         codings: Vec::new(),
+    }
+}
+
+// ---- Freshness and the stale windows (embedded store, test clock).
+
+/// What a lookup should find at some point of an entry's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Fresh,
+    Stale { stale_for_s: u64, while_revalidate: bool, if_error: bool },
+}
+
+/// One stored response and what lookups find as it ages: (seconds since it was stored, expected age, state).
+struct Life {
+    rule: &'static str,
+    freshness: Freshness,
+    checks: Vec<(u64, u64, Expect)>,
+}
+
+fn stale(stale_for_s: u64, while_revalidate: bool, if_error: bool) -> Expect {
+    Expect::Stale { stale_for_s, while_revalidate, if_error }
+}
+
+fn lives() -> Vec<Life> {
+    let base = freshness(60);
+    vec![
+        Life {
+            // RFC 9111 section 4.2: response_is_fresh = (freshness_lifetime > current_age); at an age equal to
+            // the lifetime it is stale, and with no stale-* directive it may not be served stale.
+            rule: "RFC 9111 4.2 freshness lifetime",
+            freshness: base.clone(),
+            checks: vec![(0, 0, Expect::Fresh), (59, 59, Expect::Fresh), (60, 60, stale(0, false, false))],
+        },
+        Life {
+            // RFC 9111 section 4.2.3: current_age = corrected_initial_age + resident_time; an `Age` of 50 on
+            // arrival leaves 10 s of a 60 s lifetime.
+            rule: "RFC 9111 4.2.3 age on arrival",
+            freshness: Freshness { initial_age_s: 50, ..base.clone() },
+            checks: vec![(0, 50, Expect::Fresh), (9, 59, Expect::Fresh), (10, 60, stale(0, false, false))],
+        },
+        Life {
+            // RFC 5861 section 3: stale-while-revalidate=30 lets a cache serve it stale for up to 30 s while it
+            // revalidates in the background; past the window it must revalidate first.
+            rule: "RFC 5861 3 stale-while-revalidate",
+            freshness: Freshness { stale_while_revalidate_s: 30, ..base.clone() },
+            checks: vec![
+                (59, 59, Expect::Fresh),
+                (60, 60, stale(0, true, false)),
+                (89, 89, stale(29, true, false)),
+                (91, 91, stale(31, false, false)),
+            ],
+        },
+        Life {
+            // RFC 5861 section 4: stale-if-error=120 lets a cache serve it stale for up to 120 s when the origin
+            // fails; it says nothing about serving stale otherwise.
+            rule: "RFC 5861 4 stale-if-error",
+            freshness: Freshness { stale_if_error_s: 120, ..base.clone() },
+            checks: vec![
+                (100, 100, stale(40, false, true)),
+                (179, 179, stale(119, false, true)),
+                (181, 181, stale(121, false, false)),
+            ],
+        },
+        Life {
+            // RFC 9111 section 5.2.2.2 (must-revalidate): once stale, never reused without validation, which
+            // overrides the stale-* windows (RFC 9111 section 4.2.4: no stale response when a directive forbids
+            // it).
+            rule: "RFC 9111 5.2.2.2 must-revalidate",
+            freshness: Freshness {
+                stale_while_revalidate_s: 30,
+                stale_if_error_s: 30,
+                must_revalidate: true,
+                ..base.clone()
+            },
+            checks: vec![(30, 30, Expect::Fresh), (61, 61, stale(1, false, false))],
+        },
+        Life {
+            // RFC 9111 section 5.2.2.4 (no-cache): a stored response is never used without validation: a zero
+            // lifetime that must be revalidated is stale from the start.
+            rule: "RFC 9111 5.2.2.4 no-cache",
+            freshness: Freshness { must_revalidate: true, ..freshness(0) },
+            checks: vec![(0, 0, stale(0, false, false))],
+        },
+        Life {
+            // Not an RFC rule: a route TTL of "until invalidated" (u64::MAX) never goes stale by age.
+            rule: "etagd: fresh until invalidated",
+            freshness: freshness(u64::MAX),
+            checks: vec![(0, 0, Expect::Fresh), (864_000, 864_000, Expect::Fresh)],
+        },
+    ]
+}
+
+fn memory_engine() -> Engine {
+    Engine::over(Arc::new(MemoryStore::new(16 << 20)), CacheConfig::default())
+}
+
+impl Engine {
+    /// Lets time pass for the engine's clock and for the embedded store's (tokio's paused clock) alike.
+    async fn elapse_s(&self, secs: u64) {
+        self.advance_s(secs);
+        tokio::time::advance(Duration::from_secs(secs)).await;
+    }
+}
+
+fn state_of(hit: &Hit) -> Expect {
+    match hit.state {
+        HitState::Fresh => Expect::Fresh,
+        HitState::Stale { stale_for_s, while_revalidate, if_error } => {
+            Expect::Stale { stale_for_s, while_revalidate, if_error }
+        }
+        HitState::Grace => panic!("nothing was invalidated, yet the hit is in grace"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_entry_ages_through_fresh_and_stale_windows() {
+    for life in lives() {
+        let engine = memory_engine();
+        let resource = ResourceKey::new("http", "fresh.example", "/page");
+        let headers = HeaderMap::new();
+        engine.fill(&resource, &headers, response("page", life.freshness.clone(), &[], &[])).await;
+        let mut elapsed = 0;
+        for &(at_s, age_s, expected) in &life.checks {
+            engine.elapse_s(at_s - elapsed).await;
+            elapsed = at_s;
+            let hit = engine.hit(&resource, &headers).await;
+            assert_eq!((hit.age_s, state_of(&hit)), (age_s, expected), "{} at {at_s} s", life.rule);
+        }
+    }
+}
+
+/// RFC 5861 section 3: while a stale response is served, the cache revalidates it in the background; the fleet
+/// sends one such request (one refresh permit), and the refreshed entry is fresh again. RFC 9111 section 4.3.4:
+/// a 304 from the origin updates the stored freshness and keeps the stored body and validator.
+#[tokio::test(start_paused = true)]
+async fn one_caller_refreshes_a_stale_entry_and_it_is_fresh_again() {
+    let engine = memory_engine();
+    let resource = ResourceKey::new("http", "swr.example", "/feed");
+    let headers = HeaderMap::new();
+    let request = LookupRequest { resource: &resource, headers: &headers, route_tags: &[] };
+    let swr = Freshness { stale_while_revalidate_s: 30, ..freshness(60) };
+    engine.fill(&resource, &headers, response("feed v1", swr.clone(), &[], &[])).await;
+    let first = engine.hit(&resource, &headers).await;
+    engine.elapse_s(70).await;
+
+    let stale_hit = engine.hit(&resource, &headers).await;
+    assert_eq!(state_of(&stale_hit), stale(10, true, false));
+    let refresh = engine.cache.refresh_permit(&stale_hit, request).await.expect("the first caller refreshes");
+    let other = engine.hit(&resource, &headers).await;
+    assert_eq!(state_of(&other), stale(10, true, false), "others keep getting the stale entry meanwhile");
+    assert!(engine.cache.refresh_permit(&other, request).await.is_none(), "and do not refresh it too");
+
+    refresh.commit_revalidated(&stale_hit.meta, swr.clone(), Vec::new()).await.expect("the 304 is stored");
+    let refreshed = engine.hit(&resource, &headers).await;
+    assert_eq!((refreshed.age_s, state_of(&refreshed)), (0, Expect::Fresh));
+    assert_eq!(refreshed.meta.etag, first.meta.etag, "a 304 keeps the validator");
+    let body = engine.cache.body(&refreshed, None).await.expect("body read").expect("body present");
+    assert_eq!(body.body, "feed v1", "and the body");
+
+    // The permit's lock was let go: the next time it is stale, someone may refresh it again, this time with a
+    // new representation (a 200).
+    engine.elapse_s(65).await;
+    let stale_again = engine.hit(&resource, &headers).await;
+    let refresh = engine.cache.refresh_permit(&stale_again, request).await.expect("refreshable again");
+    refresh.commit(response("feed v2", swr, &[], &[])).await.expect("the 200 is stored");
+    let replaced = engine.hit(&resource, &headers).await;
+    assert_eq!(state_of(&replaced), Expect::Fresh);
+    let body = engine.cache.body(&replaced, None).await.expect("body read").expect("body present");
+    assert_eq!(body.body, "feed v2");
+}
+
+// ---- Hit-for-pass (embedded store, test clock). Not an RFC rule: etagd's own, so that requests for a
+// resource that just answered uncacheably go straight to the origin instead of queueing behind one filler.
+
+#[tokio::test(start_paused = true)]
+async fn a_hit_for_pass_marker_expires_and_the_resource_is_cached_again() {
+    // (why the fill was given up, the marker's lifetime: None for the configured pass_ttl)
+    let cases: [(Option<&str>, Option<u64>); 3] =
+        [(Some("no-store"), None), (Some("origin-error"), Some(5)), (None, None)];
+    for (reason, ttl_s) in cases {
+        let engine = memory_engine();
+        let pass_ttl_s = ttl_s.unwrap_or(engine.cache.config().pass_ttl.as_secs());
+        let resource = ResourceKey::new("http", "pass.example", "/account");
+        let headers = HeaderMap::new();
+        let Lookup::Miss(fill) = engine.lookup(&resource, &headers).await else { panic!("a cold key misses") };
+        match ttl_s {
+            None => fill.abandon(reason).await,
+            Some(secs) => fill.abandon_for(reason, Duration::from_secs(secs)).await,
+        }
+        let Some(reason) = reason else {
+            // Given up without a reason (an origin failure the caller will retry): no marker, the next caller fills.
+            assert!(matches!(engine.lookup(&resource, &headers).await, Lookup::Miss(_)));
+            continue;
+        };
+        for _ in 0..2 {
+            match engine.lookup(&resource, &headers).await {
+                Lookup::Pass { reason: found } => assert_eq!(found, reason),
+                other => panic!("{reason}: expected a pass, got {}", other.label()),
+            }
+        }
+        // Judged by the engine's clock alone: the store still holds the marker.
+        engine.advance_s(pass_ttl_s - 1);
+        assert!(matches!(engine.lookup(&resource, &headers).await, Lookup::Pass { .. }), "{reason}: still passed");
+        engine.advance_s(1);
+        engine.fill(&resource, &headers, response("account", freshness(60), &[], &[])).await;
+        assert_eq!(state_of(&engine.hit(&resource, &headers).await), Expect::Fresh, "{reason}: cached again");
+    }
+}
+
+// ---- Invalidation by URL, tag and namespace, hard and with grace (embedded store, test clock).
+
+/// What to invalidate, and whether it also covers the bystander entry.
+struct Target {
+    kind: &'static str,
+    invalidation: Invalidation,
+    covers_bystander: bool,
+}
+
+fn targets(url: &str) -> Vec<Target> {
+    vec![
+        Target {
+            // RFC 9111 section 4.4 asks a cache to invalidate the target URI after an unsafe request; this is
+            // the engine side of it (the sidecar decides when).
+            kind: "url",
+            invalidation: Invalidation { urls: vec![url.to_owned()], ..Invalidation::default() },
+            covers_bystander: false,
+        },
+        Target {
+            kind: "tag",
+            invalidation: Invalidation { tags: vec!["tag-a".to_owned()], ..Invalidation::default() },
+            covers_bystander: false,
+        },
+        Target {
+            kind: "all",
+            invalidation: Invalidation { all: true, ..Invalidation::default() },
+            covers_bystander: true,
+        },
+    ]
+}
+
+/// Expects a miss this caller fills (a refill after an invalidation), and refills it.
+async fn refill(engine: &Engine, resource: &ResourceKey, body: &str, tag: &str, what: &str) {
+    match engine.lookup(resource, &HeaderMap::new()).await {
+        Lookup::Miss(fill) => {
+            fill.commit(response(body, freshness(600), &[tag], &[])).await.expect("the refill is stored");
+        }
+        other => panic!("{what}: expected a miss, got {}", other.label()),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn invalidation_by_url_tag_and_all_hard_and_with_grace() {
+    let url = "http://inv.example/a";
+    for grace_s in [None, Some(30)] {
+        for target in targets(url) {
+            let what = format!("{} grace {grace_s:?}", target.kind);
+            let engine = memory_engine();
+            let headers = HeaderMap::new();
+            let a = ResourceKey::from_url(url).expect("a valid url");
+            let bystander = ResourceKey::from_url("http://inv.example/b").expect("a valid url");
+            engine.fill(&a, &headers, response("a v1", freshness(600), &["tag-a"], &[])).await;
+            engine.fill(&bystander, &headers, response("b v1", freshness(600), &["tag-b"], &[])).await;
+
+            let invalidation = Invalidation { grace_s, ..target.invalidation.clone() };
+            let report = engine.cache.invalidate(&invalidation).await.expect("a valid invalidation");
+            assert!(report.complete && !report.escalated_to_all, "{what}: {report:?}");
+
+            let covered: Vec<(&ResourceKey, &str, &str)> = if target.covers_bystander {
+                vec![(&a, "a v2", "tag-a"), (&bystander, "b v2", "tag-b")]
+            } else {
+                assert_eq!(state_of(&engine.hit(&bystander, &headers).await), Expect::Fresh, "{what}: bystander");
+                vec![(&a, "a v2", "tag-a")]
+            };
+            if grace_s.is_some() {
+                // Within grace the old entry is still served, marked as such, while one caller refreshes it.
+                for elapsed in [0, 29] {
+                    engine.elapse_s(elapsed).await;
+                    for (resource, _, _) in &covered {
+                        let hit = engine.hit(resource, &headers).await;
+                        assert_eq!(hit.state, HitState::Grace, "{what} at {elapsed} s: {}", resource.canonical());
+                    }
+                }
+                engine.elapse_s(2).await;
+            }
+            for (resource, body, tag) in covered {
+                refill(&engine, resource, body, tag, &what).await;
+                let hit = engine.hit(resource, &headers).await;
+                assert_eq!(state_of(&hit), Expect::Fresh, "{what}: refilled");
+                let stored = engine.cache.body(&hit, None).await.expect("body read").expect("body present");
+                assert_eq!(stored.body, body, "{what}");
+            }
+            if !target.covers_bystander {
+                assert_eq!(state_of(&engine.hit(&bystander, &headers).await), Expect::Fresh, "{what}: bystander");
+            }
+        }
+    }
+}
+
+/// An invalidation that lands while the origin is answering makes the fill unreadable: refused at commit when
+/// the tag's counter is first met after the origin answered, unreachable when it was read at lookup.
+#[tokio::test(start_paused = true)]
+async fn a_fill_racing_an_invalidation_is_never_served() {
+    let engine = memory_engine();
+    let headers = HeaderMap::new();
+    let resource = ResourceKey::new("http", "race.example", "/report");
+    engine.fill(&resource, &headers, response("seed", freshness(600), &[], &[])).await;
+    engine
+        .cache
+        .invalidate(&Invalidation { urls: vec!["http://race.example/report".to_owned()], ..Default::default() })
+        .await
+        .expect("a valid invalidation");
+
+    // The tag is new to this process: its counter is read after the origin answered, and it changed after the
+    // fill began.
+    let Lookup::Miss(fill) = engine.lookup(&resource, &headers).await else { panic!("invalidated: a miss") };
+    engine.cache.invalidate(&Invalidation { tags: vec!["report".to_owned()], ..Default::default() }).await.expect("ok");
+    let refused = fill.commit(response("late", freshness(600), &["report"], &[])).await;
+    assert!(matches!(refused, Err(CommitError::Invalidated)), "{refused:?}");
+
+    // Now the tag is known, so the next lookup reads its counter up front and the fill records it.
+    engine.advance_s(5);
+    let Lookup::Miss(fill) = engine.lookup(&resource, &headers).await else { panic!("nothing stored: a miss") };
+    engine.cache.invalidate(&Invalidation { tags: vec!["report".to_owned()], ..Default::default() }).await.expect("ok");
+    fill.commit(response("late again", freshness(600), &["report"], &[])).await.expect("written");
+    match engine.lookup(&resource, &headers).await {
+        Lookup::Miss(_) => {}
+        other => panic!("the late write must not be served, got {}", other.label()),
     }
 }
 
