@@ -17,6 +17,12 @@
 //! | `Busy` | another caller (anywhere in the fleet) is filling: [`Cache::lookup_waiting`] waits for it |
 //! | `Pass` | goes to the origin without storing (the resource was recently uncacheable) |
 //! | `Unavailable` | goes to the origin: the store failed, which is never the client's problem |
+//!
+//! One concern per file: `config` (settings and the clock), `lookup` (the batched read, the judgement of what
+//! it found, refresh permits and locks, read hints), `live` (generation counters read and checked), `body` (body
+//! reads and the in-process body cache), `fill` (the commit protocol), `invalidate`, `inspect` (what operators
+//! see), `counters`, `inflight` (waiting for a fill in this process) and `memo` (decoded entries). An entry's
+//! bodies, variant and refresh lock are placed on its head record's server ([`crate::store::Placement`]).
 
 mod body;
 mod config;
