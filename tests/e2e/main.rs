@@ -14,6 +14,7 @@
 //! | `compose` | the docker-compose fleet's settings share validators across replicas |
 //! | `etagctl` | the CLI against a real sidecar's admin API and the same Memcached |
 //! | `timeouts` | a memcached that stops answering mid-batch fails no request |
+//! | `parity` | the sidecar and the tower layer answer one table of cases alike |
 //! | `failover` | memcached servers dying: the origin answers, the rest of the cache keeps working |
 
 mod admin;
@@ -24,6 +25,7 @@ mod failover;
 mod fleet;
 mod headers;
 mod invalidation;
+mod parity;
 mod sharing;
 mod stale;
 mod storage_rules;

@@ -60,11 +60,13 @@ pub enum NoStoreReason {
     TooLarge,
     /// The response is a 206 Partial Content.
     PartialContent,
+    /// The body ends with trailers, which cannot be replayed from storage.
+    Trailers,
 }
 
 impl NoStoreReason {
     /// Every reason, in declaration order (for registering metric labels up front).
-    pub const ALL: [NoStoreReason; 11] = [
+    pub const ALL: [NoStoreReason; 12] = [
         NoStoreReason::Method,
         NoStoreReason::Status,
         NoStoreReason::RequestNoStore,
@@ -76,6 +78,7 @@ impl NoStoreReason {
         NoStoreReason::NoFreshness,
         NoStoreReason::TooLarge,
         NoStoreReason::PartialContent,
+        NoStoreReason::Trailers,
     ];
 
     /// The snake_case label used in metrics, logs and the `Cache-Status` header.
@@ -92,7 +95,39 @@ impl NoStoreReason {
             NoStoreReason::NoFreshness => "no_freshness",
             NoStoreReason::TooLarge => "too_large",
             NoStoreReason::PartialContent => "partial_content",
+            NoStoreReason::Trailers => "trailers",
         }
+    }
+
+    /// The reason as a `Cache-Status` detail (RFC 9211 section 2.7): the label in kebab case, like every other
+    /// detail etagd writes.
+    pub fn detail(&self) -> &'static str {
+        match self {
+            NoStoreReason::Method => "method",
+            NoStoreReason::Status => "status",
+            NoStoreReason::RequestNoStore => "request-no-store",
+            NoStoreReason::NoStore => "no-store",
+            NoStoreReason::Private => "private",
+            NoStoreReason::Authorization => "authorization",
+            NoStoreReason::SetCookie => "set-cookie",
+            NoStoreReason::VaryStar => "vary-star",
+            NoStoreReason::NoFreshness => "no-freshness",
+            NoStoreReason::TooLarge => "too-large",
+            NoStoreReason::PartialContent => "partial-content",
+            NoStoreReason::Trailers => "trailers",
+        }
+    }
+
+    /// The reason named by a label written by [`as_str`](Self::as_str) (a hit-for-pass marker stores it, maybe
+    /// written by another replica).
+    pub fn from_label(label: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|reason| reason.as_str() == label)
+    }
+
+    /// Whether this refusal is caused by the request alone. Such a refusal must never mark the resource
+    /// hit-for-pass: one client's credentials or `no-store` would switch caching off for everyone else.
+    pub fn is_request_specific(&self) -> bool {
+        matches!(self, NoStoreReason::RequestNoStore | NoStoreReason::Authorization | NoStoreReason::Method)
     }
 }
 
@@ -634,6 +669,7 @@ mod tests {
                 "no_freshness",
                 "too_large",
                 "partial_content",
+                "trailers",
             ]
         );
         assert_eq!(NoStoreReason::NoStore.to_string(), "no_store");

@@ -1,13 +1,16 @@
 //! A tower layer giving a Rust service (axum, or any `tower::Service` over `http`) the shared cache in process:
-//! the seed's Django `@etag` plus `cache_response`, with the sidecar's key schema, store and engine.
+//! the seed's Django `@etag` plus `cache_response`, with the sidecar's key schema, store, engine and request
+//! exchange. The layer is an adapter: each request runs through [`Exchange::run`](crate::exchange::Exchange::run)
+//! with the wrapped service as its upstream, exactly as the sidecar runs it with the app.
 //!
 //! [`EtagCacheLayer`] wraps a service in [`EtagCache`]. For GET and HEAD it looks the request up in the shared
 //! cache; a fresh entry is answered without calling the service (304 when the client's `If-None-Match` or
 //! `If-Modified-Since` matches, else the stored body); a miss calls the service, stores its answer when
-//! RFC 9111 allows it, and answers with the stored `ETag`. Write handlers invalidate by tag through the same
-//! [`Cache`] (it is cheap to clone), which is what the seed's post-save signal did. Every answer carries a
-//! `Cache-Status` header (RFC 9211) such as `etagd; hit` or `etagd; fwd=uri-miss; fwd-status=200; stored`, and
-//! answers from storage carry `Age`.
+//! RFC 9111 allows it, and answers with the stored `ETag`. A successful POST, PUT, PATCH or DELETE through the
+//! layer invalidates its URL and the `Location` / `Content-Location` it answers with, and an
+//! `Etagd-Invalidate: tag1 tag2` response header invalidates those tags, for every replica sharing the store.
+//! Every answer carries a `Cache-Status` header (RFC 9211) such as `etagd; hit` or
+//! `etagd; fwd=uri-miss; fwd-status=200; stored`, and answers from storage carry `Age`.
 //!
 //! # Example
 //!
@@ -16,10 +19,9 @@
 //!
 //! use axum::Router;
 //! use axum::body::Body;
-//! use axum::extract::State;
 //! use axum::http::{Request, StatusCode};
 //! use axum::routing::get;
-//! use etagd_client::cache::{Cache, CacheConfig, Invalidation};
+//! use etagd_client::cache::{Cache, CacheConfig};
 //! use etagd_client::layer::EtagCacheLayer;
 //! use etagd_client::store::memory::MemoryStore;
 //! use tower::ServiceExt;
@@ -28,26 +30,15 @@
 //!     r#"["web-1","web-2"]"#
 //! }
 //!
-//! async fn add_server(State(cache): State<Cache>) -> StatusCode {
-//!     // ... save the new server, then do what the seed's post-save signal did:
-//!     let invalidation = Invalidation { tags: vec!["servers".into()], ..Default::default() };
-//!     // Only a URL can be malformed, so a tag-only invalidation returns a report. When a tag's counter
-//!     // cannot be written the engine invalidates the whole namespace instead; `complete` is false only when
-//!     // even that failed.
-//!     if let Ok(report) = cache.invalidate(&invalidation).await {
-//!         if !report.complete {
-//!             eprintln!("the cache store is unreachable; cached lists may be stale until it returns");
-//!         }
-//!     }
+//! async fn add_server() -> StatusCode {
+//!     // ... save the new server. The layer invalidates /api/servers itself once this succeeds.
 //!     StatusCode::CREATED
 //! }
 //!
 //! fn app(cache: Cache) -> Router {
-//!     // Cached until invalidated (the seed's model), tagged "servers" for the write handler.
-//!     let cached = EtagCacheLayer::new(cache.clone()).tags(["servers"]);
-//!     Router::new()
-//!         .route("/api/servers", get(list_servers).layer(cached).post(add_server))
-//!         .with_state(cache)
+//!     // Cached until invalidated (the seed's model), tagged "servers".
+//!     let cached = EtagCacheLayer::new(cache).tags(["servers"]);
+//!     Router::new().route("/api/servers", get(list_servers).post(add_server)).layer(cached)
 //! }
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -63,6 +54,28 @@
 //! let second = app.clone().oneshot(again).await.unwrap();
 //! assert_eq!(second.status(), StatusCode::NOT_MODIFIED);
 //! assert_eq!(second.headers()["cache-status"], "etagd; hit");
+//!
+//! let post = Request::post("/api/servers").header("host", "api.example.com").body(Body::empty()).unwrap();
+//! app.clone().oneshot(post).await.unwrap();
+//! let after = app.clone().oneshot(get().body(Body::empty()).unwrap()).await.unwrap();
+//! assert_eq!(after.headers()["cache-status"], "etagd; fwd=uri-miss; fwd-status=200; stored");
+//! # });
+//! ```
+//!
+//! Invalidating explicitly, by tag, from code that runs outside a request through the layer (a worker, a
+//! signal handler), is one call on the same [`Cache`]:
+//!
+//! ```
+//! # use std::sync::Arc;
+//! # use etagd_client::cache::{Cache, CacheConfig, Invalidation};
+//! # use etagd_client::store::memory::MemoryStore;
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! # let cache = Cache::new(Arc::new(MemoryStore::new(1 << 20)), CacheConfig::default());
+//! let invalidation = Invalidation { tags: vec!["servers".into()], ..Default::default() };
+//! // When a tag's counter cannot be written the engine invalidates the whole namespace instead; `complete`
+//! // is false only when even that failed.
+//! let report = cache.invalidate(&invalidation).await.expect("a tag-only invalidation is well formed");
+//! assert!(report.complete);
 //! # });
 //! ```
 //!
@@ -79,59 +92,68 @@
 //!
 //! # What is stored, and for how long
 //!
+//! The rules are the exchange's, the same as the sidecar's (see `ARCHITECTURE.md`):
+//!
 //! - Only answers to GET and HEAD. HEAD is filled with a GET to the inner service, since both share one entry.
-//! - Only what a shared cache may store (`cacheability::storable`): no `no-store`, `private`, `Set-Cookie` or
-//!   `Vary: *` answers. A refusal marks the URL hit-for-pass for the engine's `pass_ttl`, so concurrent callers
-//!   stop waiting for a fill that will never come.
+//! - Only what a shared cache may store (RFC 9111 section 3): no `no-store`, `private`, `Set-Cookie` or
+//!   `Vary: *` answers, and answers to `Authorization` requests only when `public`, `s-maxage` or
+//!   `must-revalidate` allow it. A refusal caused by the answer marks the URL hit-for-pass for the engine's
+//!   `pass_ttl`, so concurrent callers stop waiting for a fill that will never come; a refusal caused by the
+//!   request alone never does.
 //! - Answers without explicit freshness (`Cache-Control: max-age`, `Expires`) are kept until invalidated, like
 //!   the seed; [`EtagCacheLayer::ttl`] bounds that. The service's own `Cache-Control` always wins.
 //! - Bodies up to [`EtagCacheLayer::max_body_bytes`] (1 MiB by default); a larger one is streamed through
-//!   uncached (`Cache-Status: ...; detail=too_large`), never cut or failed.
+//!   uncached (`Cache-Status: ...; detail=too-large`), never cut or failed.
 //! - Tags: the layer's ([`EtagCacheLayer::tags`]) plus those the service names in `Surrogate-Key`, which the
 //!   layer removes from the answer.
-//! - Requests with `Authorization`, `Range`, `If-Match`, `If-Unmodified-Since`, `If-Range`, or
-//!   `Cache-Control: no-cache` bypass the cache (`Cache-Status: etagd; fwd=bypass` or `fwd=request`).
-//! - The key is the same as the sidecar's: scheme (`X-Forwarded-Proto`, else the URI's, else `http`), `Host`
-//!   (else the URI authority), path and query.
+//! - `Range`, `If-Match`, `If-Unmodified-Since` and `If-Range` requests go to the service uncached
+//!   (`Cache-Status: etagd; fwd=request`). A client's `Cache-Control: no-cache` does not bypass the cache, as
+//!   in Varnish and nginx.
+//! - The key is the sidecar's (`ResourceKey::from_request`): scheme, host, normalised path and query.
+//!   `X-Forwarded-Proto` and `X-Forwarded-Host` count, and reach the service, only when
+//!   [`EtagCacheLayer::trust_forwarding_headers`] says the callers are trusted proxies; otherwise they and the
+//!   rest of `UNTRUSTED_FORWARDING_HEADERS` are removed before the service sees the request.
 //!
 //! A stale entry within `stale-while-revalidate` (or soft-invalidated, within its grace period) is served as it
 //! is while one caller in the whole fleet refreshes it in the background, calling a clone of the inner service
-//! with the request that found it. Past those windows the entry is refreshed on the request path. Refreshes ask
-//! the inner service for the whole response: in process, a 304 from the service would save little.
+//! with a conditional GET. Past those windows the entry is revalidated on the request path; a 304 from the
+//! service refreshes it without a new body.
 //!
 //! A store failure never fails a request: on `Unavailable`, a busy fill or a pass, the inner service answers and
-//! nothing is stored. The only errors [`EtagCache`] returns are the inner service's own.
+//! nothing is stored. The only errors [`EtagCache`] returns are the inner service's own, when no stale entry
+//! may stand in for its answer.
 //!
 //! # Differences from the sidecar
 //!
 //! - No proxy hop: the cache runs inside the service, so a hit costs no extra connection or copy, and a miss
 //!   calls the handler directly.
 //! - It covers only the routes it wraps, and its settings replace the sidecar's route rules.
-//! - It is the same engine with the same key schema and entry format over the same store: pointed at the same
+//! - It is the same exchange with the same key schema and entry format over the same store: pointed at the same
 //!   Memcached with the same namespace, the sidecar and an in-process service share entries, fills and
 //!   invalidations (`etagctl --memcached ... --namespace ... flush --tag servers` reaches both).
-//! - It never stores compressed variants; put a compression layer outside it.
+//! - Documented defaults that differ: no compression (put a compression layer outside it, or turn it on with
+//!   [`EtagCacheLayer::compression`]); answers without freshness headers kept until invalidated; the peer
+//!   address is unknown, so forwarding headers are trusted all or nothing.
 
-mod body;
 mod future;
-mod request;
-mod response;
 mod service;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tower::Layer;
 
-pub use body::ResponseBody;
 pub use future::ResponseFuture;
-pub use service::EtagCache;
+pub use service::{EtagCache, ServiceUpstream};
 
 use crate::cache::Cache;
-use crate::cacheability::Policy;
+use crate::encoding::CompressionPolicy;
+use crate::exchange::{Exchange, ExchangeConfig, Route, Triggers, TrustedProxies};
+
+/// The body of every response [`EtagCache`] returns: the exchange's [`Body`](crate::body::Body).
+pub type ResponseBody = crate::body::Body;
 
 /// The default [`EtagCacheLayer::max_body_bytes`]: memcached's default item size.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_MAX_BODY_BYTES: usize = crate::exchange::DEFAULT_MAX_BODY_BYTES;
 
 /// A [`Layer`] that wraps services in [`EtagCache`]. Build it with [`EtagCacheLayer::new`] and the builder
 /// methods; cheap to clone.
@@ -139,56 +161,59 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// See the [module docs](crate::layer) for an example.
 #[derive(Clone, Debug)]
 pub struct EtagCacheLayer {
-    shared: Arc<Shared>,
-}
-
-/// What every [`EtagCache`] built by one layer shares.
-#[derive(Clone, Debug)]
-pub(crate) struct Shared {
     cache: Cache,
-    settings: Settings,
-}
-
-#[derive(Clone, Debug)]
-struct Settings {
-    policy: Policy,
-    tags: Vec<String>,
-    max_body_bytes: usize,
+    config: ExchangeConfig,
+    exchange: Exchange,
 }
 
 impl EtagCacheLayer {
     /// A layer over `cache`: answers without explicit freshness kept until invalidated, no tags of its own,
-    /// bodies up to [`DEFAULT_MAX_BODY_BYTES`].
+    /// bodies up to [`DEFAULT_MAX_BODY_BYTES`], no compression, invalidation triggers on, forwarding headers
+    /// not trusted.
     pub fn new(cache: Cache) -> Self {
-        let settings = Settings {
-            policy: Policy { route_ttl_s: Some(u64::MAX), ..Policy::default() },
-            tags: Vec::new(),
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        let config = ExchangeConfig {
+            fallback: Route { ttl_s: Some(u64::MAX), ..Route::default() },
+            compression: CompressionPolicy { codings: Vec::new(), ..CompressionPolicy::default() },
+            ..ExchangeConfig::default()
         };
-        Self { shared: Arc::new(Shared { cache, settings }) }
+        let exchange = Exchange::new(cache.clone(), config.clone());
+        Self { cache, config, exchange }
+    }
+
+    fn with(mut self, change: impl FnOnce(&mut ExchangeConfig)) -> Self {
+        change(&mut self.config);
+        self.exchange = Exchange::new(self.cache.clone(), self.config.clone());
+        self
     }
 
     /// Keeps answers without explicit freshness (`Cache-Control: max-age`, `s-maxage`, `Expires`) fresh for
     /// `ttl` (whole seconds) instead of until invalidated. `Duration::MAX` means until invalidated.
     #[must_use]
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.settings_mut().policy.route_ttl_s = Some(ttl.as_secs());
-        self
+    pub fn ttl(self, ttl: Duration) -> Self {
+        let seconds = if ttl == Duration::MAX { u64::MAX } else { ttl.as_secs() };
+        self.with(|config| config.fallback.ttl_s = Some(seconds))
     }
 
     /// Serves an entry up to `window` past its freshness while it is refreshed in the background, for answers
     /// that do not say otherwise with `stale-while-revalidate` (RFC 5861 section 3). Default: zero.
     #[must_use]
-    pub fn stale_while_revalidate(mut self, window: Duration) -> Self {
+    pub fn stale_while_revalidate(self, window: Duration) -> Self {
         let seconds = u32::try_from(window.as_secs()).unwrap_or(u32::MAX);
-        self.settings_mut().policy.default_stale_while_revalidate_s = seconds;
-        self
+        self.with(|config| config.stale_while_revalidate_s = seconds)
+    }
+
+    /// Serves an entry up to `window` past its freshness when the service fails or answers 5xx, for answers
+    /// that do not say otherwise with `stale-if-error` (RFC 5861 section 4). Default: zero.
+    #[must_use]
+    pub fn stale_if_error(self, window: Duration) -> Self {
+        let seconds = u32::try_from(window.as_secs()).unwrap_or(u32::MAX);
+        self.with(|config| config.stale_if_error_s = seconds)
     }
 
     /// Tags every stored answer with these, besides any in its `Surrogate-Key` header, so that
     /// [`Cache::invalidate`] by tag drops them. Replaces tags given before.
     #[must_use]
-    pub fn tags<I, T>(mut self, tags: I) -> Self
+    pub fn tags<I, T>(self, tags: I) -> Self
     where
         I: IntoIterator<Item = T>,
         T: Into<String>,
@@ -199,29 +224,44 @@ impl EtagCacheLayer {
                 unique.push(tag);
             }
         }
-        self.settings_mut().tags = unique;
-        self
+        self.with(|config| config.fallback.tags = unique)
     }
 
     /// Stores bodies up to `max` bytes; larger ones are streamed through uncached. The store's own item limit
     /// still applies (an answer it refuses is served, not stored).
     #[must_use]
-    pub fn max_body_bytes(mut self, max: usize) -> Self {
-        self.settings_mut().max_body_bytes = max;
-        self
+    pub fn max_body_bytes(self, max: usize) -> Self {
+        self.with(|config| config.max_body_bytes = max)
+    }
+
+    /// Produces these codings once per fill and negotiates them per request, as the sidecar does.
+    #[must_use]
+    pub fn compression(self, policy: CompressionPolicy) -> Self {
+        self.with(|config| config.compression = policy)
+    }
+
+    /// Which origin answers invalidate as a side effect (both on by default).
+    #[must_use]
+    pub fn triggers(self, triggers: Triggers) -> Self {
+        self.with(|config| config.triggers = triggers)
+    }
+
+    /// Believes every caller's `X-Forwarded-Proto` / `X-Forwarded-Host` and keys on them: for a service reachable
+    /// only through proxies the operator runs. Off by default, since the layer cannot see the peer address.
+    #[must_use]
+    pub fn trust_forwarding_headers(self, trusted: bool) -> Self {
+        let proxies = if trusted { TrustedProxies::everyone() } else { TrustedProxies::default() };
+        self.with(|config| config.trusted_proxies = proxies)
     }
 
     /// The cache engine.
     pub fn cache(&self) -> &Cache {
-        &self.shared.cache
+        &self.cache
     }
 
-    pub(crate) fn wrap<S>(&self, inner: S) -> EtagCache<S> {
-        EtagCache::from_shared(inner, self.shared.clone())
-    }
-
-    fn settings_mut(&mut self) -> &mut Settings {
-        &mut Arc::make_mut(&mut self.shared).settings
+    /// The exchange every wrapped service runs requests through.
+    pub fn exchange(&self) -> &Exchange {
+        &self.exchange
     }
 }
 
@@ -229,6 +269,6 @@ impl<S> Layer<S> for EtagCacheLayer {
     type Service = EtagCache<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        self.wrap(inner)
+        EtagCache::from_exchange(inner, self.exchange.clone())
     }
 }

@@ -16,8 +16,11 @@
 //! | [`store`] | the `Store` trait, the Memcached store and the embedded store |
 //! | [`cache`] | the engine: lookup, fill, invalidate, over any store |
 //! | [`reply`] | how a stored entry or an origin answer becomes an HTTP response and a fill (`Cache-Status`, 304, 200) |
-//! | [`layer`] | a tower layer giving a Rust service the same cache in process |
+//! | [`body`] | the one body type, reading an upstream body up to a limit, and stored bodies served by range |
+//! | [`exchange`] | the whole request exchange (lookup, serve, revalidate, fill, pass, triggers) against an upstream |
+//! | [`layer`] | a tower layer giving a Rust service the same exchange in process |
 
+pub mod body;
 pub mod cache;
 pub mod cache_control;
 pub mod cacheability;
@@ -25,6 +28,7 @@ pub mod conditional;
 pub mod encoding;
 pub mod entry;
 pub mod etag;
+pub mod exchange;
 pub mod generation;
 pub mod headers;
 pub mod key;

@@ -304,8 +304,8 @@ impl<'a> Representation<'a> {
 
     /// A 304 for the entry: the fields the 200 would carry that RFC 9110 section 15.4.5 requires (`Cache-Control`,
     /// `Content-Location`, `Expires`, `Vary`, as stored), the validators (`ETag`, and `Last-Modified` as stored),
-    /// `Age` when given, and `Cache-Status`. No `Date`: the server adds it.
-    pub fn not_modified(&self, age_s: Option<u64>, status: &CacheStatus) -> Response<()> {
+    /// and `Age` when given. No `Date` or `Cache-Status`: the exchange adds them.
+    pub fn not_modified(&self, age_s: Option<u64>) -> Response<()> {
         let mut response = Response::new(());
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         let headers = response.headers_mut();
@@ -327,19 +327,12 @@ impl<'a> Representation<'a> {
         if let Some(age_s) = age_s {
             headers.insert(AGE, HeaderValue::from(age_s));
         }
-        headers.insert(CACHE_STATUS, status.to_header_value());
         response
     }
 
     /// A full answer from storage: the entry's status, the replayed headers of the stored body (`replay`), then
-    /// [`stamp`](Self::stamp) and `Cache-Status`. `Content-Length` is `body_len` also for HEAD.
-    pub fn from_entry(
-        &self,
-        replay: &[(String, Bytes)],
-        body_len: usize,
-        age_s: Option<u64>,
-        status: &CacheStatus,
-    ) -> Response<()> {
+    /// [`stamp`](Self::stamp). `Content-Length` is `body_len` also for HEAD.
+    pub fn from_entry(&self, replay: &[(String, Bytes)], body_len: usize, age_s: Option<u64>) -> Response<()> {
         let mut response = Response::new(());
         *response.status_mut() = StatusCode::from_u16(self.meta.status).unwrap_or(StatusCode::OK);
         let headers = response.headers_mut();
@@ -347,7 +340,6 @@ impl<'a> Representation<'a> {
             append(headers, name.as_bytes(), value);
         }
         self.stamp(headers, body_len, age_s);
-        headers.insert(CACHE_STATUS, status.to_header_value());
         response
     }
 
@@ -616,12 +608,12 @@ pub(crate) mod tests {
             if echo {
                 chosen = chosen.echo_weakened();
             }
-            let response = chosen.not_modified(age, &CacheStatus::hit(None));
+            let response = chosen.not_modified(age);
             let headers = response.headers();
             assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
             assert_eq!(headers["cache-control"], "max-age=60");
             assert_eq!(headers["last-modified"], LM);
-            assert_eq!(headers["cache-status"], "etagd; hit");
+            assert!(headers.get("cache-status").is_none(), "the exchange writes Cache-Status");
             assert!(headers.get("content-length").is_none());
             let age = headers.get("age").map_or("", |v| v.to_str().unwrap());
             assert_eq!((headers["etag"].to_str().unwrap(), age), expected, "{codings:?} {lines:?} {echo}");
@@ -646,27 +638,25 @@ pub(crate) mod tests {
             ("bad name".to_owned(), Bytes::from_static(b"dropped")),
         ];
         let request = HeaderMap::new();
-        let status = CacheStatus::hit(Some(5));
-        let plain = Representation::negotiate(&request, &entry).from_entry(&replay, 5, Some(7), &status);
+        let plain = Representation::negotiate(&request, &entry).from_entry(&replay, 5, Some(7));
         let headers = plain.headers();
         assert_eq!(plain.status(), StatusCode::OK);
         assert_eq!(headers["etag"], "\"v1\"");
         assert_eq!(headers["age"], "7");
         assert_eq!(headers["content-length"], "5");
-        assert_eq!(headers.get_all("cache-status").iter().collect::<Vec<_>>(), ["etagd; hit; ttl=5"]);
         assert_eq!(headers.get_all("x-multi").iter().count(), 2);
         assert!(headers.get("content-encoding").is_none());
         assert_eq!(headers.len(), 7);
 
         let gzip = map(&[("accept-encoding", "gzip")]);
-        let coded = Representation::negotiate(&gzip, &entry).from_entry(&replay, 3, None, &status);
+        let coded = Representation::negotiate(&gzip, &entry).from_entry(&replay, 3, None);
         assert_eq!(coded.headers()["etag"], "\"v1-gzip\"");
         assert_eq!(coded.headers()["content-encoding"], "gzip");
         assert_eq!(coded.headers()["content-length"], "3");
         assert!(coded.headers().get("age").is_none());
 
         let stored_404 = meta(404, "\"v1\"", None);
-        let missing = Representation::identity(&request, &stored_404).from_entry(&[], 0, Some(0), &status);
+        let missing = Representation::identity(&request, &stored_404).from_entry(&[], 0, Some(0));
         assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     }
 

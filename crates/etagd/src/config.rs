@@ -27,6 +27,8 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use etagd_client::cache::ValidatorMode;
 use etagd_client::encoding::{Coding, CompressionPolicy};
+pub use etagd_client::exchange::Route;
+use etagd_client::exchange::{ExchangeConfig, TrustedProxies};
 use etagd_client::key::Namespace;
 use serde::Deserialize;
 
@@ -107,6 +109,10 @@ pub struct Args {
     /// How long in-flight requests may run after SIGTERM.
     #[arg(long, env = "ETAGD_DRAIN_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
     pub drain_timeout: Duration,
+    /// Peers whose X-Forwarded-Proto/-Host are believed and keyed (comma-separated CIDRs or addresses, e.g. the
+    /// ingress's). From anyone else forwarding headers are dropped before the app sees them.
+    #[arg(long, env = "ETAGD_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// Log output format.
@@ -145,21 +151,6 @@ struct FileRoute {
     tags: Vec<String>,
     stale_while_revalidate: Option<String>,
     stale_if_error: Option<String>,
-}
-
-/// A route rule: caching settings for a path prefix.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
-    /// Path prefix.
-    pub prefix: String,
-    /// Cacheable for this many seconds even without headers; `u64::MAX` = until invalidated.
-    pub ttl_s: Option<u64>,
-    /// Tags given to every entry under the prefix.
-    pub tags: Vec<String>,
-    /// `stale-while-revalidate` default, seconds.
-    pub stale_while_revalidate_s: Option<u32>,
-    /// `stale-if-error` default, seconds.
-    pub stale_if_error_s: Option<u32>,
 }
 
 /// The validated configuration.
@@ -213,6 +204,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// What etagd compresses.
     pub compression: CompressionPolicy,
+    /// Peers whose forwarding headers are believed.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// A configuration problem, named so the operator can fix it.
@@ -369,6 +362,8 @@ impl Config {
             });
         }
         routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
+        let trusted_proxies =
+            TrustedProxies::parse(&args.trusted_proxies).map_err(|e| invalid("--trusted-proxies", e.to_string()))?;
         let mut compression = CompressionPolicy {
             codings: Vec::new(),
             level: args.compress_level,
@@ -413,12 +408,21 @@ impl Config {
             stale_if_error_s,
             routes,
             compression,
+            trusted_proxies,
         })
     }
 
-    /// The route rule for a path: the longest matching prefix.
-    pub fn route_for(&self, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|route| path.starts_with(&route.prefix))
+    /// The request exchange's settings.
+    pub fn exchange(&self) -> ExchangeConfig {
+        ExchangeConfig {
+            stale_while_revalidate_s: self.stale_while_revalidate_s,
+            stale_if_error_s: self.stale_if_error_s,
+            max_body_bytes: self.max_body_bytes,
+            compression: self.compression.clone(),
+            trusted_proxies: self.trusted_proxies.clone(),
+            ..ExchangeConfig::default()
+        }
+        .with_routes(self.routes.clone())
     }
 }
 
@@ -452,11 +456,22 @@ mod tests {
             (&["--memcached-timeout", "soon"][..], "100ms"),
             (&["--workers", "0"][..], "--workers"),
             (&["--compress", "gzip,lz4"][..], "--compress"),
+            (&["--trusted-proxies", "10.0.0.0/8,ingress"][..], "--trusted-proxies"),
         ];
         for (args, needle) in cases {
             let error = parse(args).unwrap_err();
             assert!(error.contains(needle), "{args:?}: {error}");
         }
+    }
+
+    #[test]
+    fn trusted_proxies_are_parsed() {
+        use etagd_client::key::Forwarding;
+        let config = parse(&["--trusted-proxies", "10.0.0.0/8, 127.0.0.1"]).unwrap();
+        let peer = |text: &str| Some(text.parse().unwrap());
+        assert_eq!(config.trusted_proxies.decide(peer("10.2.3.4:1")), Forwarding::Trusted);
+        assert_eq!(config.trusted_proxies.decide(peer("192.0.2.1:1")), Forwarding::Untrusted);
+        assert!(parse(&[]).unwrap().trusted_proxies.is_empty(), "nobody is trusted by default");
     }
 
     #[test]
@@ -485,10 +500,11 @@ mod tests {
         .unwrap();
         let config = Config::build(Args::try_parse_from(["etagd"]).unwrap(), file).unwrap();
         assert_eq!(config.namespace.as_str(), "shop");
-        let route = config.route_for("/api/servers?x").unwrap();
+        let exchange = config.exchange();
+        let route = exchange.route_for("/api/servers/x");
         assert_eq!((route.ttl_s, route.stale_if_error_s), (Some(3600), Some(600)));
-        assert_eq!(config.route_for("/api/other").unwrap().ttl_s, Some(u64::MAX));
-        assert!(config.route_for("/static").is_none());
+        assert_eq!(exchange.route_for("/api/other").ttl_s, Some(u64::MAX));
+        assert_eq!(exchange.route_for("/static"), &exchange.fallback);
         assert!(toml::from_str::<FileConfig>("unknown = 1").is_err());
         let bad: FileConfig = toml::from_str("[[route]]\nprefix = \"api\"").unwrap();
         assert!(Config::build(Args::try_parse_from(["etagd"]).unwrap(), bad).is_err());

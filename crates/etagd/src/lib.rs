@@ -2,8 +2,8 @@
 //! included, with every other replica through Memcached.
 //!
 //! - [`config`]: flags, environment and TOML, validated once;
-//! - [`proxy`]: the request path (inbound);
-//! - [`origin`]: the client to the app (outbound);
+//! - [`proxy`]: the inbound transport: client connections into runs of the library's exchange;
+//! - [`origin`]: the outbound transport: the app as the exchange's upstream;
 //! - [`admin`]: the admin port;
 //! - [`metrics`]: Prometheus metrics.
 //!
@@ -28,6 +28,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use etagd_client::cache::{Cache, CacheConfig};
+use etagd_client::exchange::Exchange;
 use etagd_client::store::Store;
 use etagd_client::store::memcached::{MemcachedConfig, MemcachedStore};
 use etagd_client::store::memory::MemoryStore;
@@ -106,7 +107,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let admin_addr = admin_listener.local_addr()?;
     let (shutdown, watch_shutdown) = watch::channel(false);
 
-    let proxy = Arc::new(proxy::Proxy::new(config.clone(), cache.clone(), metrics.clone()));
+    let exchange = Exchange::new(cache.clone(), config.exchange()).with_observer(metrics.clone());
+    let origin = origin::Origin::new(&config.upstream, config.origin_timeout);
+    let proxy = Arc::new(proxy::Proxy::new(exchange, origin, metrics.clone()));
     let proxy_task = tokio::spawn(serve_proxy(proxy_listener, proxy, watch_shutdown.clone(), config.drain_timeout));
     let admin = admin::router(admin::AdminState {
         cache: cache.clone(),

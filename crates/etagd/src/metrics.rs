@@ -1,11 +1,14 @@
-//! Prometheus metrics, all prefixed `etagd_`. Request-path metrics are updated in place; the engine's and the
-//! store's counters are read at scrape time by [`EngineCollector`], so the hot path pays for nothing twice.
+//! Prometheus metrics, all prefixed `etagd_`. Request-path metrics are updated from the exchange's reports
+//! ([`Metrics`] is its `Observer`), so the `outcome` label is the same value as `Cache-Status` and the access
+//! log's `outcome`; the engine's and the store's counters are read at scrape time by [`EngineCollector`], so
+//! the hot path pays for nothing twice.
 //!
 //! | metric | type | meaning |
 //! |---|---|---|
 //! | `etagd_requests_total{outcome}` | counter | requests by outcome: hit, not_modified, miss, pass, stale, bypass, error |
 //! | `etagd_origin_request_duration_seconds` | histogram | time to the origin's response headers |
 //! | `etagd_origin_errors_total` | counter | origin requests that failed (connect, timeout, 5xx counted separately) |
+//! | `etagd_origin_informational_total{status}` | counter | informational (1xx) answers the origin sent before its final one |
 //! | `etagd_store_lookup_duration_seconds` | histogram | time of one cache lookup (all its store rounds) |
 //! | `etagd_stored_bytes_total` | counter | body bytes written by fills |
 //! | `etagd_invalidations_total{source}` | counter | invalidation calls: admin, unsafe_method, header |
@@ -24,6 +27,7 @@
 use std::sync::Arc;
 
 use etagd_client::cache::Cache;
+use etagd_client::exchange::{Observer, Report};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -54,6 +58,13 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+/// Status label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    /// An HTTP status code.
+    pub status: u16,
+}
+
 /// The sidecar's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -73,6 +84,8 @@ pub struct Metrics {
     pub stale_served: Family<ReasonLabel, Counter>,
     /// Weakened copies of minted validators seen.
     pub weakened_validators: Counter,
+    /// Informational answers from the origin, by status.
+    pub informational: Family<StatusLabel, Counter>,
     registry: parking_lot::Mutex<Option<Registry>>,
 }
 
@@ -89,6 +102,7 @@ impl Metrics {
             invalidations: Family::default(),
             stale_served: Family::default(),
             weakened_validators: Counter::default(),
+            informational: Family::default(),
             registry: parking_lot::Mutex::new(None),
         };
         let mut registry = Registry::with_prefix("etagd");
@@ -112,14 +126,19 @@ impl Metrics {
             "Conditional requests carrying a W/ copy of a strong tag etagd minted (a proxy in front rewrites ETags)",
             metrics.weakened_validators.clone(),
         );
+        registry.register(
+            "origin_informational",
+            "Informational (1xx) answers the origin sent before its final one",
+            metrics.informational.clone(),
+        );
         registry.register_collector(Box::new(EngineCollector { cache }));
         *metrics.registry.lock() = Some(registry);
         Arc::new(metrics)
     }
 
-    /// Counts one request.
-    pub fn request(&self, outcome: &'static str) {
-        self.requests.get_or_create(&OutcomeLabel { outcome }).inc();
+    /// Counts one informational answer from the origin.
+    pub fn informational(&self, status: http::StatusCode) {
+        self.informational.get_or_create(&StatusLabel { status: status.as_u16() }).inc();
     }
 
     /// Renders the Prometheus text format.
@@ -130,6 +149,35 @@ impl Metrics {
             let _ = prometheus_client::encoding::text::encode(&mut out, registry);
         }
         out
+    }
+}
+
+impl Observer for Metrics {
+    fn report(&self, report: &Report) {
+        if let Some(origin) = report.origin {
+            self.origin_duration.observe(origin.as_secs_f64());
+        }
+        if report.origin_error {
+            self.origin_errors.inc();
+        }
+        self.stored_bytes.inc_by(report.stored_bytes);
+        for trigger in &report.invalidations {
+            self.invalidations.get_or_create(&SourceLabel { source: trigger.as_str() }).inc();
+        }
+        // A background refresh is not a client's request.
+        if report.background {
+            return;
+        }
+        self.requests.get_or_create(&OutcomeLabel { outcome: report.label() }).inc();
+        if let Some(lookup) = report.lookup {
+            self.lookup_duration.observe(lookup.as_secs_f64());
+        }
+        if let Some(reason) = report.outcome.stale_reason() {
+            self.stale_served.get_or_create(&ReasonLabel { reason }).inc();
+        }
+        if report.weakened {
+            self.weakened_validators.inc();
+        }
     }
 }
 

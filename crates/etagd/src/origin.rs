@@ -1,41 +1,15 @@
-//! The outbound side: forwarding requests to the app over pooled keep-alive connections, and reading its
-//! answers with a size limit so large bodies stream instead of being held in memory.
+//! The outbound side: the app as the exchange's [`Upstream`], over pooled keep-alive connections.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use http::header::{HOST, HeaderName, HeaderValue};
-use http::{HeaderMap, Request, Response, Uri};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::Incoming;
+use http::{Request, Response, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use etagd_client::body::Body;
+use etagd_client::exchange::{InformationalHook, Upstream};
 use etagd_client::headers::strip_hop_by_hop;
-
-/// Errors carried by proxied bodies.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The body type of every request and response the sidecar handles.
-pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
-
-/// A body from bytes.
-pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
-}
-
-/// An empty body.
-pub fn empty() -> ProxyBody {
-    Empty::new().map_err(|never| match never {}).boxed_unsync()
-}
-
-/// A streamed body.
-pub fn stream(body: Incoming) -> ProxyBody {
-    body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()
-}
 
 /// Why the origin could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -49,10 +23,10 @@ pub enum OriginError {
     Timeout(Duration),
 }
 
-/// The client to the app.
+/// The client to the app. Cheap to clone (the pool is shared).
 #[derive(Debug, Clone)]
 pub struct Origin {
-    client: Client<HttpConnector, ProxyBody>,
+    client: Client<HttpConnector, Body>,
     authority: http::uri::Authority,
     timeout: Duration,
 }
@@ -70,98 +44,33 @@ impl Origin {
         let authority = upstream.authority().expect("config validated the upstream authority").clone();
         Self { client, authority, timeout }
     }
+}
 
-    /// Sends a request. `headers` are the client's, already stripped of hop-by-hop headers and with forwarding
-    /// headers set.
-    pub async fn send(
-        &self,
-        method: http::Method,
-        path_and_query: &str,
-        headers: HeaderMap,
-        body: ProxyBody,
-    ) -> Result<Response<Incoming>, OriginError> {
+impl Upstream<Body> for Origin {
+    type Error = OriginError;
+
+    /// Sends a request from the exchange to the app: its target under the app's authority, and its headers
+    /// without hop-by-hop fields (RFC 9110 section 7.6.1: they belong to the client's connection, not this one).
+    async fn send(self, mut request: Request<Body>) -> Result<Response<Body>, OriginError> {
+        let target = request.uri().path_and_query().map_or("/", |target| target.as_str());
         let uri = Uri::builder()
             .scheme("http")
             .authority(self.authority.clone())
-            .path_and_query(path_and_query)
+            .path_and_query(target)
             .build()
             .map_err(|e| OriginError::Request(e.to_string()))?;
-        let mut request =
-            Request::builder().method(method).uri(uri).body(body).map_err(|e| OriginError::Request(e.to_string()))?;
-        *request.headers_mut() = headers;
+        *request.uri_mut() = uri;
+        *request.version_mut() = http::Version::HTTP_11;
+        strip_hop_by_hop(request.headers_mut());
+        if let Some(hook) = request.extensions().get::<InformationalHook>().cloned() {
+            hyper::ext::on_informational(&mut request, move |response| {
+                hook.call(response.status(), response.headers())
+            });
+        }
         match tokio::time::timeout(self.timeout, self.client.request(request)).await {
-            Ok(Ok(response)) => Ok(response),
+            Ok(Ok(response)) => Ok(response.map(Body::stream)),
             Ok(Err(error)) => Err(OriginError::Request(error.to_string())),
             Err(_) => Err(OriginError::Timeout(self.timeout)),
         }
-    }
-}
-
-/// Prepares client request headers for the origin (RFC 9110 section 7.6): hop-by-hop headers removed, the
-/// client's `Host` kept (the app sees the host its clients asked for), `X-Forwarded-For` appended,
-/// `X-Forwarded-Proto` and `X-Forwarded-Host` set when absent.
-pub fn forward_headers(mut headers: HeaderMap, peer: Option<SocketAddr>, scheme: &str) -> HeaderMap {
-    strip_hop_by_hop(&mut headers);
-    if let Some(peer) = peer {
-        let xff = HeaderName::from_static("x-forwarded-for");
-        let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
-            Some(existing) => format!("{existing}, {}", peer.ip()),
-            None => peer.ip().to_string(),
-        };
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(xff, value);
-        }
-    }
-    let proto = HeaderName::from_static("x-forwarded-proto");
-    if !headers.contains_key(&proto) {
-        headers.insert(proto, HeaderValue::from_str(scheme).unwrap_or(HeaderValue::from_static("http")));
-    }
-    let forwarded_host = HeaderName::from_static("x-forwarded-host");
-    if !headers.contains_key(&forwarded_host) {
-        if let Some(host) = headers.get(HOST).cloned() {
-            headers.insert(forwarded_host, host);
-        }
-    }
-    headers
-}
-
-/// A response body read up to a limit.
-pub enum Buffered {
-    /// The whole body, within the limit.
-    Complete(Bytes),
-    /// Over the limit: what was read, and the rest still streaming.
-    TooLarge(ProxyBody),
-}
-
-/// Reads a body up to `limit` bytes. Past it, returns a body that replays what was read and streams the rest,
-/// so nothing is lost and memory stays bounded.
-pub async fn buffer(body: Incoming, limit: usize) -> Result<Buffered, hyper::Error> {
-    let mut body = body;
-    let mut buffer = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame?;
-        if let Ok(data) = frame.into_data() {
-            buffer.extend_from_slice(&data);
-            if buffer.len() > limit {
-                let head =
-                    futures_util::stream::once(
-                        async move { Ok::<_, BoxError>(hyper::body::Frame::data(buffer.freeze())) },
-                    );
-                let rest = http_body_util::BodyStream::new(body).map_err_into_box();
-                let chained = futures_util::StreamExt::chain(head, rest);
-                return Ok(Buffered::TooLarge(http_body_util::StreamBody::new(chained).boxed_unsync()));
-            }
-        }
-    }
-    Ok(Buffered::Complete(buffer.freeze()))
-}
-
-trait MapErrIntoBox {
-    fn map_err_into_box(self) -> impl futures_util::Stream<Item = Result<hyper::body::Frame<Bytes>, BoxError>> + Send;
-}
-
-impl MapErrIntoBox for http_body_util::BodyStream<Incoming> {
-    fn map_err_into_box(self) -> impl futures_util::Stream<Item = Result<hyper::body::Frame<Bytes>, BoxError>> + Send {
-        futures_util::StreamExt::map(self, |frame| frame.map_err(|e| Box::new(e) as BoxError))
     }
 }

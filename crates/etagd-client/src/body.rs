@@ -1,6 +1,9 @@
-//! The response body of [`EtagCache`](super::EtagCache): a stored body replayed from memory, or the inner
-//! service's body streamed through (possibly after the part the layer already read while deciding whether it
-//! fits in the cache).
+//! The one body type of the exchange, for requests and responses alike: a stored body replayed from memory, or
+//! an upstream body streamed through (possibly after the part the exchange already read while deciding whether
+//! it fits in the cache), and [`read_limited`], which reads an upstream body whole when it fits.
+//!
+//! [`BodySource`] is how a stored body is read: whole today, by byte range once ranges are served from storage,
+//! so a chunked body can read only the chunks a range needs.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -8,16 +11,20 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
+use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use tower::BoxError;
 
-/// The body of every response [`EtagCache`](super::EtagCache) returns. It implements [`http_body::Body`] with
-/// `Bytes` data and [`BoxError`] errors, so axum accepts it as is.
-///
-/// See the [module docs](crate::layer) for an example.
-pub struct ResponseBody {
+mod limited;
+mod source;
+
+pub use limited::{Collected, read_limited};
+pub use source::{BodySource, StoredBodySource};
+
+/// The body of every response the exchange returns, and of the requests it sends upstream. It implements
+/// [`http_body::Body`] with `Bytes` data and [`BoxError`] errors, so hyper and axum accept it as is.
+pub struct Body {
     kind: Kind,
 }
 
@@ -28,22 +35,22 @@ enum Kind {
     Streamed { read: VecDeque<Frame<Bytes>>, error: Option<BoxError>, rest: Option<UnsyncBoxBody<Bytes, BoxError>> },
 }
 
-impl ResponseBody {
+impl Body {
     /// A body with no bytes (304s, HEAD).
-    pub(crate) fn empty() -> Self {
+    pub fn empty() -> Self {
         Self { kind: Kind::Full(None) }
     }
 
     /// A whole body held in memory.
-    pub(crate) fn full(bytes: Bytes) -> Self {
+    pub fn full(bytes: Bytes) -> Self {
         let bytes = (!bytes.is_empty()).then_some(bytes);
         Self { kind: Kind::Full(bytes) }
     }
 
-    /// The inner service's body, untouched.
-    pub(crate) fn stream<B>(body: B) -> Self
+    /// Another body (an upstream's), streamed through untouched.
+    pub fn stream<B>(body: B) -> Self
     where
-        B: Body<Data = Bytes> + Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
         Self::resume(VecDeque::new(), body.map_err(Into::into).boxed_unsync())
@@ -61,20 +68,20 @@ impl ResponseBody {
     }
 }
 
-impl Default for ResponseBody {
+impl Default for Body {
     fn default() -> Self {
         Self::empty()
     }
 }
 
-impl fmt::Debug for ResponseBody {
+impl fmt::Debug for Body {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             Kind::Full(bytes) => {
-                f.debug_struct("ResponseBody").field("full_bytes", &bytes.as_ref().map_or(0, Bytes::len)).finish()
+                f.debug_struct("Body").field("full_bytes", &bytes.as_ref().map_or(0, Bytes::len)).finish()
             }
             Kind::Streamed { read, error, rest } => f
-                .debug_struct("ResponseBody")
+                .debug_struct("Body")
                 .field("read_frames", &read.len())
                 .field("error", error)
                 .field("streaming", &rest.is_some())
@@ -83,7 +90,7 @@ impl fmt::Debug for ResponseBody {
     }
 }
 
-impl Body for ResponseBody {
+impl http_body::Body for Body {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -110,7 +117,7 @@ impl Body for ResponseBody {
         match &self.kind {
             Kind::Full(bytes) => bytes.is_none(),
             Kind::Streamed { read, error, rest } => {
-                read.is_empty() && error.is_none() && rest.as_ref().is_none_or(Body::is_end_stream)
+                read.is_empty() && error.is_none() && rest.as_ref().is_none_or(http_body::Body::is_end_stream)
             }
         }
     }
@@ -140,9 +147,10 @@ impl Body for ResponseBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body::Body as _;
     use http_body_util::{BodyExt, Full, StreamBody};
 
-    async fn collect(body: ResponseBody) -> Result<Bytes, String> {
+    async fn collect(body: Body) -> Result<Bytes, String> {
         body.collect().await.map(|c| c.to_bytes()).map_err(|e| e.to_string())
     }
 
@@ -153,14 +161,14 @@ mod tests {
     #[tokio::test]
     async fn bodies_yield_their_bytes() {
         let rest = || Full::new(Bytes::from_static(b"rest")).map_err(|never| match never {}).boxed_unsync();
-        let cases: Vec<(ResponseBody, Result<&str, &str>, Option<u64>)> = vec![
-            (ResponseBody::empty(), Ok(""), Some(0)),
-            (ResponseBody::full(Bytes::new()), Ok(""), Some(0)),
-            (ResponseBody::full(Bytes::from_static(b"abc")), Ok("abc"), Some(3)),
-            (ResponseBody::stream(Full::new(Bytes::from_static(b"xyz"))), Ok("xyz"), Some(3)),
-            (ResponseBody::resume(frames(&["ab", "c"]), rest()), Ok("abcrest"), Some(7)),
-            (ResponseBody::resume(VecDeque::new(), rest()), Ok("rest"), Some(4)),
-            (ResponseBody::failed(frames(&["ab"]), "origin went away".into()), Err("origin went away"), Some(2)),
+        let cases: Vec<(Body, Result<&str, &str>, Option<u64>)> = vec![
+            (Body::empty(), Ok(""), Some(0)),
+            (Body::full(Bytes::new()), Ok(""), Some(0)),
+            (Body::full(Bytes::from_static(b"abc")), Ok("abc"), Some(3)),
+            (Body::stream(Full::new(Bytes::from_static(b"xyz"))), Ok("xyz"), Some(3)),
+            (Body::resume(frames(&["ab", "c"]), rest()), Ok("abcrest"), Some(7)),
+            (Body::resume(VecDeque::new(), rest()), Ok("rest"), Some(4)),
+            (Body::failed(frames(&["ab"]), "origin went away".into()), Err("origin went away"), Some(2)),
         ];
         for (body, expected, exact) in cases {
             assert_eq!(body.size_hint().exact(), exact, "{body:?}");
@@ -173,12 +181,11 @@ mod tests {
     #[tokio::test]
     async fn unknown_length_streams_have_open_hints() {
         let chunks: Vec<Result<Frame<Bytes>, BoxError>> = vec![Ok(Frame::data(Bytes::from_static(b"1")))];
-        let body =
-            ResponseBody::resume(frames(&["0"]), StreamBody::new(futures_util::stream::iter(chunks)).boxed_unsync());
+        let body = Body::resume(frames(&["0"]), StreamBody::new(futures_util::stream::iter(chunks)).boxed_unsync());
         assert_eq!(body.size_hint().lower(), 1);
         assert_eq!(body.size_hint().upper(), None);
         assert!(!body.is_end_stream());
         assert_eq!(collect(body).await.unwrap(), Bytes::from_static(b"01"));
-        assert!(ResponseBody::empty().is_end_stream());
+        assert!(Body::empty().is_end_stream());
     }
 }

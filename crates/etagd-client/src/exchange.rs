@@ -1,0 +1,323 @@
+//! The exchange: one HTTP request through the shared cache, from lookup to response, run against an
+//! [`Upstream`]. The sidecar and the tower layer are adapters around it: they turn their transport into a
+//! `Request`, an [`Upstream`] and a [`RequestContext`], call [`Exchange::run`], and send what it returns.
+//!
+//! ```text
+//! GET/HEAD ─ key ─ lookup (one store round) ─┬─ fresh hit ─────────── 304 or stored body          (serve.rs)
+//!                                            ├─ stale, in SWR/grace ─ stored body now, one background refresh
+//!                                            ├─ stale ─────────────── conditional request; 304 refreshes the entry,
+//!                                            │                        5xx/error within stale-if-error serves it
+//!                                            │                                                    (revalidate.rs)
+//!                                            ├─ miss (lease won) ──── origin ─ storable? ─ commit   (fill.rs)
+//!                                            └─ busy / pass / store down ── origin, not stored
+//! GET/HEAD with Range or If-Match/-Unmodified-Since/-Range ── origin, not stored          (policy.rs)
+//! other methods ── origin ── 2xx/3xx? ── invalidate target, Location, Content-Location    (triggers.rs)
+//! any origin answer with Etagd-Invalidate ── invalidate those tags before answering       (triggers.rs)
+//! ```
+//!
+//! Every run ends in one [`Report`], whose [`Outcome`] names the `Cache-Status` header, the metrics label and
+//! the access log line (`log.rs`).
+//!
+//! **Invariant:** a store error never becomes a client error; the request goes to the origin.
+
+mod config;
+mod context;
+mod fill;
+mod forward;
+mod log;
+mod outcome;
+mod policy;
+mod revalidate;
+mod serve;
+mod triggers;
+mod upstream;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use http::header::{CONTENT_TYPE, DATE};
+use http::request::Parts;
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+
+pub use config::{DEFAULT_MAX_BODY_BYTES, ExchangeConfig, Route, Triggers};
+pub use context::{BadTrustedProxy, InformationalHook, RequestContext, TrustedProxies};
+pub use forward::UNTRUSTED_FORWARDING_HEADERS;
+pub use log::{Observer, Report, Trigger};
+pub use outcome::{Filled, Outcome};
+pub use policy::RequestBypass;
+pub use upstream::Upstream;
+
+use crate::body::Body;
+use crate::cache::{Cache, Lookup, LookupRequest};
+use crate::headers::{self, SURROGATE_KEY};
+use crate::key::ResourceKey;
+use crate::reply::CACHE_STATUS;
+use policy::Class;
+
+/// The exchange: the cache engine plus the request rules. Cheap to clone.
+#[derive(Clone)]
+pub struct Exchange {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cache: Cache,
+    config: ExchangeConfig,
+    untrusted_headers: Vec<HeaderName>,
+    observer: Option<Arc<dyn Observer>>,
+    store_log: log::RateLimited,
+    weakened_log: log::RateLimited,
+}
+
+impl std::fmt::Debug for Exchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exchange").field("config", &self.inner.config).finish_non_exhaustive()
+    }
+}
+
+/// What [`Exchange::run`] returns: the response (or the upstream's error, when nothing stale could stand in)
+/// and the report of what happened.
+#[derive(Debug)]
+pub struct Exchanged<E> {
+    /// The response to send, `Cache-Status` included; `Err` when the upstream failed and nothing could be
+    /// served in its place (the sidecar answers 502, the layer returns the service's error).
+    pub response: Result<Response<Body>, E>,
+    /// What happened.
+    pub report: Report,
+}
+
+impl Exchange {
+    /// An exchange over `cache`.
+    pub fn new(cache: Cache, config: ExchangeConfig) -> Self {
+        let untrusted_headers = UNTRUSTED_FORWARDING_HEADERS.iter().map(|name| HeaderName::from_static(name)).collect();
+        Self {
+            inner: Arc::new(Inner {
+                cache,
+                config,
+                untrusted_headers,
+                observer: None,
+                store_log: log::RateLimited::default(),
+                weakened_log: log::RateLimited::default(),
+            }),
+        }
+    }
+
+    /// Replaces the list of request headers dropped from untrusted peers (default:
+    /// [`UNTRUSTED_FORWARDING_HEADERS`]).
+    #[must_use]
+    pub fn with_untrusted_headers(mut self, names: Vec<HeaderName>) -> Self {
+        self.inner_mut().untrusted_headers = names;
+        self
+    }
+
+    /// Hands every [`Report`] (foreground and background) to `observer`, e.g. to update metrics.
+    #[must_use]
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.inner_mut().observer = Some(observer);
+        self
+    }
+
+    fn inner_mut(&mut self) -> &mut Inner {
+        Arc::get_mut(&mut self.inner).expect("an exchange is configured before it is cloned")
+    }
+
+    /// The cache engine.
+    pub fn cache(&self) -> &Cache {
+        &self.inner.cache
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ExchangeConfig {
+        &self.inner.config
+    }
+
+    /// The context of a request from `peer`, with the trusted-proxy decision made.
+    pub fn context(&self, peer: Option<std::net::SocketAddr>) -> RequestContext {
+        RequestContext::new(peer, &self.inner.config.trusted_proxies)
+    }
+
+    /// Runs one request through the cache.
+    pub async fn run<B, U>(&self, request: Request<B>, context: RequestContext, upstream: U) -> Exchanged<U::Error>
+    where
+        B: Default + Send + 'static,
+        U: Upstream<B>,
+    {
+        let started = Instant::now();
+        let (parts, body) = request.into_parts();
+        let mut run = Run::new(self.clone(), parts, body, context, upstream);
+        let response = run.dispatch().await;
+        run.finish(response, started)
+    }
+
+    fn now(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.inner.cache.now_ms())
+    }
+
+    fn observe(&self, report: &Report) {
+        if let Some(observer) = &self.inner.observer {
+            observer.report(report);
+        }
+    }
+}
+
+/// One request in flight: what the exchange knows about it and what has happened so far.
+struct Run<B, U: Upstream<B>> {
+    exchange: Exchange,
+    parts: Parts,
+    /// The client's body, until a request upstream takes it.
+    body: Option<B>,
+    context: RequestContext,
+    upstream: U,
+    key: Option<ResourceKey>,
+    report: Report,
+}
+
+type Answer<E> = Result<Response<Body>, E>;
+
+impl<B, U> Run<B, U>
+where
+    B: Default + Send + 'static,
+    U: Upstream<B>,
+{
+    fn new(exchange: Exchange, parts: Parts, body: B, context: RequestContext, upstream: U) -> Self {
+        let report = Report::new(&parts);
+        Self { exchange, parts, body: Some(body), context, upstream, key: None, report }
+    }
+
+    async fn dispatch(&mut self) -> Answer<U::Error> {
+        match policy::classify(&self.parts) {
+            Class::Unsafe => {
+                self.key = ResourceKey::from_request(&self.parts, self.context.forwarding).ok();
+                self.unsafe_method().await
+            }
+            Class::Bypass(bypass) => {
+                self.key = ResourceKey::from_request(&self.parts, self.context.forwarding).ok();
+                self.pass(Outcome::Request(bypass)).await
+            }
+            Class::Cacheable => match ResourceKey::from_request(&self.parts, self.context.forwarding) {
+                Ok(key) => {
+                    self.key = Some(key);
+                    self.cacheable().await
+                }
+                Err(_) => self.pass(Outcome::Request(RequestBypass::NoHost)).await,
+            },
+        }
+    }
+
+    async fn cacheable(&mut self) -> Answer<U::Error> {
+        let exchange = self.exchange.clone();
+        let key = self.key.clone().expect("a cacheable request has a key");
+        let route = exchange.config().route_for(key.path());
+        let lookup = LookupRequest { resource: &key, headers: &self.parts.headers, route_tags: &route.tags };
+        let started = Instant::now();
+        let found = exchange.cache().lookup_waiting(lookup).await;
+        self.report.lookup = Some(started.elapsed());
+        match found {
+            Lookup::Hit(hit) => self.on_hit(hit).await,
+            Lookup::Miss(fill) => self.fill(fill, Outcome::Miss, false).await,
+            Lookup::Busy => self.pass(Outcome::FillWaitTimeout).await,
+            Lookup::Pass { reason } => {
+                self.pass(Outcome::HitForPass(crate::cacheability::NoStoreReason::from_label(&reason))).await
+            }
+            Lookup::Unavailable(error) => {
+                if exchange.inner.store_log.allow(exchange.cache().now_ms()) {
+                    tracing::warn!(%error, "cache store unavailable; answering from the origin (logged at most once a minute)");
+                }
+                self.pass(Outcome::StoreUnavailable).await
+            }
+        }
+    }
+
+    /// Forwards the request as it is, without reading or writing the cache.
+    async fn pass(&mut self, outcome: Outcome) -> Answer<U::Error> {
+        self.report.outcome = outcome;
+        let headers = self.outbound_headers();
+        let request = self.request(self.parts.method.clone(), headers);
+        let response = self.send(request).await?;
+        Ok(self.relay(response).await)
+    }
+
+    /// The client's headers as the origin should see them.
+    fn outbound_headers(&self) -> http::HeaderMap {
+        forward::outbound(&self.parts.headers, self.key.as_ref(), &self.context, &self.exchange.inner.untrusted_headers)
+    }
+
+    /// A request upstream for the client's target, with the client's body the first time and an empty one after.
+    fn request(&mut self, method: Method, headers: http::HeaderMap) -> Request<B> {
+        let mut request = Request::new(self.body.take().unwrap_or_default());
+        *request.method_mut() = method;
+        *request.uri_mut() = self.parts.uri.clone();
+        *request.version_mut() = self.parts.version;
+        *request.headers_mut() = headers;
+        if let Some(hook) = &self.context.informational {
+            request.extensions_mut().insert(hook.clone());
+        }
+        request
+    }
+
+    /// Sends a request upstream, timing it; an error is recorded for the report.
+    async fn send(&mut self, request: Request<B>) -> Result<Response<Body>, U::Error> {
+        let started = Instant::now();
+        let answer = self.upstream.clone().send(request).await;
+        let elapsed = started.elapsed();
+        self.report.origin = Some(self.report.origin.map_or(elapsed, |before| before + elapsed));
+        match &answer {
+            Ok(response) => self.report.fwd_status = Some(response.status().as_u16()),
+            Err(error) => {
+                self.report.origin_error = true;
+                tracing::warn!(%error, "origin request failed");
+            }
+        }
+        answer
+    }
+
+    /// An origin answer the cache does not store, on its way to the client: its `Etagd-Invalidate` applied and
+    /// the headers meant for caches only removed.
+    async fn relay(&mut self, response: Response<Body>) -> Response<Body> {
+        let (mut parts, body) = response.into_parts();
+        self.apply_invalidate_header(&mut parts.headers).await;
+        parts.headers.remove(SURROGATE_KEY);
+        headers::strip_hop_by_hop(&mut parts.headers);
+        let body = if self.parts.method == Method::HEAD { Body::empty() } else { body };
+        Response::from_parts(parts, body)
+    }
+
+    fn finish(mut self, response: Answer<U::Error>, started: Instant) -> Exchanged<U::Error> {
+        let report = &mut self.report;
+        let response = response.map(|mut response| {
+            let value = report.outcome.cache_status(report.fwd_status, report.ttl).to_header_value();
+            response.headers_mut().insert(CACHE_STATUS, value);
+            if report.outcome.is_hit() && !response.headers().contains_key(DATE) {
+                // An answer from storage is made now (RFC 9110 section 6.6.1); the layer may sit under a server
+                // that adds no Date of its own.
+                let date = httpdate::fmt_http_date(self.exchange.now());
+                response.headers_mut().insert(DATE, HeaderValue::from_str(&date).expect("an HTTP date is ASCII"));
+            }
+            report.status = response.status().as_u16();
+            response
+        });
+        if response.is_err() {
+            report.outcome = Outcome::OriginUnavailable;
+            report.status = StatusCode::BAD_GATEWAY.as_u16();
+        }
+        report.host = self.key.as_ref().map(|key| key.host().to_owned());
+        report.elapsed = started.elapsed();
+        log::access(report);
+        self.exchange.observe(report);
+        Exchanged { response, report: self.report }
+    }
+}
+
+/// The answer a front sends when the upstream failed and nothing could stand in: a plain 502 with the
+/// `Cache-Status` of [`Outcome::OriginUnavailable`].
+pub fn origin_unavailable() -> Response<Body> {
+    let mut response = Response::new(Body::full("the origin did not answer\n".into()));
+    *response.status_mut() = StatusCode::BAD_GATEWAY;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    let status = Outcome::OriginUnavailable.cache_status(None, None);
+    response.headers_mut().insert(CACHE_STATUS, status.to_header_value());
+    response
+}
+
+#[cfg(test)]
+mod tests;

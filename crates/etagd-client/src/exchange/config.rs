@@ -1,0 +1,123 @@
+//! What the exchange is told once, at start-up: route rules, stale defaults, body limit, compression, triggers.
+
+use std::time::Duration;
+
+use crate::cacheability::Policy;
+use crate::encoding::CompressionPolicy;
+
+use super::context::TrustedProxies;
+
+/// The default [`ExchangeConfig::max_body_bytes`]: memcached's default item size.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// A route rule: caching settings for every resource whose normalised path (`ResourceKey::path`) starts with
+/// `prefix`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Route {
+    /// Path prefix, matched against the normalised path, so `/%61pi/x` gets `/api`'s rule as it gets its entry.
+    pub prefix: String,
+    /// Cacheable for this many seconds even without freshness headers; `u64::MAX` = until invalidated.
+    pub ttl_s: Option<u64>,
+    /// Tags given to every entry under the prefix.
+    pub tags: Vec<String>,
+    /// `stale-while-revalidate` default, seconds.
+    pub stale_while_revalidate_s: Option<u32>,
+    /// `stale-if-error` default, seconds.
+    pub stale_if_error_s: Option<u32>,
+}
+
+/// Which origin answers invalidate cached entries as a side effect (both on by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Triggers {
+    /// A successful (2xx/3xx) POST, PUT, PATCH, DELETE, ... invalidates its target and the `Location` and
+    /// `Content-Location` it answers with on the same host (RFC 9111 section 4.4).
+    pub unsafe_methods: bool,
+    /// An `Etagd-Invalidate: tag1 tag2` response header invalidates those tags.
+    pub invalidate_header: bool,
+}
+
+impl Default for Triggers {
+    fn default() -> Self {
+        Self { unsafe_methods: true, invalidate_header: true }
+    }
+}
+
+/// The exchange's settings, shared by every request. The sidecar builds it from its flags and TOML file, the
+/// tower layer from its builder.
+#[derive(Debug, Clone)]
+pub struct ExchangeConfig {
+    /// Route rules; the longest matching prefix wins (the list is kept sorted that way).
+    pub routes: Vec<Route>,
+    /// The rule for paths no route matches.
+    pub fallback: Route,
+    /// `stale-while-revalidate` when neither the response nor a route gives one.
+    pub stale_while_revalidate_s: u32,
+    /// `stale-if-error` when neither the response nor a route gives one.
+    pub stale_if_error_s: u32,
+    /// Bodies up to this size are stored; larger ones stream through.
+    pub max_body_bytes: usize,
+    /// Codings produced once per fill (empty: none).
+    pub compression: CompressionPolicy,
+    /// Invalidation side effects of origin answers.
+    pub triggers: Triggers,
+    /// Peers whose forwarding headers are believed and keyed.
+    pub trusted_proxies: TrustedProxies,
+    /// How long an origin 5xx sends the resource straight to the origin (short: the next good answer should be
+    /// stored soon, but waiters must stop queueing behind a failing fill).
+    pub server_error_pass: Duration,
+}
+
+impl Default for ExchangeConfig {
+    fn default() -> Self {
+        Self {
+            routes: Vec::new(),
+            fallback: Route::default(),
+            stale_while_revalidate_s: 0,
+            stale_if_error_s: 0,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            compression: CompressionPolicy::default(),
+            triggers: Triggers::default(),
+            trusted_proxies: TrustedProxies::default(),
+            server_error_pass: Duration::from_secs(1),
+        }
+    }
+}
+
+impl ExchangeConfig {
+    /// Sorts the routes so that the longest prefix is tried first.
+    #[must_use]
+    pub fn with_routes(mut self, mut routes: Vec<Route>) -> Self {
+        routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
+        self.routes = routes;
+        self
+    }
+
+    /// The rule for a normalised path.
+    pub fn route_for(&self, path: &str) -> &Route {
+        self.routes.iter().find(|route| path.starts_with(&route.prefix)).unwrap_or(&self.fallback)
+    }
+
+    /// The storage policy under a route (RFC 9111 rules widened by the route's TTL and stale defaults).
+    pub(crate) fn policy(&self, route: &Route) -> Policy {
+        Policy {
+            route_ttl_s: route.ttl_s,
+            default_stale_while_revalidate_s: route.stale_while_revalidate_s.unwrap_or(self.stale_while_revalidate_s),
+            default_stale_if_error_s: route.stale_if_error_s.unwrap_or(self.stale_if_error_s),
+            heuristic_freshness: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_longest_prefix_wins_and_the_fallback_catches_the_rest() {
+        let route = |prefix: &str, ttl: u64| Route { prefix: prefix.to_owned(), ttl_s: Some(ttl), ..Route::default() };
+        let config = ExchangeConfig::default().with_routes(vec![route("/api", 1), route("/api/servers", 2)]);
+        assert_eq!(config.route_for("/api/servers/7").ttl_s, Some(2));
+        assert_eq!(config.route_for("/api/x").ttl_s, Some(1));
+        assert_eq!(config.route_for("/other").ttl_s, None);
+    }
+}

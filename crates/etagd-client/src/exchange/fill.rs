@@ -1,0 +1,163 @@
+//! Fills: the origin's answer to a request the cache will store, judged (RFC 9111 section 3), read up to the
+//! body limit, compressed once, committed with CAS, and answered from what was stored.
+
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderValue, Method, Response, StatusCode};
+
+use super::policy::{self, Refusal};
+use super::{Answer, Filled, Outcome, Run, Upstream, forward};
+use crate::body::{Body, Collected, read_limited};
+use crate::cache::{CommitError, Fill};
+use crate::cacheability::{self, NoStoreReason};
+use crate::conditional::Evaluation;
+use crate::headers::{self, MAX_TAGS, SURROGATE_KEY};
+use crate::reply::{self, Representation};
+
+impl<B, U> Run<B, U>
+where
+    B: Default + Send + 'static,
+    U: Upstream<B>,
+{
+    /// Asks the origin for a response to store under `fill`; `outcome` names what kind of fill this is.
+    /// HEAD is filled with a GET, as Varnish does: both share one entry, and the entry needs the body.
+    pub(super) async fn fill(
+        &mut self,
+        fill: Fill,
+        outcome: fn(Filled) -> Outcome,
+        refreshing: bool,
+    ) -> Answer<U::Error> {
+        let mut headers = self.outbound_headers();
+        forward::for_fill(&mut headers, !self.exchange.config().compression.codings.is_empty());
+        let request = self.request(Method::GET, headers);
+        // An upstream error drops the fill, which releases it for the next caller.
+        let response = self.send(request).await?;
+        let answer = self.store(response, fill, outcome, refreshing).await?;
+        Ok(if self.parts.method == Method::HEAD { answer.map(|_| Body::empty()) } else { answer })
+    }
+
+    /// Decides, reads and commits an origin answer under a fill, and answers the client either way.
+    pub(super) async fn store(
+        &mut self,
+        response: Response<Body>,
+        fill: Fill,
+        outcome: fn(Filled) -> Outcome,
+        refreshing: bool,
+    ) -> Answer<U::Error> {
+        let exchange = self.exchange.clone();
+        let config = exchange.config();
+        let (mut parts, body) = response.into_parts();
+        self.apply_invalidate_header(&mut parts.headers).await;
+        headers::strip_hop_by_hop(&mut parts.headers);
+        let mut tags = headers::tags_in(&parts.headers, SURROGATE_KEY);
+        parts.headers.remove(SURROGATE_KEY);
+        let route = config.route_for(self.key.as_ref().expect("a fill has a key").path());
+        // HEAD was turned into GET for the fill, so the rules are those of GET.
+        let decision = cacheability::storable(
+            &Method::GET,
+            &self.parts.headers,
+            parts.status,
+            &parts.headers,
+            &config.policy(route),
+            exchange.now(),
+        );
+        let declared =
+            parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+        let decision = match decision {
+            Ok(_) if declared.is_some_and(|len| len > config.max_body_bytes) => Err(NoStoreReason::TooLarge),
+            other => other,
+        };
+        let freshness = match decision {
+            Ok(freshness) => freshness,
+            Err(reason) => {
+                self.refuse(fill, reason, parts.status, refreshing).await;
+                self.report.outcome = outcome(Filled::NotStored(reason));
+                return Ok(Response::from_parts(parts, body));
+            }
+        };
+        let bytes = match read_limited(body, &parts.headers, config.max_body_bytes).await {
+            Collected::Whole(bytes) => bytes,
+            Collected::Partial { body, reason } => {
+                self.refuse(fill, reason, parts.status, refreshing).await;
+                self.report.outcome = outcome(Filled::NotStored(reason));
+                return Ok(Response::from_parts(parts, body));
+            }
+            Collected::Failed(_) => {
+                // Dropping the fill releases it without marking the resource: the failure may be transient.
+                drop(fill);
+                self.report.outcome = outcome(Filled::BodyError);
+                return Ok(broken_off());
+            }
+        };
+        for tag in &route.tags {
+            if tags.len() < MAX_TAGS && !tags.contains(tag) {
+                tags.push(tag.clone());
+            }
+        }
+        let codings = if config.compression.applies(&parts.headers, bytes.len()) {
+            let policy = config.compression.clone();
+            let body = bytes.clone();
+            // Compression is CPU work of up to milliseconds: keep it off the reactor threads.
+            tokio::task::spawn_blocking(move || policy.encode_all(&body)).await.unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        if !codings.is_empty() {
+            // The client's answer varies on Accept-Encoding too, stored or not.
+            reply::vary_on_accept_encoding(&mut parts.headers);
+        }
+        let prepared = reply::prepare_fill(&parts, bytes.clone(), freshness, tags, codings.clone());
+        let replay = prepared.headers.clone();
+        match fill.commit(prepared).await {
+            Ok(meta) => {
+                self.report.stored_bytes =
+                    (bytes.len() + codings.iter().map(|(_, body)| body.len()).sum::<usize>()) as u64;
+                self.report.outcome = outcome(Filled::Stored);
+                self.report.ttl = reply::ttl(&meta, meta.initial_age_s);
+                // RFC 9111 section 5.1: an answer the origin made for this request carries no Age of etagd's,
+                // only the one it arrived with.
+                let age = (meta.initial_age_s > 0).then_some(meta.initial_age_s);
+                // The client may already hold what was just stored (RFC 9110 section 13.2.2).
+                let chosen = Representation::negotiate(&self.parts.headers, &meta);
+                if chosen.evaluate() == Evaluation::NotModified {
+                    self.report.not_modified = true;
+                    return Ok(chosen.not_modified(age).map(|()| Body::empty()));
+                }
+                let body = chosen
+                    .coding()
+                    .and_then(|coding| codings.iter().find(|(c, _)| c == coding.as_str()))
+                    .map_or(bytes, |(_, body)| body.clone());
+                let head = chosen.from_entry(&replay, body.len(), age);
+                Ok(head.map(|()| Body::full(body)))
+            }
+            Err(error) => {
+                self.report.outcome = outcome(match error {
+                    CommitError::Invalidated => Filled::Invalidated,
+                    CommitError::Raced => Filled::Raced,
+                    _ => Filled::StoreFailed,
+                });
+                parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                Ok(Response::from_parts(parts, Body::full(bytes)))
+            }
+        }
+    }
+
+    /// Gives a refused fill up, leaving behind what the request policy allows.
+    async fn refuse(&mut self, fill: Fill, reason: NoStoreReason, status: StatusCode, refreshing: bool) {
+        match policy::refusal(reason, status, refreshing) {
+            Refusal::Release => fill.abandon(None).await,
+            Refusal::Pass => fill.abandon(Some(reason.as_str())).await,
+            Refusal::ShortPass => {
+                fill.abandon_for(Some(reason.as_str()), self.exchange.config().server_error_pass).await
+            }
+        }
+    }
+}
+
+/// The origin's body broke off before the cache had it all: nothing was sent yet, so the client gets an honest
+/// 502 instead of a truncated 200.
+fn broken_off() -> Response<Body> {
+    let mut response = Response::new(Body::full("the origin's answer broke off\n".into()));
+    *response.status_mut() = StatusCode::BAD_GATEWAY;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}

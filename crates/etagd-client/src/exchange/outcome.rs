@@ -1,0 +1,300 @@
+//! [`Outcome`]: what the exchange did with one request. It is the single source of the `Cache-Status` value
+//! (RFC 9211), the `outcome` metrics label and the access log's fields, so the three can never disagree.
+
+use std::borrow::Cow;
+
+use crate::cacheability::NoStoreReason;
+use crate::reply::{CacheStatus, Fwd};
+
+use super::policy::RequestBypass;
+
+/// What became of an origin answer offered to the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filled {
+    /// Stored: every replica can answer from it now.
+    Stored,
+    /// Not storable (RFC 9111 section 3), or too large.
+    NotStored(NoStoreReason),
+    /// An invalidation landed while the origin was answering, so the answer was not stored (it would be stale).
+    Invalidated,
+    /// Another writer stored this entry first.
+    Raced,
+    /// The store refused the write; the answer was served anyway.
+    StoreFailed,
+    /// The origin's body broke off.
+    BodyError,
+    /// Another caller holds the right to refresh this entry: answered without storing.
+    NoLease,
+    /// An origin 5xx during a refresh: the stale entry is kept, nothing is stored.
+    KeptStale,
+}
+
+impl Filled {
+    fn detail(self) -> Option<&'static str> {
+        match self {
+            Filled::Stored => None,
+            Filled::NotStored(reason) => Some(reason.detail()),
+            Filled::Invalidated => Some("invalidated-during-fill"),
+            Filled::Raced => Some("lost-race"),
+            Filled::StoreFailed => Some("store-unavailable"),
+            Filled::BodyError => Some("origin-body-error"),
+            Filled::NoLease => Some("refresh-busy"),
+            Filled::KeptStale => Some("kept-stale"),
+        }
+    }
+}
+
+/// What the exchange did with one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered from a fresh stored response.
+    Hit,
+    /// Answered from a stale response while one caller in the fleet refreshes it (RFC 5861 section 3).
+    StaleWhileRevalidate,
+    /// Answered from a soft-invalidated response within its grace period, while one caller refreshes it.
+    Grace,
+    /// Answered from a stale response because the origin failed (RFC 5861 section 4).
+    StaleIfError,
+    /// Nothing usable was stored: the origin answered, and this is what became of its answer.
+    Miss(Filled),
+    /// The stored response was stale: the origin sent a new one (RFC 9111 section 4.3.3).
+    Refreshed(Filled),
+    /// The stored response was stale and the origin confirmed it with a 304 (RFC 9111 section 4.3.4).
+    Revalidated,
+    /// The entry was current but its body item was gone (evicted): the origin answered.
+    BodyMissing(Filled),
+    /// Another caller's fill took longer than the fill wait: the origin answered, nothing was stored.
+    FillWaitTimeout,
+    /// The store failed: the origin answered, nothing was stored.
+    StoreUnavailable,
+    /// The resource answered something unstorable recently (hit-for-pass): straight to the origin.
+    HitForPass(Option<NoStoreReason>),
+    /// The request itself asks for something the cache does not answer from storage.
+    Request(RequestBypass),
+    /// The method is not GET or HEAD: forwarded, and on success it invalidated its targets.
+    Method,
+    /// The origin did not answer and nothing stale could stand in.
+    OriginUnavailable,
+}
+
+impl Outcome {
+    /// The `outcome` label of `etagd_requests_total` and of the access log (`not_modified` when the client got
+    /// a 304 from storage).
+    pub fn label(self, not_modified: bool) -> &'static str {
+        match self {
+            Outcome::Hit | Outcome::StaleWhileRevalidate | Outcome::Grace | Outcome::StaleIfError if not_modified => {
+                "not_modified"
+            }
+            Outcome::Hit => "hit",
+            Outcome::StaleWhileRevalidate | Outcome::Grace | Outcome::StaleIfError => "stale",
+            Outcome::Miss(_)
+            | Outcome::Refreshed(_)
+            | Outcome::Revalidated
+            | Outcome::BodyMissing(_)
+            | Outcome::FillWaitTimeout
+            | Outcome::StoreUnavailable => "miss",
+            Outcome::HitForPass(_) | Outcome::Request(_) => "pass",
+            Outcome::Method => "bypass",
+            Outcome::OriginUnavailable => "error",
+        }
+    }
+
+    /// Why a stale entry was served (`etagd_stale_served_total{reason}`), for the outcomes that served one.
+    pub fn stale_reason(self) -> Option<&'static str> {
+        match self {
+            Outcome::StaleWhileRevalidate => Some("while_revalidate"),
+            Outcome::Grace => Some("grace"),
+            Outcome::StaleIfError => Some("if_error"),
+            _ => None,
+        }
+    }
+
+    /// Whether the answer came from storage.
+    pub fn is_hit(self) -> bool {
+        matches!(self, Outcome::Hit | Outcome::StaleWhileRevalidate | Outcome::Grace | Outcome::StaleIfError)
+    }
+
+    /// Whether the origin's answer was stored.
+    pub fn stored(self) -> bool {
+        matches!(
+            self,
+            Outcome::Miss(Filled::Stored)
+                | Outcome::Refreshed(Filled::Stored)
+                | Outcome::BodyMissing(Filled::Stored)
+                | Outcome::Revalidated
+        )
+    }
+
+    /// The `Cache-Status` `detail` (RFC 9211 section 2.7).
+    pub fn detail(self) -> Option<Cow<'static, str>> {
+        let text = match self {
+            Outcome::Hit | Outcome::Method | Outcome::Revalidated => None,
+            Outcome::StaleWhileRevalidate => Some("stale-while-revalidate"),
+            Outcome::Grace => Some("grace"),
+            Outcome::StaleIfError => Some("stale-if-error"),
+            Outcome::Miss(filled) | Outcome::Refreshed(filled) => filled.detail(),
+            Outcome::BodyMissing(Filled::Stored) => Some("body-missing"),
+            Outcome::BodyMissing(filled) => {
+                return filled.detail().map(|detail| Cow::Owned(format!("body-missing-{detail}")));
+            }
+            Outcome::FillWaitTimeout => Some("fill-wait-timeout"),
+            Outcome::StoreUnavailable => Some("store-unavailable"),
+            Outcome::HitForPass(None) => Some("hit-for-pass"),
+            Outcome::HitForPass(Some(reason)) => {
+                return Some(Cow::Owned(format!("hit-for-pass-{}", reason.detail())));
+            }
+            Outcome::Request(bypass) => Some(bypass.as_str()),
+            Outcome::OriginUnavailable => Some("origin-unavailable"),
+        };
+        text.map(Cow::Borrowed)
+    }
+
+    /// The `Cache-Status` member: `hit` or why the request was forwarded, plus the origin's status, whether its
+    /// answer was stored, the freshness left and the detail.
+    pub fn cache_status(self, fwd_status: Option<u16>, ttl: Option<i64>) -> CacheStatus {
+        let fwd = match self {
+            Outcome::Hit | Outcome::StaleWhileRevalidate | Outcome::Grace | Outcome::StaleIfError => None,
+            Outcome::Miss(_) => Some(Fwd::UriMiss),
+            Outcome::Refreshed(_) | Outcome::Revalidated => Some(Fwd::Stale),
+            Outcome::BodyMissing(_) | Outcome::FillWaitTimeout | Outcome::StoreUnavailable => Some(Fwd::Miss),
+            Outcome::OriginUnavailable => Some(Fwd::Miss),
+            Outcome::HitForPass(_) => Some(Fwd::Bypass),
+            Outcome::Request(_) => Some(Fwd::Request),
+            Outcome::Method => Some(Fwd::Method),
+        };
+        let mut status = match fwd {
+            None => CacheStatus::hit(ttl),
+            Some(fwd) => CacheStatus::forward(fwd),
+        };
+        if let Some(code) = fwd_status {
+            status = status.fwd_status(code);
+        }
+        if self.stored() {
+            status = status.stored(ttl);
+        }
+        if let Some(detail) = self.detail() {
+            status = status.detail(detail);
+        }
+        status
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 9211 section 2: each outcome names itself one way, in the header and in the metrics label.
+    #[test]
+    fn outcomes_name_their_cache_status_and_label() {
+        type Case = (Outcome, bool, Option<u16>, Option<i64>, &'static str, &'static str);
+        let cases: &[Case] = &[
+            (Outcome::Hit, false, None, Some(42), "etagd; hit; ttl=42", "hit"),
+            (Outcome::Hit, true, None, None, "etagd; hit", "not_modified"),
+            (
+                Outcome::StaleWhileRevalidate,
+                false,
+                None,
+                Some(-3),
+                "etagd; hit; ttl=-3; detail=stale-while-revalidate",
+                "stale",
+            ),
+            (Outcome::Grace, true, None, None, "etagd; hit; detail=grace", "not_modified"),
+            (Outcome::StaleIfError, false, None, None, "etagd; hit; detail=stale-if-error", "stale"),
+            (
+                Outcome::Miss(Filled::Stored),
+                false,
+                Some(200),
+                Some(60),
+                "etagd; fwd=uri-miss; fwd-status=200; stored; ttl=60",
+                "miss",
+            ),
+            (
+                Outcome::Miss(Filled::Stored),
+                false,
+                Some(200),
+                None,
+                "etagd; fwd=uri-miss; fwd-status=200; stored",
+                "miss",
+            ),
+            (
+                Outcome::Miss(Filled::NotStored(NoStoreReason::SetCookie)),
+                false,
+                Some(200),
+                None,
+                "etagd; fwd=uri-miss; fwd-status=200; detail=set-cookie",
+                "miss",
+            ),
+            (
+                Outcome::Miss(Filled::Invalidated),
+                false,
+                Some(200),
+                None,
+                "etagd; fwd=uri-miss; fwd-status=200; detail=invalidated-during-fill",
+                "miss",
+            ),
+            (
+                Outcome::Revalidated,
+                false,
+                Some(304),
+                Some(10),
+                "etagd; fwd=stale; fwd-status=304; stored; ttl=10",
+                "miss",
+            ),
+            (
+                Outcome::Refreshed(Filled::KeptStale),
+                false,
+                Some(503),
+                None,
+                "etagd; fwd=stale; fwd-status=503; detail=kept-stale",
+                "miss",
+            ),
+            (
+                Outcome::BodyMissing(Filled::Stored),
+                false,
+                Some(200),
+                None,
+                "etagd; fwd=miss; fwd-status=200; stored; detail=body-missing",
+                "miss",
+            ),
+            (
+                Outcome::FillWaitTimeout,
+                false,
+                Some(200),
+                None,
+                "etagd; fwd=miss; fwd-status=200; detail=fill-wait-timeout",
+                "miss",
+            ),
+            (
+                Outcome::StoreUnavailable,
+                false,
+                Some(200),
+                None,
+                "etagd; fwd=miss; fwd-status=200; detail=store-unavailable",
+                "miss",
+            ),
+            (
+                Outcome::HitForPass(Some(NoStoreReason::NoStore)),
+                false,
+                Some(200),
+                None,
+                "etagd; fwd=bypass; fwd-status=200; detail=hit-for-pass-no-store",
+                "pass",
+            ),
+            (
+                Outcome::Request(RequestBypass::Range),
+                false,
+                Some(206),
+                None,
+                "etagd; fwd=request; fwd-status=206; detail=range",
+                "pass",
+            ),
+            (Outcome::Method, false, Some(201), None, "etagd; fwd=method; fwd-status=201", "bypass"),
+            (Outcome::OriginUnavailable, false, None, None, "etagd; fwd=miss; detail=origin-unavailable", "error"),
+        ];
+        for (outcome, not_modified, fwd_status, ttl, header, label) in cases {
+            let value = outcome.cache_status(*fwd_status, *ttl).to_header_value();
+            assert_eq!(value.to_str().unwrap(), *header, "{outcome:?}");
+            assert_eq!(outcome.label(*not_modified), *label, "{outcome:?}");
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! The request policy, in one place: which requests the cache answers, which it only forwards, and which
+//! refusals to store may mark a resource hit-for-pass for everyone.
+
+use http::request::Parts;
+use http::{Method, StatusCode};
+
+use crate::cacheability::NoStoreReason;
+use crate::conditional;
+
+/// Why a GET or HEAD request is forwarded without the cache being read or written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestBypass {
+    /// A range request: the cache stores whole representations only, and a 206 is never stored.
+    Range,
+    /// `If-Match`, `If-Unmodified-Since` or `If-Range`: preconditions on the current state of the resource,
+    /// which only the origin can evaluate (RFC 9110 section 13.2.1).
+    Preconditions,
+    /// No `Host` and no authority: the request names no resource to key.
+    NoHost,
+}
+
+impl RequestBypass {
+    /// The `Cache-Status` detail.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestBypass::Range => "range",
+            RequestBypass::Preconditions => "preconditions",
+            RequestBypass::NoHost => "no-host",
+        }
+    }
+}
+
+/// How the exchange treats a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    /// GET or HEAD the cache may answer.
+    Cacheable,
+    /// GET or HEAD forwarded as it is.
+    Bypass(RequestBypass),
+    /// Any other method: forwarded; on success it invalidates (RFC 9111 section 4.4).
+    Unsafe,
+}
+
+/// Classifies a request.
+///
+/// Deliberately not a bypass, as in Varnish and nginx: request `Cache-Control: no-cache` / `Pragma: no-cache`
+/// (RFC 9111 section 5.2.1.4 makes it a preference, and honouring it would let any client send every request
+/// to the origin), and `Authorization` (RFC 9111 section 3.5 governs storing the answer, which
+/// `cacheability::storable` checks; a refusal it causes never marks the resource hit-for-pass).
+pub(crate) fn classify(parts: &Parts) -> Class {
+    if parts.method != Method::GET && parts.method != Method::HEAD {
+        Class::Unsafe
+    } else if parts.headers.contains_key(http::header::RANGE) {
+        Class::Bypass(RequestBypass::Range)
+    } else if conditional::has_origin_preconditions(&parts.headers) {
+        Class::Bypass(RequestBypass::Preconditions)
+    } else {
+        Class::Cacheable
+    }
+}
+
+/// Whether a method changes nothing on the origin (RFC 9110 section 9.2.1), so a success invalidates nothing.
+pub(crate) fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
+}
+
+/// What a refused fill leaves behind for the resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Nothing: the refusal says nothing about other requests (or a stale entry must stay for stale-if-error).
+    Release,
+    /// A hit-for-pass marker of the engine's usual lifetime: the resource answers unstorably.
+    Pass,
+    /// A short hit-for-pass marker: a 5xx is likely transient, but waiters must stop queueing behind it.
+    ShortPass,
+}
+
+/// Decides what a refusal to store leaves behind. A refusal caused by the request alone never marks the resource
+/// (one client's `Authorization` must not switch caching off for everyone), and a failing refresh of a stored
+/// entry never replaces it (`stale-if-error` must still find it).
+pub(crate) fn refusal(reason: NoStoreReason, status: StatusCode, refreshing: bool) -> Refusal {
+    if reason.is_request_specific() || (refreshing && status.is_server_error()) {
+        Refusal::Release
+    } else if status.is_server_error() {
+        Refusal::ShortPass
+    } else {
+        Refusal::Pass
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(method: Method, lines: &[(&str, &str)]) -> Parts {
+        let mut builder = http::Request::builder().method(method).uri("/");
+        for (name, value) in lines {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn requests_are_classified() {
+        type Case = (Method, &'static [(&'static str, &'static str)], Class);
+        let cases: &[Case] = &[
+            (Method::GET, &[], Class::Cacheable),
+            (Method::HEAD, &[], Class::Cacheable),
+            (Method::GET, &[("cache-control", "no-cache")], Class::Cacheable),
+            (Method::GET, &[("pragma", "no-cache")], Class::Cacheable),
+            (Method::GET, &[("authorization", "Bearer t")], Class::Cacheable),
+            (Method::GET, &[("if-none-match", "\"a\"")], Class::Cacheable),
+            // RFC 9110 section 14.2: a range request.
+            (Method::GET, &[("range", "bytes=0-9")], Class::Bypass(RequestBypass::Range)),
+            // RFC 9110 sections 13.1.1, 13.1.4: preconditions only the origin can evaluate.
+            (Method::GET, &[("if-match", "\"a\"")], Class::Bypass(RequestBypass::Preconditions)),
+            (
+                Method::GET,
+                &[("if-unmodified-since", "Tue, 24 Nov 2026 10:00:00 GMT")],
+                Class::Bypass(RequestBypass::Preconditions),
+            ),
+            (Method::POST, &[], Class::Unsafe),
+            (Method::DELETE, &[], Class::Unsafe),
+            (Method::OPTIONS, &[], Class::Unsafe),
+        ];
+        for (method, lines, expected) in cases {
+            assert_eq!(classify(&parts(method.clone(), lines)), *expected, "{method} {lines:?}");
+        }
+        assert!(is_safe(&Method::OPTIONS) && !is_safe(&Method::PATCH));
+    }
+
+    #[test]
+    fn only_the_response_may_mark_a_resource_hit_for_pass() {
+        let ok = StatusCode::OK;
+        let failed = StatusCode::BAD_GATEWAY;
+        let cases = [
+            (NoStoreReason::Authorization, ok, false, Refusal::Release),
+            (NoStoreReason::RequestNoStore, ok, false, Refusal::Release),
+            (NoStoreReason::NoStore, ok, false, Refusal::Pass),
+            (NoStoreReason::SetCookie, ok, true, Refusal::Pass),
+            (NoStoreReason::Status, failed, false, Refusal::ShortPass),
+            (NoStoreReason::Status, failed, true, Refusal::Release),
+            (NoStoreReason::TooLarge, ok, false, Refusal::Pass),
+        ];
+        for (reason, status, refreshing, expected) in cases {
+            assert_eq!(refusal(reason, status, refreshing), expected, "{reason} {status} {refreshing}");
+        }
+    }
+}

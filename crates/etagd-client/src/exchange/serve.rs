@@ -1,0 +1,135 @@
+//! Answers from storage: a 304 when the client's validator matches (no body read), else the stored body of the
+//! representation `Accept-Encoding` picks; stale entries within their windows served while one caller in the
+//! fleet refreshes them in the background.
+
+use std::sync::Arc;
+
+use http::{Method, Request};
+
+use super::{Answer, Exchange, Filled, Outcome, RequestContext, Run, Upstream};
+use crate::body::{Body, BodySource, StoredBodySource};
+use crate::cache::{Hit, HitState, LookupRequest};
+use crate::conditional::Evaluation;
+use crate::encoding::Coding;
+use crate::entry::EntryMeta;
+use crate::key::ResourceKey;
+use crate::reply::{self, Representation};
+
+impl<B, U> Run<B, U>
+where
+    B: Default + Send + 'static,
+    U: Upstream<B>,
+{
+    /// A current entry was found.
+    pub(super) async fn on_hit(&mut self, hit: Hit) -> Answer<U::Error> {
+        match hit.state {
+            HitState::Fresh => self.serve(&hit, hit.meta.clone(), hit.age_s, Outcome::Hit).await,
+            // RFC 5861 section 3, and soft invalidation: served now, refreshed once for the fleet.
+            HitState::Grace | HitState::Stale { while_revalidate: true, .. } => {
+                let outcome = if hit.state == HitState::Grace { Outcome::Grace } else { Outcome::StaleWhileRevalidate };
+                self.refresh_in_background(&hit);
+                self.serve(&hit, hit.meta.clone(), hit.age_s, outcome).await
+            }
+            // RFC 9111 section 4.2.4: a stale entry outside its windows must be validated before use.
+            HitState::Stale { if_error, .. } => self.revalidate(hit, if_error).await,
+        }
+    }
+
+    /// Answers from `meta` (the hit's entry, or what a revalidation made of it) at `age_s`.
+    pub(super) async fn serve(
+        &mut self,
+        hit: &Hit,
+        meta: Arc<EntryMeta>,
+        age_s: u64,
+        outcome: Outcome,
+    ) -> Answer<U::Error> {
+        let exchange = self.exchange.clone();
+        // Each stored coding is its own representation with its own validator (RFC 9110 section 8.8.3).
+        let chosen = Representation::negotiate(&self.parts.headers, &meta).echo_weakened();
+        if meta.minted && chosen.weakened() {
+            self.report.weakened = true;
+            if exchange.inner.weakened_log.allow(exchange.cache().now_ms()) {
+                tracing::warn!(
+                    "a proxy in front of etagd weakens ETags (W/ copies of strong tags come back); etagd still \
+                     answers 304, but check gzip settings in front (see docs/deploying.md)"
+                );
+            }
+        }
+        if chosen.evaluate() == Evaluation::NotModified {
+            self.report.outcome = outcome;
+            self.report.ttl = reply::ttl(&meta, age_s);
+            self.report.not_modified = true;
+            return Ok(chosen.not_modified(Some(age_s)).map(|()| Body::empty()));
+        }
+        match exchange.cache().body(hit, chosen.coding().map(Coding::as_str)).await {
+            Ok(Some(stored)) => {
+                self.report.outcome = outcome;
+                self.report.ttl = reply::ttl(&meta, age_s);
+                let source = StoredBodySource(stored);
+                let len = usize::try_from(source.len()).unwrap_or(usize::MAX);
+                let head = chosen.from_entry(&source.0.headers, len, Some(age_s));
+                let body = if self.parts.method == Method::HEAD { Body::empty() } else { source.whole() };
+                Ok(head.map(|()| body))
+            }
+            // The body was evicted or is unreadable: refill it (one caller fleet-wide), never fail the request.
+            Ok(None) | Err(_) => {
+                let key = self.key.clone().expect("a hit has a key");
+                let route = exchange.config().route_for(key.path());
+                let lookup = LookupRequest { resource: &key, headers: &self.parts.headers, route_tags: &route.tags };
+                match exchange.cache().refresh_permit(hit, lookup).await {
+                    Some(fill) => self.fill(fill, Outcome::BodyMissing, false).await,
+                    None => self.pass(Outcome::BodyMissing(Filled::NoLease)).await,
+                }
+            }
+        }
+    }
+
+    /// Refreshes a stale entry after the client was answered from it: one caller in the fleet asks the origin,
+    /// conditionally, in a task of its own.
+    fn refresh_in_background(&self, hit: &Hit) {
+        let Some(key) = self.key.clone() else { return };
+        let mut request = Request::new(());
+        *request.method_mut() = Method::GET;
+        *request.uri_mut() = self.parts.uri.clone();
+        *request.headers_mut() = self.parts.headers.clone();
+        let (parts, ()) = request.into_parts();
+        let context = RequestContext { informational: None, ..self.context.clone() };
+        let background = Background {
+            exchange: self.exchange.clone(),
+            parts,
+            context,
+            upstream: self.upstream.clone(),
+            key,
+            hit: hit.clone(),
+        };
+        tokio::spawn(background.run());
+    }
+}
+
+/// What a background refresh needs, owned, so it can outlive the client's request.
+struct Background<U> {
+    exchange: Exchange,
+    parts: http::request::Parts,
+    context: RequestContext,
+    upstream: U,
+    key: ResourceKey,
+    hit: Hit,
+}
+
+impl<U> Background<U> {
+    async fn run<B>(self)
+    where
+        B: Default + Send + 'static,
+        U: Upstream<B>,
+    {
+        let started = std::time::Instant::now();
+        let mut run = Run::new(self.exchange, self.parts, B::default(), self.context, self.upstream);
+        run.key = Some(self.key);
+        run.report.background = true;
+        run.refresh(self.hit).await;
+        run.report.elapsed = started.elapsed();
+        run.report.host = run.key.as_ref().map(|key| key.host().to_owned());
+        super::log::access(&run.report);
+        run.exchange.observe(&run.report);
+    }
+}

@@ -1,0 +1,268 @@
+//! The exchange against the embedded store, a hand-moved clock and a scripted upstream (no sockets). The
+//! parity suite in `tests/parity.rs` runs the same kind of cases through both fronts.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use parking_lot::Mutex;
+
+use super::*;
+use crate::cache::{CacheConfig, Clock};
+use crate::store::memory::MemoryStore;
+
+struct TestClock(AtomicU64);
+
+impl Clock for TestClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+type ScriptedAnswer = Result<Response<Body>, String>;
+
+/// An upstream that answers from a script and records what it was sent.
+#[derive(Clone, Default)]
+struct Scripted {
+    answers: Arc<Mutex<VecDeque<ScriptedAnswer>>>,
+    seen: Arc<Mutex<Vec<(Method, String, HeaderMap)>>>,
+    calls: Arc<AtomicUsize>,
+}
+
+impl Scripted {
+    fn answer(&self, status: u16, lines: &[(&str, &str)], body: &'static str) -> &Self {
+        let mut response = Response::new(Body::full(Bytes::from_static(body.as_bytes())));
+        *response.status_mut() = StatusCode::from_u16(status).unwrap();
+        for (name, value) in lines {
+            response.headers_mut().append(HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+        }
+        self.answers.lock().push_back(Ok(response));
+        self
+    }
+
+    fn fail(&self) -> &Self {
+        self.answers.lock().push_back(Err("connection refused".to_owned()));
+        self
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    fn last(&self) -> (Method, String, HeaderMap) {
+        self.seen.lock().last().cloned().expect("the upstream was called")
+    }
+}
+
+impl Upstream<Body> for Scripted {
+    type Error = String;
+
+    async fn send(self, request: Request<Body>) -> Result<Response<Body>, String> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.seen.lock().push((request.method().clone(), request.uri().to_string(), request.headers().clone()));
+        self.answers.lock().pop_front().unwrap_or_else(|| Err("no scripted answer left".to_owned()))
+    }
+}
+
+struct Fixture {
+    exchange: Exchange,
+    clock: Arc<TestClock>,
+    upstream: Scripted,
+}
+
+fn fixture(config: ExchangeConfig) -> Fixture {
+    let clock = Arc::new(TestClock(AtomicU64::new(1_800_000_000_000)));
+    let cache_config = CacheConfig { clock: clock.clone(), ..CacheConfig::default() };
+    let cache = Cache::new(Arc::new(MemoryStore::new(16 << 20)), cache_config);
+    Fixture { exchange: Exchange::new(cache, config), clock, upstream: Scripted::default() }
+}
+
+struct Got {
+    status: u16,
+    headers: HeaderMap,
+    body: Bytes,
+    report: Report,
+}
+
+impl Got {
+    fn cache_status(&self) -> &str {
+        self.headers.get("cache-status").map_or("", |v| v.to_str().unwrap())
+    }
+}
+
+impl Fixture {
+    async fn send(&self, method: Method, target: &str, lines: &[(&str, &str)], peer: Option<&str>) -> Got {
+        let mut request = Request::new(Body::empty());
+        *request.method_mut() = method;
+        *request.uri_mut() = target.parse().unwrap();
+        request.headers_mut().insert("host", "shop.example".parse().unwrap());
+        for (name, value) in lines {
+            request.headers_mut().append(HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+        }
+        let context = self.exchange.context(peer.map(|p| p.parse().unwrap()));
+        let exchanged = self.exchange.run(request, context, self.upstream.clone()).await;
+        let response = exchanged.response.unwrap_or_else(|_| origin_unavailable());
+        let status = response.status().as_u16();
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        Got { status, headers: parts.headers, body, report: exchanged.report }
+    }
+
+    async fn get(&self, target: &str, lines: &[(&str, &str)]) -> Got {
+        self.send(Method::GET, target, lines, None).await
+    }
+
+    fn advance(&self, seconds: u64) {
+        self.clock.0.fetch_add(seconds * 1000, Ordering::SeqCst);
+    }
+}
+
+const FRESH: &[(&str, &str)] = &[("cache-control", "max-age=60")];
+
+/// RFC 9111 section 4: a stored fresh response answers without the origin; RFC 9110 section 13.1.2: a matching
+/// `If-None-Match` gets a 304.
+#[tokio::test]
+async fn a_fill_answers_later_requests_and_their_conditionals() {
+    let f = fixture(ExchangeConfig::default());
+    f.upstream.answer(200, FRESH, "v1");
+    let miss = f.get("/a", &[]).await;
+    assert_eq!(miss.cache_status(), "etagd; fwd=uri-miss; fwd-status=200; stored; ttl=60");
+    assert_eq!(miss.report.outcome, Outcome::Miss(Filled::Stored));
+    let etag = miss.headers["etag"].to_str().unwrap().to_owned();
+    let hit = f.get("/a", &[]).await;
+    assert_eq!((hit.status, hit.body.as_ref(), hit.cache_status()), (200, &b"v1"[..], "etagd; hit; ttl=60"));
+    assert!(hit.headers.contains_key("date") && hit.headers.contains_key("age"));
+    let conditional = f.get("/a", &[("if-none-match", &etag)]).await;
+    assert_eq!((conditional.status, conditional.report.label()), (304, "not_modified"));
+    assert_eq!(f.upstream.calls(), 1);
+}
+
+/// RFC 9111 section 3.5 governs storing an answer to an `Authorization` request; a refusal it causes must not
+/// turn caching off for other clients (the hit-for-pass marker is the response's to write, never the request's).
+#[tokio::test]
+async fn one_authorized_request_does_not_switch_caching_off() {
+    let f = fixture(ExchangeConfig::default());
+    f.upstream.answer(200, FRESH, "private view").answer(200, FRESH, "public view");
+    let authorized = f.get("/account", &[("authorization", "Bearer x")]).await;
+    assert_eq!(authorized.cache_status(), "etagd; fwd=uri-miss; fwd-status=200; detail=authorization");
+    let anonymous = f.get("/account", &[]).await;
+    assert_eq!(anonymous.cache_status(), "etagd; fwd=uri-miss; fwd-status=200; stored; ttl=60");
+    assert_eq!(f.get("/account", &[]).await.body.as_ref(), b"public view");
+}
+
+/// RFC 5861 section 4 and section 3: a background refresh that meets an origin 5xx keeps the stale entry, so
+/// stale-if-error still serves it.
+#[tokio::test]
+async fn a_failing_background_refresh_keeps_the_stale_entry() {
+    let f = fixture(ExchangeConfig::default());
+    f.upstream.answer(200, &[("cache-control", "max-age=1, stale-while-revalidate=60, stale-if-error=600")], "v1");
+    f.get("/p", &[]).await;
+    f.advance(5);
+    f.upstream.answer(503, &[], "down");
+    let stale = f.get("/p", &[]).await;
+    assert_eq!(stale.report.outcome, Outcome::StaleWhileRevalidate);
+    // Let the background refresh run to its end.
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+        if f.upstream.calls() == 2 {
+            break;
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    f.advance(120);
+    f.upstream.fail();
+    let rescued = f.get("/p", &[]).await;
+    assert_eq!((rescued.status, rescued.body.as_ref()), (200, &b"v1"[..]), "{}", rescued.cache_status());
+    assert_eq!(rescued.report.outcome, Outcome::StaleIfError);
+}
+
+/// RFC 9111 section 4.3.1-4.3.4: a stale entry is revalidated with the origin's own validator, and a 304
+/// refreshes it without a new body.
+#[tokio::test]
+async fn stale_entries_are_revalidated_conditionally() {
+    let f = fixture(ExchangeConfig::default());
+    f.upstream.answer(200, &[("cache-control", "max-age=1"), ("etag", "\"o1\"")], "v1");
+    f.get("/r", &[]).await;
+    f.advance(5);
+    f.upstream.answer(304, &[("cache-control", "max-age=100")], "");
+    let revalidated = f.get("/r", &[]).await;
+    assert_eq!(f.upstream.last().2["if-none-match"], "\"o1\"");
+    assert_eq!(revalidated.cache_status(), "etagd; fwd=stale; fwd-status=304; stored; ttl=100");
+    assert_eq!(revalidated.body.as_ref(), b"v1");
+    assert_eq!(f.get("/r", &[]).await.report.outcome, Outcome::Hit);
+}
+
+/// RFC 9111 section 4.4: a successful unsafe request invalidates its target and the same-host `Location`, named
+/// by the same normaliser as lookups (here through a percent-encoded, dot-segment reference).
+#[tokio::test]
+async fn unsafe_methods_invalidate_what_lookups_named() {
+    let f = fixture(ExchangeConfig::default());
+    f.upstream.answer(200, FRESH, "list v1").answer(200, FRESH, "item v1");
+    f.get("/api/items", &[]).await;
+    f.get("/api/items/%37", &[]).await;
+    f.upstream.answer(201, &[("location", "./x/../7")], "");
+    let post = f.send(Method::POST, "/api/items/", &[], None).await;
+    assert_eq!(post.cache_status(), "etagd; fwd=method; fwd-status=201");
+    assert_eq!(post.report.invalidations, [Trigger::UnsafeMethod]);
+    f.upstream.answer(200, FRESH, "item v2");
+    assert_eq!(f.get("/api/items/7", &[]).await.body.as_ref(), b"item v2");
+    assert_eq!(f.get("/api/items", &[]).await.report.outcome, Outcome::Hit, "another URL stays");
+}
+
+/// RFC 7239 section 8.3: forwarding headers from an untrusted client never reach the origin, so a page
+/// rendered for `evil.example` can never be stored under `shop.example`'s key.
+#[tokio::test]
+async fn forwarded_host_from_a_client_cannot_poison_the_cache() {
+    let f = fixture(ExchangeConfig::default());
+    f.upstream.answer(200, FRESH, "page");
+    f.send(Method::GET, "/", &[("x-forwarded-host", "evil.example")], Some("192.0.2.9:4000")).await;
+    let (_, _, sent) = f.upstream.last();
+    assert_eq!(sent["x-forwarded-host"], "shop.example");
+    assert_eq!(sent["x-forwarded-for"], "192.0.2.9");
+
+    let trusting = fixture(ExchangeConfig {
+        trusted_proxies: TrustedProxies::parse(["192.0.2.0/24"]).unwrap(),
+        ..ExchangeConfig::default()
+    });
+    trusting.upstream.answer(200, FRESH, "for evil").answer(200, FRESH, "for shop");
+    let peer = Some("192.0.2.9:4000");
+    trusting.send(Method::GET, "/", &[("x-forwarded-host", "evil.example")], peer).await;
+    let shop = trusting.send(Method::GET, "/", &[], peer).await;
+    assert_eq!(shop.body.as_ref(), b"for shop", "a trusted forwarded host is part of the key");
+}
+
+/// RFC 9111 section 3: an unstorable answer marks the resource hit-for-pass; the `Etagd-Invalidate` header of
+/// any answer invalidates its tags and never reaches the client.
+#[tokio::test]
+async fn refusals_and_header_triggers() {
+    let route = Route { prefix: "/t".into(), tags: vec!["things".into()], ..Route::default() };
+    let f = fixture(ExchangeConfig::default().with_routes(vec![route]));
+    f.upstream.answer(200, &[("cache-control", "no-store")], "x").answer(200, &[], "y");
+    assert_eq!(f.get("/n", &[]).await.cache_status(), "etagd; fwd=uri-miss; fwd-status=200; detail=no-store");
+    let passed = f.get("/n", &[]).await;
+    assert_eq!(passed.cache_status(), "etagd; fwd=bypass; fwd-status=200; detail=hit-for-pass-no-store");
+
+    f.upstream.answer(200, FRESH, "things v1");
+    f.get("/t/1", &[]).await;
+    f.upstream.answer(200, &[("etagd-invalidate", "things")], "done");
+    let side_effect = f.send(Method::GET, "/other", &[("range", "bytes=0-1")], None).await;
+    assert!(!side_effect.headers.contains_key("etagd-invalidate"));
+    assert_eq!(side_effect.report.invalidations, [Trigger::Header]);
+    assert_eq!(side_effect.cache_status(), "etagd; fwd=request; fwd-status=200; detail=range");
+    f.upstream.answer(200, FRESH, "things v2");
+    assert_eq!(f.get("/t/1", &[]).await.body.as_ref(), b"things v2");
+}
+
+/// An origin that does not answer is the client's 502 only when nothing stale may stand in.
+#[tokio::test]
+async fn an_origin_failure_is_reported_once() {
+    let f = fixture(ExchangeConfig::default());
+    f.upstream.fail();
+    let failed = f.get("/down", &[]).await;
+    assert_eq!((failed.status, failed.report.label()), (502, "error"));
+    assert!(failed.report.origin_error);
+    assert_eq!(failed.cache_status(), "etagd; fwd=miss; detail=origin-unavailable");
+}
