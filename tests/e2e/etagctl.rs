@@ -7,7 +7,7 @@ use etagd_testkit::Memcached;
 
 use crate::support::{Fleet, Origin, Route, guard, url};
 
-fn etagctl(args: &[&str]) -> (i32, String, String) {
+pub(crate) fn etagctl(args: &[&str]) -> (i32, String, String) {
     let binary = crate::compose::binary("etagctl");
     let output = Command::new(binary).env_clear().args(args).output().expect("etagctl runs");
     let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
