@@ -98,3 +98,29 @@ async fn hop_by_hop_fields_are_removed_both_ways() {
     })
     .await;
 }
+
+/// Issue 14, RFC 9112 section 6.3: a GET with a body reaches the origin with its body (so the origin connection
+/// stays in step), is answered promptly and is not cached; later requests on the same pooled connections work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_with_a_body_keeps_the_origin_connection_in_step() {
+    guard(async {
+        let memcached = Memcached::start();
+        let origin = Origin::start().await;
+        origin.route("/search", Route::cacheable());
+        origin.route("/after", Route::cacheable());
+        let fleet = Fleet::new(&origin, &[&memcached]);
+        let replica = fleet.replica(&[]).await;
+        for _ in 0..3 {
+            let searched = replica.request_with_body("GET", "/search", "0123456789").await;
+            assert_eq!(searched.status, 200);
+            assert!(searched.cache_status().contains("detail=request-body"), "{}", searched.cache_status());
+            assert_eq!(origin.last_headers("/search")["content-length"], "10");
+        }
+        for _ in 0..3 {
+            assert_eq!(replica.get_ok("/after").await.status, 200);
+        }
+        assert_eq!(origin.count("/search"), 3, "never answered from the cache");
+        replica.shutdown().await;
+    })
+    .await;
+}

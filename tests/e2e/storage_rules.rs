@@ -162,3 +162,41 @@ async fn a_body_above_the_limit_is_delivered_whole_and_not_stored() {
     })
     .await;
 }
+
+/// Issue 14: a page that only a route rule makes cacheable (the app forgot `Vary: Cookie` and `private`),
+/// requested with a session cookie, never reaches another client; analytics cookies listed in
+/// `ignore_cookies` do not count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_cookie_page_under_a_route_rule_is_never_served_to_others() {
+    guard(async {
+        let memcached = Memcached::start();
+        let origin = Origin::start().await;
+        origin.route(
+            "/home",
+            Route::new().body(|ask| {
+                let cookie = ask.headers.get("cookie").and_then(|v| v.to_str().ok()).unwrap_or("");
+                let who = cookie.split(';').find_map(|c| c.trim().strip_prefix("sessionid=")).unwrap_or("anonymous");
+                format!("hello {who}").into()
+            }),
+        );
+        let config = std::env::temp_dir().join(format!("etagd-cookies-{}.toml", etagd_testkit::unique_namespace()));
+        std::fs::write(&config, "ignore_cookies = [\"_ga*\"]\n[[route]]\nprefix = \"/\"\nttl = \"1h\"\n")
+            .expect("write");
+        let fleet = Fleet::new(&origin, &[&memcached]);
+        let (a, b) = fleet.pair(&["--config", config.to_str().expect("utf-8 path")]).await;
+
+        let alice = a.get("/home", &[("cookie", "sessionid=alice; _ga=GA1.1")]).await;
+        assert_eq!(alice.text(), "hello alice");
+        assert!(!alice.cache_status().contains("stored"), "{}", alice.cache_status());
+        for replica in [&a, &b] {
+            let anonymous = replica.get("/home", &[("cookie", "_ga=GA1.2")]).await;
+            assert_eq!(anonymous.text(), "hello anonymous", "alice's page never reaches others");
+        }
+        assert!(b.get("/home", &[]).await.is_fresh_hit(), "the anonymous page is shared");
+        let bob = b.get("/home", &[("cookie", "sessionid=bob")]).await;
+        assert_eq!(bob.text(), "hello bob", "a session never gets the shared anonymous page");
+        let _ = std::fs::remove_file(&config);
+        shutdown_all([a, b]).await;
+    })
+    .await;
+}

@@ -489,6 +489,14 @@ impl Replica {
         reply
     }
 
+    /// A request with a body through the proxy (any method, GET included).
+    pub(crate) async fn request_with_body(&self, method: &str, path: &str, body: &str) -> Reply {
+        let url = format!("{}{path}", self.proxy);
+        let reply = send(&self.client, method, &url, &[("host", HOST)], Some(body.to_owned())).await;
+        check_invariants(method, path, &reply);
+        reply
+    }
+
     /// A GET through the proxy.
     pub(crate) async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
         self.request("GET", path, headers).await

@@ -62,11 +62,14 @@ pub enum NoStoreReason {
     PartialContent,
     /// The body ends with trailers, which cannot be replayed from storage.
     Trailers,
+    /// The request carries cookies that matter, and only a route rule (no freshness from the origin) would have
+    /// made the answer storable: it may be personalised.
+    Cookie,
 }
 
 impl NoStoreReason {
     /// Every reason, in declaration order (for registering metric labels up front).
-    pub const ALL: [NoStoreReason; 12] = [
+    pub const ALL: [NoStoreReason; 13] = [
         NoStoreReason::Method,
         NoStoreReason::Status,
         NoStoreReason::RequestNoStore,
@@ -79,6 +82,7 @@ impl NoStoreReason {
         NoStoreReason::TooLarge,
         NoStoreReason::PartialContent,
         NoStoreReason::Trailers,
+        NoStoreReason::Cookie,
     ];
 
     /// The snake_case label used in metrics, logs and the `Cache-Status` header.
@@ -96,6 +100,7 @@ impl NoStoreReason {
             NoStoreReason::TooLarge => "too_large",
             NoStoreReason::PartialContent => "partial_content",
             NoStoreReason::Trailers => "trailers",
+            NoStoreReason::Cookie => "cookie",
         }
     }
 
@@ -115,6 +120,7 @@ impl NoStoreReason {
             NoStoreReason::TooLarge => "too-large",
             NoStoreReason::PartialContent => "partial-content",
             NoStoreReason::Trailers => "trailers",
+            NoStoreReason::Cookie => "cookie",
         }
     }
 
@@ -127,7 +133,13 @@ impl NoStoreReason {
     /// Whether this refusal is caused by the request alone. Such a refusal must never mark the resource
     /// hit-for-pass: one client's credentials or `no-store` would switch caching off for everyone else.
     pub fn is_request_specific(&self) -> bool {
-        matches!(self, NoStoreReason::RequestNoStore | NoStoreReason::Authorization | NoStoreReason::Method)
+        matches!(
+            self,
+            NoStoreReason::RequestNoStore
+                | NoStoreReason::Authorization
+                | NoStoreReason::Method
+                | NoStoreReason::Cookie
+        )
     }
 }
 
@@ -310,6 +322,14 @@ fn parse_date(value: &HeaderValue) -> Option<SystemTime> {
 /// Whole seconds from `from` to `to`, 0 when `to` is not later.
 fn seconds_between(from: SystemTime, to: SystemTime) -> u64 {
     to.duration_since(from).unwrap_or(Duration::ZERO).as_secs()
+}
+
+/// Whether a response gives its own freshness (RFC 9111 section 4.2.1: `s-maxage`, `max-age` or `Expires`),
+/// as opposed to getting it from a route rule. Only such responses are stored for, or served to, requests
+/// carrying cookies that matter.
+pub fn has_explicit_freshness(resp_headers: &HeaderMap) -> bool {
+    let cc = CacheControl::from_headers(resp_headers);
+    cc.s_maxage.is_some() || cc.max_age.is_some() || resp_headers.contains_key(http::header::EXPIRES)
 }
 
 /// Whether the client asked to bypass stored responses: request `Cache-Control: no-cache`, or `Pragma: no-cache`
@@ -670,6 +690,7 @@ mod tests {
                 "too_large",
                 "partial_content",
                 "trailers",
+                "cookie",
             ]
         );
         assert_eq!(NoStoreReason::NoStore.to_string(), "no_store");

@@ -169,6 +169,10 @@ struct Run<B, U: Upstream<B>> {
     context: RequestContext,
     upstream: U,
     key: Option<ResourceKey>,
+    /// The request carries cookies that matter (`ExchangeConfig::ignore_cookies`).
+    personal: bool,
+    /// The client's body goes upstream with the first request (unsafe methods and bypasses forward it).
+    forwards_body: bool,
     report: Report,
 }
 
@@ -181,16 +185,28 @@ where
 {
     fn new(exchange: Exchange, parts: Parts, body: B, context: RequestContext, upstream: U) -> Self {
         let report = Report::new(&parts);
-        Self { exchange, parts, body: Some(body), context, upstream, key: None, report }
+        Self {
+            exchange,
+            parts,
+            body: Some(body),
+            context,
+            upstream,
+            key: None,
+            personal: false,
+            forwards_body: false,
+            report,
+        }
     }
 
     async fn dispatch(&mut self) -> Answer<U::Error> {
         match policy::classify(&self.parts) {
             Class::Unsafe => {
+                self.forwards_body = true;
                 self.key = ResourceKey::from_request(&self.parts, self.context.forwarding).ok();
                 self.unsafe_method().await
             }
             Class::Bypass(bypass) => {
+                self.forwards_body = true;
                 self.key = ResourceKey::from_request(&self.parts, self.context.forwarding).ok();
                 self.pass(Outcome::Request(bypass)).await
             }
@@ -208,6 +224,8 @@ where
         let exchange = self.exchange.clone();
         let key = self.key.clone().expect("a cacheable request has a key");
         let route = exchange.config().route_for(key.path());
+        self.personal =
+            policy::is_personal(&self.parts.headers, &[&exchange.config().ignore_cookies, &route.ignore_cookies]);
         let lookup = LookupRequest { resource: &key, headers: &self.parts.headers, route_tags: &route.tags };
         let started = Instant::now();
         let found = exchange.cache().lookup_waiting(lookup).await;
@@ -243,8 +261,19 @@ where
     }
 
     /// A request upstream for the client's target, with the client's body the first time and an empty one after.
-    fn request(&mut self, method: Method, headers: http::HeaderMap) -> Request<B> {
-        let mut request = Request::new(self.body.take().unwrap_or_default());
+    fn request(&mut self, method: Method, mut headers: http::HeaderMap) -> Request<B> {
+        let body = match self.body.take() {
+            Some(body) if self.forwards_body => body,
+            _ => {
+                // An empty body must not be announced: an origin that waits for announced bytes would stall the
+                // fill, and the pooled connection would fall out of step (RFC 9112 section 6.3).
+                headers.remove(http::header::CONTENT_LENGTH);
+                headers.remove(http::header::TRANSFER_ENCODING);
+                headers.remove(http::header::EXPECT);
+                B::default()
+            }
+        };
+        let mut request = Request::new(body);
         *request.method_mut() = method;
         *request.uri_mut() = self.parts.uri.clone();
         *request.version_mut() = self.parts.version;

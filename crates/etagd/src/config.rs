@@ -11,6 +11,7 @@
 //! stale_while_revalidate = "0s"  # defaults for responses that do not say
 //! stale_if_error = "0s"
 //! compress_types = ["text/*", "application/json"]  # what etagd compresses (see --compress)
+//! ignore_cookies = ["_ga", "_ga_*", "_gid"]  # cookies that never make a request personal (default: none)
 //!
 //! [[route]]
 //! prefix = "/api/servers"        # path prefix
@@ -18,7 +19,12 @@
 //! tags = ["servers"]
 //! stale_while_revalidate = "30s"
 //! stale_if_error = "10m"
+//! ignore_cookies = ["csrftoken"]  # more cookies that do not matter under this prefix
 //! ```
+//!
+//! A request with any other cookie is neither served from nor stored into an entry whose freshness comes only
+//! from a route's `ttl` (it may be someone's personalised page); what the origin marks fresh itself is shared as
+//! RFC 9111 allows.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -138,6 +144,8 @@ struct FileConfig {
     stale_while_revalidate: Option<String>,
     stale_if_error: Option<String>,
     compress_types: Option<Vec<String>>,
+    #[serde(default)]
+    ignore_cookies: Vec<String>,
     #[serde(default, rename = "route")]
     routes: Vec<FileRoute>,
 }
@@ -151,6 +159,8 @@ struct FileRoute {
     tags: Vec<String>,
     stale_while_revalidate: Option<String>,
     stale_if_error: Option<String>,
+    #[serde(default)]
+    ignore_cookies: Vec<String>,
 }
 
 /// The validated configuration.
@@ -206,6 +216,8 @@ pub struct Config {
     pub compression: CompressionPolicy,
     /// Peers whose forwarding headers are believed.
     pub trusted_proxies: TrustedProxies,
+    /// Cookies that never make a request personal.
+    pub ignore_cookies: Vec<String>,
 }
 
 /// A configuration problem, named so the operator can fix it.
@@ -244,6 +256,19 @@ fn seconds(name: &str, text: &str) -> Result<u64, ConfigError> {
 fn seconds_u32(name: &str, text: &str) -> Result<u32, ConfigError> {
     let secs = seconds(name, text)?;
     u32::try_from(secs).map_err(|_| invalid(name, "too long for a stale window"))
+}
+
+/// Validates cookie names (RFC 6265 section 4.1.1: a token), each optionally ending in `*` for a prefix.
+fn cookie_names(name: &str, names: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    for cookie in &names {
+        let bare = cookie.strip_suffix('*').unwrap_or(cookie);
+        let token =
+            !bare.is_empty() && bare.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}*".contains(&b));
+        if !token {
+            return Err(invalid(name, format!("{cookie:?} is not a cookie name (a trailing * matches a prefix)")));
+        }
+    }
+    Ok(names)
 }
 
 fn socket(name: &str, text: &str) -> Result<SocketAddr, ConfigError> {
@@ -359,9 +384,11 @@ impl Config {
                     .as_deref()
                     .map(|t| seconds_u32(&format!("{name}.stale_if_error"), t))
                     .transpose()?,
+                ignore_cookies: cookie_names(&format!("{name}.ignore_cookies"), route.ignore_cookies)?,
             });
         }
         routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
+        let ignore_cookies = cookie_names("ignore_cookies", file.ignore_cookies)?;
         let trusted_proxies =
             TrustedProxies::parse(&args.trusted_proxies).map_err(|e| invalid("--trusted-proxies", e.to_string()))?;
         let mut compression = CompressionPolicy {
@@ -409,6 +436,7 @@ impl Config {
             routes,
             compression,
             trusted_proxies,
+            ignore_cookies,
         })
     }
 
@@ -420,6 +448,7 @@ impl Config {
             max_body_bytes: self.max_body_bytes,
             compression: self.compression.clone(),
             trusted_proxies: self.trusted_proxies.clone(),
+            ignore_cookies: self.ignore_cookies.clone(),
             ..ExchangeConfig::default()
         }
         .with_routes(self.routes.clone())
@@ -486,10 +515,12 @@ mod tests {
         let file: FileConfig = toml::from_str(
             r#"
             namespace = "shop"
+            ignore_cookies = ["_ga", "_ga_*"]
             [[route]]
             prefix = "/api"
             ttl = "forever"
             tags = ["api"]
+            ignore_cookies = ["csrftoken"]
             [[route]]
             prefix = "/api/servers"
             ttl = "1h"
@@ -504,7 +535,12 @@ mod tests {
         let route = exchange.route_for("/api/servers/x");
         assert_eq!((route.ttl_s, route.stale_if_error_s), (Some(3600), Some(600)));
         assert_eq!(exchange.route_for("/api/other").ttl_s, Some(u64::MAX));
+        assert_eq!(exchange.route_for("/api/other").ignore_cookies, ["csrftoken"]);
+        assert_eq!(exchange.ignore_cookies, ["_ga", "_ga_*"]);
         assert_eq!(exchange.route_for("/static"), &exchange.fallback);
+        let bad_cookie: FileConfig = toml::from_str("ignore_cookies = [\"a b\"]").unwrap();
+        let error = Config::build(Args::try_parse_from(["etagd"]).unwrap(), bad_cookie).unwrap_err();
+        assert!(error.to_string().contains("ignore_cookies"), "{error}");
         assert!(toml::from_str::<FileConfig>("unknown = 1").is_err());
         let bad: FileConfig = toml::from_str("[[route]]\nprefix = \"api\"").unwrap();
         assert!(Config::build(Args::try_parse_from(["etagd"]).unwrap(), bad).is_err());

@@ -24,6 +24,9 @@ pub struct Route {
     pub stale_while_revalidate_s: Option<u32>,
     /// `stale-if-error` default, seconds.
     pub stale_if_error_s: Option<u32>,
+    /// Cookies that do not make a request personal under this route (names, or prefixes ending in `*`), on top
+    /// of [`ExchangeConfig::ignore_cookies`].
+    pub ignore_cookies: Vec<String>,
 }
 
 /// Which origin answers invalidate cached entries as a side effect (both on by default).
@@ -62,6 +65,10 @@ pub struct ExchangeConfig {
     pub triggers: Triggers,
     /// Peers whose forwarding headers are believed and keyed.
     pub trusted_proxies: TrustedProxies,
+    /// Cookies that never make a request personal (names, or prefixes ending in `*`: analytics cookies such as
+    /// `_ga`, `_ga_*`, `_gid`). Any other cookie does: such a request is neither served from nor stored into an
+    /// entry whose freshness comes only from a route rule. Empty by default: every cookie counts.
+    pub ignore_cookies: Vec<String>,
     /// How long an origin 5xx sends the resource straight to the origin (short: the next good answer should be
     /// stored soon, but waiters must stop queueing behind a failing fill).
     pub server_error_pass: Duration,
@@ -78,6 +85,7 @@ impl Default for ExchangeConfig {
             compression: CompressionPolicy::default(),
             triggers: Triggers::default(),
             trusted_proxies: TrustedProxies::default(),
+            ignore_cookies: Vec::new(),
             server_error_pass: Duration::from_secs(1),
         }
     }

@@ -64,6 +64,10 @@ where
             parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
         let decision = match decision {
             Ok(_) if declared.is_some_and(|len| len > config.max_body_bytes) => Err(NoStoreReason::TooLarge),
+            // Freshness from a route rule alone is for anonymous requests: this answer may be personalised.
+            Ok(_) if self.personal && !cacheability::has_explicit_freshness(&parts.headers) => {
+                Err(NoStoreReason::Cookie)
+            }
             other => other,
         };
         let freshness = match decision {

@@ -17,6 +17,12 @@ pub enum RequestBypass {
     Preconditions,
     /// No `Host` and no authority: the request names no resource to key.
     NoHost,
+    /// A GET or HEAD with a body: the key does not cover the body, so the answer is never shared (it is
+    /// forwarded with its body, keeping the origin connection in step).
+    Body,
+    /// The request carries cookies that matter, and the stored entry's freshness comes only from a route
+    /// rule: it may be someone else's personalised page, or this client's should not be stored.
+    Cookie,
 }
 
 impl RequestBypass {
@@ -26,6 +32,8 @@ impl RequestBypass {
             RequestBypass::Range => "range",
             RequestBypass::Preconditions => "preconditions",
             RequestBypass::NoHost => "no-host",
+            RequestBypass::Body => "request-body",
+            RequestBypass::Cookie => "cookie",
         }
     }
 }
@@ -50,6 +58,8 @@ pub(crate) enum Class {
 pub(crate) fn classify(parts: &Parts) -> Class {
     if parts.method != Method::GET && parts.method != Method::HEAD {
         Class::Unsafe
+    } else if has_body(&parts.headers) {
+        Class::Bypass(RequestBypass::Body)
     } else if parts.headers.contains_key(http::header::RANGE) {
         Class::Bypass(RequestBypass::Range)
     } else if conditional::has_origin_preconditions(&parts.headers) {
@@ -57,6 +67,33 @@ pub(crate) fn classify(parts: &Parts) -> Class {
     } else {
         Class::Cacheable
     }
+}
+
+/// Whether a request says it has a body (RFC 9112 section 6.3: `Transfer-Encoding`, or a `Content-Length`
+/// other than 0).
+fn has_body(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(http::header::TRANSFER_ENCODING)
+        || headers.get_all(http::header::CONTENT_LENGTH).iter().any(|value| value.as_bytes().trim_ascii() != b"0")
+}
+
+/// Whether a request carries a cookie that is not in `ignored` (names, or prefixes ending in `*`). Cookie
+/// names are case-sensitive (RFC 6265 section 4.1.1).
+pub(crate) fn is_personal(headers: &http::HeaderMap, ignored: &[&[String]]) -> bool {
+    let matches = |name: &str| {
+        ignored.iter().flat_map(|list| list.iter()).any(|pattern| match pattern.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => name == pattern,
+        })
+    };
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b';'))
+        .filter_map(|pair| {
+            let name = pair.split(|&b| b == b'=').next()?.trim_ascii();
+            (!name.is_empty()).then_some(name)
+        })
+        .any(|name| !std::str::from_utf8(name).is_ok_and(matches))
 }
 
 /// Whether a method changes nothing on the origin (RFC 9110 section 9.2.1), so a success invalidates nothing.
@@ -119,6 +156,10 @@ mod tests {
                 &[("if-unmodified-since", "Tue, 24 Nov 2026 10:00:00 GMT")],
                 Class::Bypass(RequestBypass::Preconditions),
             ),
+            // RFC 9112 section 6.3: a GET that says it has a body is forwarded with it, never cached.
+            (Method::GET, &[("content-length", "10")], Class::Bypass(RequestBypass::Body)),
+            (Method::GET, &[("transfer-encoding", "chunked")], Class::Bypass(RequestBypass::Body)),
+            (Method::GET, &[("content-length", "0")], Class::Cacheable),
             (Method::POST, &[], Class::Unsafe),
             (Method::DELETE, &[], Class::Unsafe),
             (Method::OPTIONS, &[], Class::Unsafe),
@@ -127,6 +168,26 @@ mod tests {
             assert_eq!(classify(&parts(method.clone(), lines)), *expected, "{method} {lines:?}");
         }
         assert!(is_safe(&Method::OPTIONS) && !is_safe(&Method::PATCH));
+    }
+
+    /// RFC 6265 section 4.2: a request's cookies; those the operator lists as not mattering are ignored.
+    #[test]
+    fn cookies_make_a_request_personal_unless_ignored() {
+        let ignored = vec!["_ga".to_owned(), "_gcl_*".to_owned()];
+        let check = |cookie: Option<&str>, expected: bool| {
+            let mut headers = http::HeaderMap::new();
+            if let Some(cookie) = cookie {
+                headers.insert(http::header::COOKIE, cookie.parse().unwrap());
+            }
+            assert_eq!(is_personal(&headers, &[&ignored]), expected, "{cookie:?}");
+        };
+        check(None, false);
+        check(Some("_ga=GA1.2"), false);
+        check(Some("_ga=1; _gcl_au=2"), false);
+        check(Some("_ga=1; sessionid=abc"), true);
+        check(Some("sessionid=abc"), true);
+        check(Some("_GA=1"), true);
+        check(Some(" ; "), false);
     }
 
     #[test]

@@ -22,6 +22,10 @@ where
 {
     /// A current entry was found.
     pub(super) async fn on_hit(&mut self, hit: Hit) -> Answer<U::Error> {
+        if self.personal && !explicitly_fresh(&hit.meta) {
+            // Fresh only by a route rule: it may be another client's view; this one's goes unstored too.
+            return self.pass(Outcome::Request(super::RequestBypass::Cookie)).await;
+        }
         match hit.state {
             HitState::Fresh => self.serve(&hit, hit.meta.clone(), hit.age_s, Outcome::Hit).await,
             // RFC 5861 section 3, and soft invalidation: served now, refreshed once for the fleet.
@@ -104,6 +108,20 @@ where
         };
         tokio::spawn(background.run());
     }
+}
+
+/// Whether a stored response's freshness came from the origin (its `Cache-Control` / `Expires`, which the entry
+/// keeps for 304s) rather than from a route rule.
+fn explicitly_fresh(meta: &EntryMeta) -> bool {
+    let mut headers = http::HeaderMap::new();
+    for (name, value) in &meta.headers_304 {
+        if let (Ok(name), Ok(value)) =
+            (http::HeaderName::from_bytes(name.as_bytes()), http::HeaderValue::from_str(value))
+        {
+            headers.append(name, value);
+        }
+    }
+    crate::cacheability::has_explicit_freshness(&headers)
 }
 
 /// What a background refresh needs, owned, so it can outlive the client's request.

@@ -266,3 +266,52 @@ async fn an_origin_failure_is_reported_once() {
     assert!(failed.report.origin_error);
     assert_eq!(failed.cache_status(), "etagd; fwd=miss; detail=origin-unavailable");
 }
+
+/// Issue 14: a page that only a route rule makes cacheable, requested with a session cookie, is never stored
+/// for others, and a stored anonymous copy is not served to a client with a session (as Varnish's built-in
+/// policy passes cookie requests); ignored cookies (analytics) change nothing. RFC 9111 section 3 still rules
+/// what the origin itself marks fresh.
+#[tokio::test]
+async fn session_cookies_never_share_route_rule_pages() {
+    let route =
+        Route { prefix: "/".into(), ttl_s: Some(3600), ignore_cookies: vec!["_ga*".into()], ..Route::default() };
+    let f = fixture(ExchangeConfig::default().with_routes(vec![route]));
+    f.upstream.answer(200, &[], "hello alice").answer(200, &[], "hello anonymous");
+    let alice = f.get("/home", &[("cookie", "sessionid=alice; _ga=1")]).await;
+    assert_eq!(alice.cache_status(), "etagd; fwd=uri-miss; fwd-status=200; detail=cookie");
+    let anonymous = f.get("/home", &[("cookie", "_ga=2")]).await;
+    assert_eq!(anonymous.body.as_ref(), b"hello anonymous");
+    assert!(anonymous.cache_status().contains("stored"), "{}", anonymous.cache_status());
+    f.upstream.answer(200, &[], "hello bob");
+    let bob = f.get("/home", &[("cookie", "sessionid=bob")]).await;
+    assert_eq!(
+        (bob.body.as_ref(), bob.cache_status()),
+        (&b"hello bob"[..], "etagd; fwd=request; fwd-status=200; detail=cookie")
+    );
+    assert_eq!(f.get("/home", &[]).await.report.outcome, Outcome::Hit);
+
+    // What the origin marks fresh itself is shared as RFC 9111 allows, cookies or not.
+    f.upstream.answer(200, FRESH, "catalogue");
+    f.get("/catalogue", &[("cookie", "sessionid=alice")]).await;
+    assert_eq!(f.get("/catalogue", &[("cookie", "sessionid=bob")]).await.report.outcome, Outcome::Hit);
+}
+
+/// RFC 9112 section 6.3: a GET that announces a body is forwarded with it and never cached; a request the
+/// exchange sends without the client's body announces none.
+#[tokio::test]
+async fn announced_bodies_travel_with_their_request_or_not_at_all() {
+    let f = fixture(ExchangeConfig::default());
+    f.upstream.answer(200, FRESH, "searched");
+    let mut request = Request::new(Body::full(Bytes::from_static(b"0123456789")));
+    *request.uri_mut() = "/search".parse().unwrap();
+    request.headers_mut().insert("host", "shop.example".parse().unwrap());
+    request.headers_mut().insert("content-length", "10".parse().unwrap());
+    let exchanged = f.exchange.run(request, f.exchange.context(None), f.upstream.clone()).await;
+    assert_eq!(exchanged.report.outcome, Outcome::Request(RequestBypass::Body));
+    assert_eq!(f.upstream.last().2["content-length"], "10");
+
+    f.upstream.answer(200, FRESH, "page");
+    f.get("/page", &[("content-length", "0"), ("expect", "100-continue")]).await;
+    let sent = f.upstream.last().2;
+    assert!(!sent.contains_key("content-length") && !sent.contains_key("expect"), "{sent:?}");
+}
