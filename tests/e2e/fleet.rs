@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use etagd_testkit::Memcached;
 use futures_util::future::join_all;
+use tokio::sync::Semaphore;
 
 use crate::support::{Fleet, Origin, Route, guard};
 
@@ -72,6 +73,67 @@ async fn concurrent_requests_for_an_uncacheable_url_all_complete() {
         let [a, b] = Arc::into_inner(replicas).expect("every request task has finished");
         a.shutdown().await;
         b.shutdown().await;
+    })
+    .await;
+}
+
+/// Issue 14, origin protection: a burst of distinct cold URLs (a cold cache after a Memcached restart) reaches
+/// the origin at most `--origin-max-concurrency` at a time; `--origin-queue` more wait, and the rest are told
+/// to retry (RFC 9110 section 15.6.4: 503 with Retry-After) instead of piling onto the origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_cold_urls_reaches_the_origin_within_its_cap() {
+    guard(async {
+        let memcached = Memcached::start();
+        let origin = Origin::start().await;
+        let gate = Arc::new(Semaphore::new(0));
+        let paths: Vec<String> = (0..10).map(|i| format!("/cold/{i}")).collect();
+        for path in &paths {
+            origin.route(path, Route::cacheable().gate(gate.clone()));
+        }
+        let fleet = Fleet::new(&origin, &[&memcached]);
+        let replica = Arc::new(fleet.replica(&["--origin-max-concurrency", "2", "--origin-queue", "2"]).await);
+        let mut requests = Vec::new();
+        for path in paths.clone() {
+            let replica = replica.clone();
+            requests.push(tokio::spawn(async move { replica.get(&path, &[]).await }));
+        }
+        // Two reach the origin and wait at its gate, two queue in etagd, six are refused at once.
+        let mut refused = 0;
+        let mut pending = Vec::new();
+        for request in requests {
+            if request.is_finished() {
+                let reply = request.await.expect("no request panicked");
+                assert_eq!(reply.status, 503, "{}", reply.cache_status());
+                refused += 1;
+            } else {
+                pending.push(request);
+            }
+        }
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while refused < 6 && tokio::time::Instant::now() < deadline {
+            let mut still = Vec::new();
+            for request in pending {
+                if request.is_finished() {
+                    let reply = request.await.expect("no request panicked");
+                    assert_eq!(reply.status, 503, "only refusals finish while the gate is shut");
+                    assert_eq!(reply.header("retry-after"), "1");
+                    refused += 1;
+                } else {
+                    still.push(request);
+                }
+            }
+            pending = still;
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(refused, 6, "two in flight and two queued; the rest refused");
+        let reached: usize = paths.iter().map(|p| origin.count(p)).sum();
+        assert_eq!(reached, 2, "the origin saw no more than the cap while it was slow");
+        gate.add_permits(10);
+        for request in pending {
+            assert_eq!(request.await.expect("no request panicked").status, 200);
+        }
+        assert_eq!(paths.iter().map(|p| origin.count(p)).sum::<usize>(), 4);
+        Arc::try_unwrap(replica).ok().expect("every request finished").shutdown().await;
     })
     .await;
 }

@@ -24,6 +24,7 @@ mod config;
 mod context;
 mod fill;
 mod forward;
+mod gate;
 mod log;
 mod outcome;
 mod policy;
@@ -39,7 +40,7 @@ use http::header::{CONTENT_TYPE, DATE};
 use http::request::Parts;
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 
-pub use config::{DEFAULT_MAX_BODY_BYTES, ExchangeConfig, Route, Triggers};
+pub use config::{DEFAULT_MAX_BODY_BYTES, ExchangeConfig, OriginLimit, Route, Triggers};
 pub use context::{BadTrustedProxy, InformationalHook, RequestContext, TrustedProxies};
 pub use forward::UNTRUSTED_FORWARDING_HEADERS;
 pub use log::{Observer, Report, Trigger};
@@ -65,6 +66,7 @@ struct Inner {
     config: ExchangeConfig,
     untrusted_headers: Vec<HeaderName>,
     observer: Option<Arc<dyn Observer>>,
+    gate: Option<gate::OriginGate>,
     store_log: log::RateLimited,
     weakened_log: log::RateLimited,
 }
@@ -90,12 +92,14 @@ impl Exchange {
     /// An exchange over `cache`.
     pub fn new(cache: Cache, config: ExchangeConfig) -> Self {
         let untrusted_headers = UNTRUSTED_FORWARDING_HEADERS.iter().map(|name| HeaderName::from_static(name)).collect();
+        let gate = config.origin_limit.map(gate::OriginGate::new);
         Self {
             inner: Arc::new(Inner {
                 cache,
                 config,
                 untrusted_headers,
                 observer: None,
+                gate,
                 store_log: log::RateLimited::default(),
                 weakened_log: log::RateLimited::default(),
             }),
@@ -178,6 +182,14 @@ struct Run<B, U: Upstream<B>> {
 
 type Answer<E> = Result<Response<Body>, E>;
 
+/// What a request upstream came to, short of an upstream error.
+enum Sent {
+    /// The origin answered.
+    Answered(Response<Body>),
+    /// The origin gate refused it: too many requests to the origin already.
+    Overloaded,
+}
+
 impl<B, U> Run<B, U>
 where
     B: Default + Send + 'static,
@@ -251,7 +263,7 @@ where
         self.report.outcome = outcome;
         let headers = self.outbound_headers();
         let request = self.request(self.parts.method.clone(), headers);
-        let response = self.send(request).await?;
+        let Sent::Answered(response) = self.send(request).await? else { return Ok(self.overloaded()) };
         Ok(self.relay(response).await)
     }
 
@@ -284,8 +296,17 @@ where
         request
     }
 
-    /// Sends a request upstream, timing it; an error is recorded for the report.
-    async fn send(&mut self, request: Request<B>) -> Result<Response<Body>, U::Error> {
+    /// Sends a request upstream through the origin gate, timing it; an error is recorded for the report.
+    async fn send(&mut self, request: Request<B>) -> Result<Sent, U::Error> {
+        let exchange = self.exchange.clone();
+        // Held until the response head is here: the gate bounds origin requests, not slow clients.
+        let _slot = match &exchange.inner.gate {
+            Some(gate) => match gate.enter(!self.report.background).await {
+                gate::Pass::Slot(slot) => slot,
+                gate::Pass::Refused => return Ok(Sent::Overloaded),
+            },
+            None => None,
+        };
         let started = Instant::now();
         let answer = self.upstream.clone().send(request).await;
         let elapsed = started.elapsed();
@@ -297,7 +318,21 @@ where
                 tracing::warn!(%error, "origin request failed");
             }
         }
-        answer
+        answer.map(Sent::Answered)
+    }
+
+    /// The answer when the origin gate refused the request and nothing stale may stand in: 503 with
+    /// `Retry-After` (RFC 9110 sections 15.6.4 and 10.2.3).
+    fn overloaded(&mut self) -> Response<Body> {
+        self.report.outcome = Outcome::Overloaded;
+        let retry_after = self.exchange.inner.gate.as_ref().map_or(1, gate::OriginGate::retry_after_s);
+        let mut response = Response::new(Body::full(
+            "the origin is at its concurrency limit (--origin-max-concurrency); retry shortly\n".into(),
+        ));
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(retry_after));
+        response
     }
 
     /// An origin answer the cache does not store, on its way to the client: its `Etagd-Invalidate` applied and

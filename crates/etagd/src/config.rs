@@ -34,7 +34,7 @@ use clap::{Parser, ValueEnum};
 use etagd_client::cache::ValidatorMode;
 use etagd_client::encoding::{Coding, CompressionPolicy};
 pub use etagd_client::exchange::Route;
-use etagd_client::exchange::{ExchangeConfig, TrustedProxies};
+use etagd_client::exchange::{ExchangeConfig, OriginLimit, TrustedProxies};
 use etagd_client::key::Namespace;
 use serde::Deserialize;
 
@@ -119,6 +119,13 @@ pub struct Args {
     /// ingress's). From anyone else forwarding headers are dropped before the app sees them.
     #[arg(long, env = "ETAGD_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<String>,
+    /// Requests in flight to the origin at once (0: no cap). Past it requests queue; past the queue a stale
+    /// copy is served where one may be, else 503 with Retry-After.
+    #[arg(long, env = "ETAGD_ORIGIN_MAX_CONCURRENCY", default_value_t = 256)]
+    pub origin_max_concurrency: usize,
+    /// Requests that may wait for an origin slot.
+    #[arg(long, env = "ETAGD_ORIGIN_QUEUE", default_value_t = 1024)]
+    pub origin_queue: usize,
 }
 
 /// Log output format.
@@ -218,6 +225,8 @@ pub struct Config {
     pub trusted_proxies: TrustedProxies,
     /// Cookies that never make a request personal.
     pub ignore_cookies: Vec<String>,
+    /// The cap on concurrent origin requests.
+    pub origin_limit: Option<OriginLimit>,
 }
 
 /// A configuration problem, named so the operator can fix it.
@@ -437,6 +446,11 @@ impl Config {
             compression,
             trusted_proxies,
             ignore_cookies,
+            origin_limit: (args.origin_max_concurrency > 0).then(|| OriginLimit {
+                max_concurrency: args.origin_max_concurrency,
+                max_queue: args.origin_queue,
+                ..OriginLimit::default()
+            }),
         })
     }
 
@@ -449,6 +463,7 @@ impl Config {
             compression: self.compression.clone(),
             trusted_proxies: self.trusted_proxies.clone(),
             ignore_cookies: self.ignore_cookies.clone(),
+            origin_limit: self.origin_limit,
             ..ExchangeConfig::default()
         }
         .with_routes(self.routes.clone())

@@ -5,14 +5,14 @@
 //!
 //! | metric | type | meaning |
 //! |---|---|---|
-//! | `etagd_requests_total{outcome}` | counter | requests by outcome: hit, not_modified, miss, pass, stale, bypass, error |
+//! | `etagd_requests_total{outcome}` | counter | requests by outcome: hit, not_modified, miss, pass, stale, bypass, error, overloaded |
 //! | `etagd_origin_request_duration_seconds` | histogram | time to the origin's response headers |
 //! | `etagd_origin_errors_total` | counter | origin requests that failed (connect, timeout, 5xx counted separately) |
 //! | `etagd_origin_informational_total{status}` | counter | informational (1xx) answers the origin sent before its final one |
 //! | `etagd_store_lookup_duration_seconds` | histogram | time of one cache lookup (all its store rounds) |
 //! | `etagd_stored_bytes_total` | counter | body bytes written by fills |
 //! | `etagd_invalidations_total{source}` | counter | invalidation calls: admin, unsafe_method, header |
-//! | `etagd_stale_served_total{reason}` | counter | stale entries served: while_revalidate, if_error, grace |
+//! | `etagd_stale_served_total{reason}` | counter | stale entries served: while_revalidate, if_error, grace, origin_overloaded |
 //! | `etagd_weakened_validators_total` | counter | conditional requests carrying a `W/` copy of a strong tag etagd minted |
 //! | `etagd_store_errors_total` | counter | store operations that failed (requests fell back to the origin) |
 //! | `etagd_corrupt_items_total` | counter | stored items that did not decode (read as misses) |

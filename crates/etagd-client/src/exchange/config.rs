@@ -45,6 +45,25 @@ impl Default for Triggers {
     }
 }
 
+/// A cap on concurrent requests to the origin, so a cold cache (a Memcached restart, a flush of everything)
+/// cannot send thousands of distinct keys to the origin at once. Past the cap requests queue; past the queue a
+/// stale copy is served where one exists and may be (not `must-revalidate`), else a 503 with `Retry-After`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OriginLimit {
+    /// Requests in flight to the origin at once.
+    pub max_concurrency: usize,
+    /// Requests waiting for a slot; the next one is refused at once.
+    pub max_queue: usize,
+    /// The `Retry-After` of a refusal, seconds.
+    pub retry_after_s: u32,
+}
+
+impl Default for OriginLimit {
+    fn default() -> Self {
+        Self { max_concurrency: 256, max_queue: 1024, retry_after_s: 1 }
+    }
+}
+
 /// The exchange's settings, shared by every request. The sidecar builds it from its flags and TOML file, the
 /// tower layer from its builder.
 #[derive(Debug, Clone)]
@@ -69,6 +88,8 @@ pub struct ExchangeConfig {
     /// `_ga`, `_ga_*`, `_gid`). Any other cookie does: such a request is neither served from nor stored into an
     /// entry whose freshness comes only from a route rule. Empty by default: every cookie counts.
     pub ignore_cookies: Vec<String>,
+    /// The cap on concurrent origin requests (`None`: no cap).
+    pub origin_limit: Option<OriginLimit>,
     /// How long an origin 5xx sends the resource straight to the origin (short: the next good answer should be
     /// stored soon, but waiters must stop queueing behind a failing fill).
     pub server_error_pass: Duration,
@@ -86,6 +107,7 @@ impl Default for ExchangeConfig {
             triggers: Triggers::default(),
             trusted_proxies: TrustedProxies::default(),
             ignore_cookies: Vec::new(),
+            origin_limit: Some(OriginLimit::default()),
             server_error_pass: Duration::from_secs(1),
         }
     }

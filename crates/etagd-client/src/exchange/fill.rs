@@ -5,7 +5,7 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Method, Response, StatusCode};
 
 use super::policy::{self, Refusal};
-use super::{Answer, Filled, Outcome, Run, Upstream, forward};
+use super::{Answer, Filled, Outcome, Run, Sent, Upstream, forward};
 use crate::body::{Body, Collected, read_limited};
 use crate::cache::{CommitError, Fill};
 use crate::cacheability::{self, NoStoreReason};
@@ -30,7 +30,11 @@ where
         forward::for_fill(&mut headers, !self.exchange.config().compression.codings.is_empty());
         let request = self.request(Method::GET, headers);
         // An upstream error drops the fill, which releases it for the next caller.
-        let response = self.send(request).await?;
+        let Sent::Answered(response) = self.send(request).await? else {
+            // Dropping the fill releases it: waiters try again rather than queue behind a refusal.
+            drop(fill);
+            return Ok(self.overloaded());
+        };
         let answer = self.store(response, fill, outcome, refreshing).await?;
         Ok(if self.parts.method == Method::HEAD { answer.map(|_| Body::empty()) } else { answer })
     }

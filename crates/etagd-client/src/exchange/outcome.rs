@@ -55,6 +55,8 @@ pub enum Outcome {
     Grace,
     /// Answered from a stale response because the origin failed (RFC 5861 section 4).
     StaleIfError,
+    /// Answered from a stale response because the origin is at its concurrency limit.
+    StaleOverloaded,
     /// Nothing usable was stored: the origin answered, and this is what became of its answer.
     Miss(Filled),
     /// The stored response was stale: the origin sent a new one (RFC 9111 section 4.3.3).
@@ -75,6 +77,8 @@ pub enum Outcome {
     Method,
     /// The origin did not answer and nothing stale could stand in.
     OriginUnavailable,
+    /// The origin is at its concurrency limit and nothing stale could stand in: 503.
+    Overloaded,
 }
 
 impl Outcome {
@@ -82,11 +86,11 @@ impl Outcome {
     /// a 304 from storage).
     pub fn label(self, not_modified: bool) -> &'static str {
         match self {
-            Outcome::Hit | Outcome::StaleWhileRevalidate | Outcome::Grace | Outcome::StaleIfError if not_modified => {
-                "not_modified"
-            }
+            outcome if not_modified && outcome.is_hit() => "not_modified",
             Outcome::Hit => "hit",
-            Outcome::StaleWhileRevalidate | Outcome::Grace | Outcome::StaleIfError => "stale",
+            Outcome::StaleWhileRevalidate | Outcome::Grace | Outcome::StaleIfError | Outcome::StaleOverloaded => {
+                "stale"
+            }
             Outcome::Miss(_)
             | Outcome::Refreshed(_)
             | Outcome::Revalidated
@@ -96,6 +100,7 @@ impl Outcome {
             Outcome::HitForPass(_) | Outcome::Request(_) => "pass",
             Outcome::Method => "bypass",
             Outcome::OriginUnavailable => "error",
+            Outcome::Overloaded => "overloaded",
         }
     }
 
@@ -105,13 +110,21 @@ impl Outcome {
             Outcome::StaleWhileRevalidate => Some("while_revalidate"),
             Outcome::Grace => Some("grace"),
             Outcome::StaleIfError => Some("if_error"),
+            Outcome::StaleOverloaded => Some("origin_overloaded"),
             _ => None,
         }
     }
 
     /// Whether the answer came from storage.
     pub fn is_hit(self) -> bool {
-        matches!(self, Outcome::Hit | Outcome::StaleWhileRevalidate | Outcome::Grace | Outcome::StaleIfError)
+        matches!(
+            self,
+            Outcome::Hit
+                | Outcome::StaleWhileRevalidate
+                | Outcome::Grace
+                | Outcome::StaleIfError
+                | Outcome::StaleOverloaded
+        )
     }
 
     /// Whether the origin's answer was stored.
@@ -132,6 +145,7 @@ impl Outcome {
             Outcome::StaleWhileRevalidate => Some("stale-while-revalidate"),
             Outcome::Grace => Some("grace"),
             Outcome::StaleIfError => Some("stale-if-error"),
+            Outcome::StaleOverloaded => Some("stale-origin-overloaded"),
             Outcome::Miss(filled) | Outcome::Refreshed(filled) => filled.detail(),
             Outcome::BodyMissing(Filled::Stored) => Some("body-missing"),
             Outcome::BodyMissing(filled) => {
@@ -145,6 +159,7 @@ impl Outcome {
             }
             Outcome::Request(bypass) => Some(bypass.as_str()),
             Outcome::OriginUnavailable => Some("origin-unavailable"),
+            Outcome::Overloaded => Some("origin-overloaded"),
         };
         text.map(Cow::Borrowed)
     }
@@ -153,11 +168,15 @@ impl Outcome {
     /// answer was stored, the freshness left and the detail.
     pub fn cache_status(self, fwd_status: Option<u16>, ttl: Option<i64>) -> CacheStatus {
         let fwd = match self {
-            Outcome::Hit | Outcome::StaleWhileRevalidate | Outcome::Grace | Outcome::StaleIfError => None,
+            Outcome::Hit
+            | Outcome::StaleWhileRevalidate
+            | Outcome::Grace
+            | Outcome::StaleIfError
+            | Outcome::StaleOverloaded => None,
             Outcome::Miss(_) => Some(Fwd::UriMiss),
             Outcome::Refreshed(_) | Outcome::Revalidated => Some(Fwd::Stale),
             Outcome::BodyMissing(_) | Outcome::FillWaitTimeout | Outcome::StoreUnavailable => Some(Fwd::Miss),
-            Outcome::OriginUnavailable => Some(Fwd::Miss),
+            Outcome::OriginUnavailable | Outcome::Overloaded => Some(Fwd::Miss),
             Outcome::HitForPass(_) => Some(Fwd::Bypass),
             Outcome::Request(_) => Some(Fwd::Request),
             Outcome::Method => Some(Fwd::Method),

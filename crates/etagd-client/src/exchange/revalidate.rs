@@ -7,7 +7,7 @@ use std::sync::Arc;
 use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
-use super::{Answer, Filled, Outcome, Run, Upstream, forward};
+use super::{Answer, Filled, Outcome, Run, Sent, Upstream, forward};
 use crate::cache::{Fill, Hit, LookupRequest};
 use crate::cacheability;
 use crate::entry::EntryMeta;
@@ -23,14 +23,21 @@ where
         let fill = self.refresh_permit(&hit).await;
         let request = self.revalidation_request(&hit.meta);
         let response = match self.send(request).await {
-            Ok(response) if !(if_error && response.status().is_server_error()) => response,
+            // The origin is at its limit: a stale copy that may be served stale stands in (RFC 9111 section
+            // 4.2.4 allows it only without must-revalidate), else the client gets the refusal.
+            Ok(Sent::Overloaded) if !hit.meta.must_revalidate => {
+                drop(fill);
+                return self.serve(&hit, hit.meta.clone(), hit.age_s, Outcome::StaleOverloaded).await;
+            }
+            Ok(Sent::Overloaded) => return Ok(self.overloaded()),
+            Ok(Sent::Answered(response)) if !(if_error && response.status().is_server_error()) => response,
             Ok(_) | Err(_) if if_error => {
                 // The fill is dropped, which releases it: the stale entry stays for the next caller.
                 drop(fill);
                 return self.serve(&hit, hit.meta.clone(), hit.age_s, Outcome::StaleIfError).await;
             }
             Err(error) => return Err(error),
-            Ok(response) => response,
+            Ok(Sent::Answered(response)) => response,
         };
         if response.status() == StatusCode::NOT_MODIFIED {
             let (mut parts, _) = response.into_parts();
@@ -63,19 +70,19 @@ where
         };
         let request = self.revalidation_request(&hit.meta);
         match self.send(request).await {
-            Err(_) => self.report.outcome = Outcome::Refreshed(Filled::KeptStale),
-            Ok(response) if response.status().is_server_error() => {
+            Err(_) | Ok(Sent::Overloaded) => self.report.outcome = Outcome::Refreshed(Filled::KeptStale),
+            Ok(Sent::Answered(response)) if response.status().is_server_error() => {
                 fill.abandon(None).await;
                 self.report.outcome = Outcome::Refreshed(Filled::KeptStale);
             }
-            Ok(response) if response.status() == StatusCode::NOT_MODIFIED => {
+            Ok(Sent::Answered(response)) if response.status() == StatusCode::NOT_MODIFIED => {
                 let (mut parts, _) = response.into_parts();
                 self.apply_invalidate_header(&mut parts.headers).await;
                 let refreshed = self.commit_revalidated(fill, &hit.meta, &parts.headers).await;
                 self.report.outcome =
                     if refreshed.is_some() { Outcome::Revalidated } else { Outcome::Refreshed(Filled::NoLease) };
             }
-            Ok(response) => {
+            Ok(Sent::Answered(response)) => {
                 // Nobody waits for this answer: storing it is the whole point, the response is dropped.
                 let _ = self.store(response, fill, Outcome::Refreshed, true).await;
             }

@@ -30,6 +30,8 @@ struct Scripted {
     answers: Arc<Mutex<VecDeque<ScriptedAnswer>>>,
     seen: Arc<Mutex<Vec<(Method, String, HeaderMap)>>>,
     calls: Arc<AtomicUsize>,
+    /// When set, each answer waits for a permit: the test decides when the origin answers.
+    gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl Scripted {
@@ -63,6 +65,9 @@ impl Upstream<Body> for Scripted {
     async fn send(self, request: Request<Body>) -> Result<Response<Body>, String> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.seen.lock().push((request.method().clone(), request.uri().to_string(), request.headers().clone()));
+        if let Some(gate) = &self.gate {
+            gate.acquire().await.expect("the test never closes the gate").forget();
+        }
         self.answers.lock().pop_front().unwrap_or_else(|| Err("no scripted answer left".to_owned()))
     }
 }
@@ -314,4 +319,37 @@ async fn announced_bodies_travel_with_their_request_or_not_at_all() {
     f.get("/page", &[("content-length", "0"), ("expect", "100-continue")]).await;
     let sent = f.upstream.last().2;
     assert!(!sent.contains_key("content-length") && !sent.contains_key("expect"), "{sent:?}");
+}
+
+/// Issue 14, origin protection: past the origin cap and its queue, a stale copy stands in where RFC 9111
+/// section 4.2.4 allows one, else a 503 with Retry-After (RFC 9110 sections 15.6.4 and 10.2.3).
+#[tokio::test]
+async fn past_the_origin_cap_stale_stands_in_or_the_client_is_told_to_retry() {
+    let limit = OriginLimit { max_concurrency: 1, max_queue: 0, retry_after_s: 2 };
+    let mut f = fixture(ExchangeConfig { origin_limit: Some(limit), ..ExchangeConfig::default() });
+    f.upstream.answer(200, &[("cache-control", "max-age=1")], "old");
+    f.get("/s", &[]).await;
+    f.advance(5);
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    f.upstream.gate = Some(gate.clone());
+    f.upstream.answer(200, FRESH, "slow");
+    let exchange = f.exchange.clone();
+    let upstream = f.upstream.clone();
+    let slow = tokio::spawn(async move {
+        let mut request = Request::new(Body::empty());
+        *request.uri_mut() = "/slow".parse().unwrap();
+        request.headers_mut().insert("host", "shop.example".parse().unwrap());
+        exchange.run(request, exchange.context(None), upstream).await.report.outcome
+    });
+    while f.upstream.calls() < 2 {
+        tokio::task::yield_now().await;
+    }
+    let stale = f.get("/s", &[]).await;
+    assert_eq!((stale.body.as_ref(), stale.report.outcome), (&b"old"[..], Outcome::StaleOverloaded));
+    let cold = f.get("/cold", &[]).await;
+    assert_eq!((cold.status, cold.report.label()), (503, "overloaded"));
+    assert_eq!(cold.headers["retry-after"], "2");
+    assert_eq!(cold.cache_status(), "etagd; fwd=miss; detail=origin-overloaded");
+    gate.add_permits(1);
+    assert_eq!(slow.await.unwrap(), Outcome::Miss(Filled::Stored));
 }

@@ -6,7 +6,7 @@ use http::header::{CONTENT_LOCATION, LOCATION};
 
 use super::log::Trigger;
 use super::policy;
-use super::{Answer, Outcome, Run, Upstream};
+use super::{Answer, Outcome, Run, Sent, Upstream};
 use crate::cache::Invalidation;
 use crate::headers::{self, ETAGD_INVALIDATE};
 
@@ -21,7 +21,7 @@ where
         self.report.outcome = Outcome::Method;
         let headers = self.outbound_headers();
         let request = self.request(self.parts.method.clone(), headers);
-        let response = self.send(request).await?;
+        let Sent::Answered(response) = self.send(request).await? else { return Ok(self.overloaded()) };
         let status = response.status();
         let invalidates = self.exchange.config().triggers.unsafe_methods
             && !policy::is_safe(&self.parts.method)
