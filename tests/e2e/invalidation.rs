@@ -258,3 +258,29 @@ async fn every_way_of_naming_a_resource_reaches_the_same_entry() {
     })
     .await;
 }
+
+/// Issue 14, cache-key hygiene: with `ignore_query`, marketing parameters do not split an entry, the app still
+/// gets the full URL, and the admin API names URLs the way the lookups stored them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ignored_query_parameters_share_one_entry_and_its_invalidation() {
+    guard(async {
+        let memcached = Memcached::start();
+        let origin = Origin::start().await;
+        origin.route("/q?utm_source=news&x=1", Route::cacheable());
+        origin.route("/q?x=1", Route::cacheable());
+        let config = std::env::temp_dir().join(format!("etagd-query-{}.toml", etagd_testkit::unique_namespace()));
+        std::fs::write(&config, "ignore_query = [\"utm_*\", \"gclid\"]\n").expect("write config");
+        let fleet = Fleet::new(&origin, &[&memcached]);
+        let replica = fleet.replica(&["--config", config.to_str().expect("utf-8 temp path")]).await;
+        let stored = |reply: &crate::support::Reply| reply.cache_status().contains("stored");
+        assert!(stored(&replica.get_ok("/q?utm_source=news&x=1").await));
+        assert_eq!(origin.count("/q?utm_source=news&x=1"), 1, "the app got the full URL");
+        assert!(replica.get_ok("/q?x=1&gclid=abc").await.is_fresh_hit());
+        let report = replica.invalidate(r#"{"urls": ["http://app.test/q?x=1&utm_medium=mail"]}"#).await;
+        assert_eq!(report["complete"], true, "{report}");
+        assert!(stored(&replica.get_ok("/q?x=1").await), "the admin URL named the shared entry");
+        let _ = std::fs::remove_file(&config);
+        replica.shutdown().await;
+    })
+    .await;
+}

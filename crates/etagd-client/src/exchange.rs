@@ -214,15 +214,15 @@ where
         match policy::classify(&self.parts) {
             Class::Unsafe => {
                 self.forwards_body = true;
-                self.key = ResourceKey::from_request(&self.parts, self.context.forwarding).ok();
+                self.key = self.request_key().ok();
                 self.unsafe_method().await
             }
             Class::Bypass(bypass) => {
                 self.forwards_body = true;
-                self.key = ResourceKey::from_request(&self.parts, self.context.forwarding).ok();
+                self.key = self.request_key().ok();
                 self.pass(Outcome::Request(bypass)).await
             }
-            Class::Cacheable => match ResourceKey::from_request(&self.parts, self.context.forwarding) {
+            Class::Cacheable => match self.request_key() {
                 Ok(key) => {
                     self.key = Some(key);
                     self.cacheable().await
@@ -230,6 +230,12 @@ where
                 Err(_) => self.pass(Outcome::Request(RequestBypass::NoHost)).await,
             },
         }
+    }
+
+    /// The request's resource as it is stored (ignored query parameters left out).
+    fn request_key(&self) -> Result<ResourceKey, crate::key::KeyError> {
+        let key = ResourceKey::from_request(&self.parts, self.context.forwarding)?;
+        Ok(self.exchange.config().storage_key(&key))
     }
 
     async fn cacheable(&mut self) -> Answer<U::Error> {

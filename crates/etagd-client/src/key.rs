@@ -43,12 +43,14 @@
 //!
 //! `<fill id>` is 16 lowercase hex digits, unique per fill; `<coding>` is a content coding (`gzip`, `br`, `zstd`).
 
+mod query;
 mod resource;
 
 use std::fmt;
 
 use xxhash_rust::xxh3::xxh3_128;
 
+pub use query::{MARKETING_PARAMETERS, QueryFilter};
 pub use resource::{Forwarding, ResourceKey};
 
 /// The schema version written into every key.

@@ -57,6 +57,8 @@ pub struct AdminState {
     pub token: Option<String>,
     /// Whether validators are shared (false on the embedded store).
     pub shared_store: bool,
+    /// The exchange's settings: URLs are named as it stores them.
+    pub exchange: Arc<etagd_client::exchange::ExchangeConfig>,
 }
 
 /// An admin error, as JSON.
@@ -116,7 +118,7 @@ async fn invalidate(State(state): State<AdminState>, headers: HeaderMap, body: a
     if let Err(error) = authorize(&state, &headers) {
         return error.into_response();
     }
-    let invalidation: Invalidation = match serde_json::from_slice(&body) {
+    let mut invalidation: Invalidation = match serde_json::from_slice(&body) {
         Ok(invalidation) => invalidation,
         Err(error) => {
             let reason =
@@ -127,6 +129,13 @@ async fn invalidate(State(state): State<AdminState>, headers: HeaderMap, body: a
     if invalidation.is_empty() {
         return AdminError(StatusCode::BAD_REQUEST, "nothing to invalidate: name urls, tags or all".into())
             .into_response();
+    }
+    // URLs are named as the exchange stores them (query parameters it ignores left out).
+    for url in &mut invalidation.urls {
+        match ResourceKey::from_url(url) {
+            Ok(resource) => *url = state.exchange.storage_key(&resource).url(),
+            Err(error) => return AdminError(StatusCode::BAD_REQUEST, error.to_string()).into_response(),
+        }
     }
     state.metrics.invalidations.get_or_create(&SourceLabel { source: "admin" }).inc();
     match state.cache.invalidate(&invalidation).await {
@@ -152,7 +161,7 @@ async fn entries(State(state): State<AdminState>, headers: HeaderMap, Query(quer
             .into_response();
     };
     let resource = match ResourceKey::from_url(&url) {
-        Ok(resource) => resource,
+        Ok(resource) => state.exchange.storage_key(&resource),
         Err(error) => return AdminError(StatusCode::BAD_REQUEST, error.to_string()).into_response(),
     };
     match state.cache.inspect(&resource, &HeaderMap::new()).await {

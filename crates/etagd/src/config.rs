@@ -12,6 +12,7 @@
 //! stale_if_error = "0s"
 //! compress_types = ["text/*", "application/json"]  # what etagd compresses (see --compress)
 //! ignore_cookies = ["_ga", "_ga_*", "_gid"]  # cookies that never make a request personal (default: none)
+//! ignore_query = ["utm_*", "gclid", "fbclid"]  # left out of every key; the app still gets the full URL
 //!
 //! [[route]]
 //! prefix = "/api/servers"        # path prefix
@@ -20,6 +21,8 @@
 //! stale_while_revalidate = "30s"
 //! stale_if_error = "10m"
 //! ignore_cookies = ["csrftoken"]  # more cookies that do not matter under this prefix
+//! ignore_query = ["ref"]         # more parameters left out of the key under this prefix
+//! key_query = ["page", "q"]      # or: only these parameters name a resource under this prefix
 //! ```
 //!
 //! A request with any other cookie is neither served from nor stored into an entry whose freshness comes only
@@ -35,7 +38,7 @@ use etagd_client::cache::ValidatorMode;
 use etagd_client::encoding::{Coding, CompressionPolicy};
 pub use etagd_client::exchange::Route;
 use etagd_client::exchange::{ExchangeConfig, OriginLimit, TrustedProxies};
-use etagd_client::key::Namespace;
+use etagd_client::key::{Namespace, QueryFilter};
 use serde::Deserialize;
 
 /// Raw command-line flags; each also reads `ETAGD_<FLAG>`.
@@ -153,6 +156,8 @@ struct FileConfig {
     compress_types: Option<Vec<String>>,
     #[serde(default)]
     ignore_cookies: Vec<String>,
+    #[serde(default)]
+    ignore_query: Vec<String>,
     #[serde(default, rename = "route")]
     routes: Vec<FileRoute>,
 }
@@ -168,6 +173,9 @@ struct FileRoute {
     stale_if_error: Option<String>,
     #[serde(default)]
     ignore_cookies: Vec<String>,
+    #[serde(default)]
+    ignore_query: Vec<String>,
+    key_query: Option<Vec<String>>,
 }
 
 /// The validated configuration.
@@ -227,6 +235,8 @@ pub struct Config {
     pub ignore_cookies: Vec<String>,
     /// The cap on concurrent origin requests.
     pub origin_limit: Option<OriginLimit>,
+    /// Query parameters left out of every key.
+    pub query: QueryFilter,
 }
 
 /// A configuration problem, named so the operator can fix it.
@@ -394,6 +404,7 @@ impl Config {
                     .map(|t| seconds_u32(&format!("{name}.stale_if_error"), t))
                     .transpose()?,
                 ignore_cookies: cookie_names(&format!("{name}.ignore_cookies"), route.ignore_cookies)?,
+                query: QueryFilter { ignore: route.ignore_query, keep: route.key_query },
             });
         }
         routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
@@ -446,6 +457,7 @@ impl Config {
             compression,
             trusted_proxies,
             ignore_cookies,
+            query: QueryFilter { ignore: file.ignore_query, keep: None },
             origin_limit: (args.origin_max_concurrency > 0).then(|| OriginLimit {
                 max_concurrency: args.origin_max_concurrency,
                 max_queue: args.origin_queue,
@@ -464,6 +476,7 @@ impl Config {
             trusted_proxies: self.trusted_proxies.clone(),
             ignore_cookies: self.ignore_cookies.clone(),
             origin_limit: self.origin_limit,
+            query: self.query.clone(),
             ..ExchangeConfig::default()
         }
         .with_routes(self.routes.clone())

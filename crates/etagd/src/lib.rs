@@ -117,6 +117,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         readiness: readiness.clone(),
         token: config.admin_token.clone(),
         shared_store,
+        exchange: Arc::new(config.exchange()),
     });
     let mut admin_shutdown = watch_shutdown;
     let admin_task = tokio::spawn(async move {

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::cacheability::Policy;
 use crate::encoding::CompressionPolicy;
+use crate::key::{QueryFilter, ResourceKey};
 
 use super::context::TrustedProxies;
 
@@ -27,6 +28,9 @@ pub struct Route {
     /// Cookies that do not make a request personal under this route (names, or prefixes ending in `*`), on top
     /// of [`ExchangeConfig::ignore_cookies`].
     pub ignore_cookies: Vec<String>,
+    /// Query parameters left out of the key under this route, on top of [`ExchangeConfig::query`]'s; and, when
+    /// `keep` is set, the only ones kept.
+    pub query: QueryFilter,
 }
 
 /// Which origin answers invalidate cached entries as a side effect (both on by default).
@@ -88,6 +92,9 @@ pub struct ExchangeConfig {
     /// `_ga`, `_ga_*`, `_gid`). Any other cookie does: such a request is neither served from nor stored into an
     /// entry whose freshness comes only from a route rule. Empty by default: every cookie counts.
     pub ignore_cookies: Vec<String>,
+    /// Query parameters left out of every key (e.g. `key::MARKETING_PARAMETERS`); empty by default: every
+    /// parameter names the resource. The origin always gets the full URL.
+    pub query: QueryFilter,
     /// The cap on concurrent origin requests (`None`: no cap).
     pub origin_limit: Option<OriginLimit>,
     /// How long an origin 5xx sends the resource straight to the origin (short: the next good answer should be
@@ -107,6 +114,7 @@ impl Default for ExchangeConfig {
             triggers: Triggers::default(),
             trusted_proxies: TrustedProxies::default(),
             ignore_cookies: Vec::new(),
+            query: QueryFilter::default(),
             origin_limit: Some(OriginLimit::default()),
             server_error_pass: Duration::from_secs(1),
         }
@@ -125,6 +133,16 @@ impl ExchangeConfig {
     /// The rule for a normalised path.
     pub fn route_for(&self, path: &str) -> &Route {
         self.routes.iter().find(|route| path.starts_with(&route.prefix)).unwrap_or(&self.fallback)
+    }
+
+    /// The key a request's resource is stored under: `key` without the query parameters the global and the
+    /// route's filters drop. The admin API names URLs through this too.
+    pub fn storage_key(&self, key: &ResourceKey) -> ResourceKey {
+        let route = self.route_for(key.path());
+        let mut filter = self.query.clone();
+        filter.ignore.extend(route.query.ignore.iter().cloned());
+        filter.keep = route.query.keep.clone().or(filter.keep);
+        key.filtered(&filter)
     }
 
     /// The storage policy under a route (RFC 9111 rules widened by the route's TTL and stale defaults).

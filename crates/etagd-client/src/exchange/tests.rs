@@ -353,3 +353,33 @@ async fn past_the_origin_cap_stale_stands_in_or_the_client_is_told_to_retry() {
     gate.add_permits(1);
     assert_eq!(slow.await.unwrap(), Outcome::Miss(Filled::Stored));
 }
+
+/// Issue 14, cache-key hygiene: ignored query parameters do not split an entry, the origin still gets the full
+/// URL, and an unsafe method's invalidation names the entry the lookups used (RFC 9111 section 4.4).
+#[tokio::test]
+async fn ignored_query_parameters_do_not_split_entries() {
+    let marketing = crate::key::QueryFilter {
+        ignore: crate::key::MARKETING_PARAMETERS.iter().map(|p| (*p).to_owned()).collect(),
+        keep: None,
+    };
+    let paged = Route {
+        prefix: "/list".into(),
+        query: crate::key::QueryFilter { ignore: Vec::new(), keep: Some(vec!["page".into()]) },
+        ..Route::default()
+    };
+    let f = fixture(ExchangeConfig { query: marketing, ..ExchangeConfig::default() }.with_routes(vec![paged]));
+    f.upstream.answer(200, FRESH, "p");
+    f.get("/p?utm_source=news&x=1", &[]).await;
+    assert_eq!(f.upstream.last().1, "/p?utm_source=news&x=1", "the origin gets the full URL");
+    assert_eq!(f.get("/p?x=1&gclid=abc", &[]).await.report.outcome, Outcome::Hit);
+    f.upstream.answer(200, &[], "");
+    f.send(Method::POST, "/p?x=1&utm_campaign=c", &[], None).await;
+    f.upstream.answer(200, FRESH, "p2");
+    assert_eq!(f.get("/p?x=1", &[]).await.body.as_ref(), b"p2", "the POST invalidated the shared entry");
+
+    f.upstream.answer(200, FRESH, "page 2");
+    f.get("/list?page=2&sort=asc", &[]).await;
+    assert_eq!(f.get("/list?sort=desc&page=2", &[]).await.report.outcome, Outcome::Hit, "only page names it");
+    f.upstream.answer(200, FRESH, "page 3");
+    assert_eq!(f.get("/list?page=3", &[]).await.report.outcome, Outcome::Miss(Filled::Stored));
+}
