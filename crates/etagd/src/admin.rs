@@ -22,6 +22,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
+use subtle::ConstantTimeEq;
 
 use etagd_client::cache::{Cache, Invalidation};
 use etagd_client::key::ResourceKey;
@@ -72,7 +73,10 @@ fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), AdminError> 
     let Some(token) = &state.token else { return Ok(()) };
     let given =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    if given == Some(token.as_str()) {
+    // Constant time in the token's bytes, so response timing does not reveal how much of a guess was right.
+    // Only the length may leak, as `subtle` compares slices of unequal length as unequal at once.
+    let matches = given.is_some_and(|given| bool::from(given.as_bytes().ct_eq(token.as_bytes())));
+    if matches {
         Ok(())
     } else {
         Err(AdminError(
