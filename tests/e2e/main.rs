@@ -16,6 +16,7 @@
 //! | `timeouts` | a memcached that stops answering mid-batch fails no request |
 //! | `parity` | the sidecar and the tower layer answer one table of cases alike |
 //! | `failover` | memcached servers dying: the origin answers, the rest of the cache keeps working |
+//! | `hygiene` | slow request heads closed, oversized heads 431, the in-flight cap 503, stalled origin bodies cut |
 
 mod admin;
 mod compose;
@@ -24,6 +25,7 @@ mod etagctl;
 mod failover;
 mod fleet;
 mod headers;
+mod hygiene;
 mod invalidation;
 mod parity;
 mod sharing;

@@ -22,6 +22,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
+use subtle::ConstantTimeEq;
 
 use etagd_client::cache::{Cache, Invalidation};
 use etagd_client::key::ResourceKey;
@@ -70,11 +71,18 @@ impl IntoResponse for AdminError {
     }
 }
 
-fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), AdminError> {
-    let Some(token) = &state.token else { return Ok(()) };
+/// Whether `headers` carry `Authorization: Bearer <token>`. Constant time in the token's bytes, so response
+/// timing does not reveal how much of a guess was right; only the length may leak, as `subtle` compares slices
+/// of unequal length as unequal at once.
+fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
     let given =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    if given == Some(token.as_str()) {
+    given.is_some_and(|given| bool::from(given.as_bytes().ct_eq(token.as_bytes())))
+}
+
+fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), AdminError> {
+    let Some(token) = &state.token else { return Ok(()) };
+    if bearer_matches(headers, token) {
         Ok(())
     } else {
         Err(AdminError(
@@ -177,4 +185,23 @@ async fn stats(State(state): State<AdminState>, headers: HeaderMap) -> Response 
     let servers = state.cache.store().stats().await;
     let health = state.cache.store().health();
     Json(json!({ "servers": servers, "health": health, "engine": state.cache.counters() })).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_exact_bearer_token_matches() {
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+            headers
+        };
+        assert!(bearer_matches(&with("Bearer s3cret"), "s3cret"));
+        for wrong in ["Bearer s3creT", "Bearer s3cre", "Bearer s3crets", "Bearer ", "s3cret", "Basic s3cret"] {
+            assert!(!bearer_matches(&with(wrong), "s3cret"), "{wrong:?}");
+        }
+        assert!(!bearer_matches(&HeaderMap::new(), "s3cret"), "no header");
+    }
 }

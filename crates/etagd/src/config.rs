@@ -103,9 +103,23 @@ pub struct Args {
     /// Lifetime of a fill lease; set above the slowest origin response you want coalesced.
     #[arg(long, env = "ETAGD_FILL_LEASE", value_parser = parse_duration, default_value = "30s")]
     pub fill_lease: Duration,
-    /// Timeout for one origin request (headers).
-    #[arg(long, env = "ETAGD_ORIGIN_TIMEOUT", value_parser = parse_duration, default_value = "60s")]
-    pub origin_timeout: Duration,
+    /// Timeout for one origin request (headers). Default: the fill lease, and never longer than it, so a lease
+    /// cannot expire while its filler still waits for the origin (another replica would fill the same key).
+    #[arg(long, env = "ETAGD_ORIGIN_TIMEOUT", value_parser = parse_duration)]
+    pub origin_timeout: Option<Duration>,
+    /// While an origin body is read or streamed, the longest wait for its next frame before it is cut.
+    #[arg(long, env = "ETAGD_ORIGIN_BODY_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    pub origin_body_timeout: Duration,
+    /// How long a client may take to send a request's headers. hyper also applies it to a keep-alive connection
+    /// waiting for its next request, so it must stay above the idle timeout of the proxy in front.
+    #[arg(long, env = "ETAGD_HEADER_READ_TIMEOUT", value_parser = parse_duration, default_value = "65s")]
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers) in bytes; larger ones are answered 431.
+    #[arg(long, env = "ETAGD_MAX_HEADER_BYTES", default_value_t = 64 << 10)]
+    pub max_header_bytes: usize,
+    /// Requests handled at once; more are answered 503 with Retry-After.
+    #[arg(long, env = "ETAGD_MAX_IN_FLIGHT", default_value_t = 4096)]
+    pub max_in_flight: usize,
     /// Content codings etagd produces once per fill for compressible responses (`gzip,br,zstd`), or `off`.
     #[arg(long, env = "ETAGD_COMPRESS", default_value = "gzip,br,zstd")]
     pub compress: String,
@@ -139,6 +153,12 @@ pub enum LogFormat {
     /// One JSON object per line.
     Json,
 }
+
+/// The smallest `--max-header-bytes`: a request line and a few ordinary headers.
+const MIN_HEADER_BYTES: usize = 1024;
+/// The largest `--max-header-bytes`: below hyper's default read buffer (about 400 KB), which would refuse a
+/// larger head first.
+const MAX_HEADER_BYTES: usize = 256 << 10;
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (write it like 100ms, 2s, 5m)"))
@@ -217,8 +237,16 @@ pub struct Config {
     pub fill_wait: Duration,
     /// Fill lease.
     pub fill_lease: Duration,
-    /// Origin timeout.
+    /// Origin timeout (response headers), at most the fill lease.
     pub origin_timeout: Duration,
+    /// Longest wait for the next frame of an origin body.
+    pub origin_body_timeout: Duration,
+    /// Longest time for a client to send a request head (also the keep-alive idle limit).
+    pub header_read_timeout: Duration,
+    /// Largest request head in bytes.
+    pub max_header_bytes: usize,
+    /// Requests handled at once.
+    pub max_in_flight: usize,
     /// Drain timeout.
     pub drain_timeout: Duration,
     /// Default stale-while-revalidate, seconds.
@@ -430,6 +458,40 @@ impl Config {
         if let Some(types) = file.compress_types {
             compression.types = types.into_iter().map(|t| t.to_ascii_lowercase()).collect();
         }
+        if args.fill_lease.is_zero() {
+            return Err(invalid("--fill-lease", "must be above 0 (e.g. 30s)"));
+        }
+        let origin_timeout = args.origin_timeout.unwrap_or(args.fill_lease);
+        if origin_timeout.is_zero() {
+            return Err(invalid("--origin-timeout", "must be above 0 (e.g. 30s)"));
+        }
+        if origin_timeout > args.fill_lease {
+            return Err(invalid(
+                "--origin-timeout",
+                format!(
+                    "{} is longer than --fill-lease ({}): the lease would expire while the origin is still asked and \
+                     another replica would fill the same key; raise --fill-lease or lower --origin-timeout",
+                    humantime::format_duration(origin_timeout),
+                    humantime::format_duration(args.fill_lease)
+                ),
+            ));
+        }
+        for (name, value) in
+            [("--origin-body-timeout", args.origin_body_timeout), ("--header-read-timeout", args.header_read_timeout)]
+        {
+            if value.is_zero() {
+                return Err(invalid(name, "must be above 0 (e.g. 30s)"));
+            }
+        }
+        if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&args.max_header_bytes) {
+            return Err(invalid(
+                "--max-header-bytes",
+                format!("{}: use {MIN_HEADER_BYTES} to {MAX_HEADER_BYTES} bytes", args.max_header_bytes),
+            ));
+        }
+        if args.max_in_flight == 0 {
+            return Err(invalid("--max-in-flight", "must be above 0 (e.g. 4096)"));
+        }
         Ok(Self {
             listen,
             upstream,
@@ -449,7 +511,11 @@ impl Config {
             body_cache_bytes: args.body_cache_bytes,
             fill_wait: args.fill_wait,
             fill_lease: args.fill_lease,
-            origin_timeout: args.origin_timeout,
+            origin_timeout,
+            origin_body_timeout: args.origin_body_timeout,
+            header_read_timeout: args.header_read_timeout,
+            max_header_bytes: args.max_header_bytes,
+            max_in_flight: args.max_in_flight,
             drain_timeout: args.drain_timeout,
             stale_while_revalidate_s,
             stale_if_error_s,
@@ -514,11 +580,44 @@ mod tests {
             (&["--workers", "0"][..], "--workers"),
             (&["--compress", "gzip,lz4"][..], "--compress"),
             (&["--trusted-proxies", "10.0.0.0/8,ingress"][..], "--trusted-proxies"),
+            (&["--max-header-bytes", "100"][..], "--max-header-bytes"),
+            (&["--max-in-flight", "0"][..], "--max-in-flight"),
+            (&["--origin-body-timeout", "0s"][..], "--origin-body-timeout"),
+            (&["--header-read-timeout", "0s"][..], "--header-read-timeout"),
         ];
         for (args, needle) in cases {
             let error = parse(args).unwrap_err();
             assert!(error.contains(needle), "{args:?}: {error}");
         }
+    }
+
+    #[test]
+    fn origin_timeout_defaults_to_the_fill_lease_and_never_exceeds_it() {
+        let config = parse(&[]).unwrap();
+        assert_eq!((config.fill_lease, config.origin_timeout), (Duration::from_secs(30), Duration::from_secs(30)));
+        let config = parse(&["--fill-lease", "45s"]).unwrap();
+        assert_eq!(config.origin_timeout, Duration::from_secs(45), "follows a longer lease");
+        let config = parse(&["--fill-lease", "10s"]).unwrap();
+        assert_eq!(config.origin_timeout, Duration::from_secs(10), "follows a shorter lease");
+        let config = parse(&["--origin-timeout", "5s"]).unwrap();
+        assert_eq!(config.origin_timeout, Duration::from_secs(5), "a shorter one is kept");
+        let config = parse(&["--origin-timeout", "30s", "--fill-lease", "30s"]).unwrap();
+        assert_eq!(config.origin_timeout, config.fill_lease, "equal is allowed");
+        for args in [&["--origin-timeout", "60s"][..], &["--origin-timeout", "11s", "--fill-lease", "10s"][..]] {
+            let error = parse(args).unwrap_err();
+            assert!(error.contains("--origin-timeout") && error.contains("--fill-lease"), "{args:?}: {error}");
+        }
+        assert!(parse(&["--origin-timeout", "0s"]).unwrap_err().contains("--origin-timeout"));
+        assert!(parse(&["--fill-lease", "0s"]).unwrap_err().contains("--fill-lease"));
+    }
+
+    #[test]
+    fn connection_limits_have_defaults() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.header_read_timeout, Duration::from_secs(65));
+        assert_eq!(config.max_header_bytes, 64 << 10);
+        assert_eq!(config.max_in_flight, 4096);
+        assert_eq!(config.origin_body_timeout, Duration::from_secs(30));
     }
 
     #[test]

@@ -18,17 +18,26 @@ pub mod proxy;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
 
 use anyhow::Context;
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, Response, StatusCode};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tower::BoxError;
 
+use etagd_client::body::Body;
 use etagd_client::cache::{Cache, CacheConfig};
 use etagd_client::exchange::Exchange;
+use etagd_client::reply::CACHE_STATUS;
 use etagd_client::store::Store;
 use etagd_client::store::memcached::{MemcachedConfig, MemcachedStore};
 use etagd_client::store::memory::MemoryStore;
@@ -108,9 +117,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (shutdown, watch_shutdown) = watch::channel(false);
 
     let exchange = Exchange::new(cache.clone(), config.exchange()).with_observer(metrics.clone());
-    let origin = origin::Origin::new(&config.upstream, config.origin_timeout);
+    let origin = origin::Origin::new(&config.upstream, config.origin_timeout, config.origin_body_timeout)
+        .count_body_timeouts(metrics.origin_body_timeouts.clone());
     let proxy = Arc::new(proxy::Proxy::new(exchange, origin, metrics.clone()));
-    let proxy_task = tokio::spawn(serve_proxy(proxy_listener, proxy, watch_shutdown.clone(), config.drain_timeout));
+    let limits = Limits::from(&*config);
+    let proxy_task = tokio::spawn(serve_proxy(proxy_listener, proxy, metrics.clone(), limits, watch_shutdown.clone()));
     let admin = admin::router(admin::AdminState {
         cache: cache.clone(),
         metrics,
@@ -133,13 +144,90 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     Ok(Running { proxy_addr, admin_addr, cache, shutdown, tasks: vec![proxy_task, admin_task] })
 }
 
+/// What one client may hold of the proxy: the connection hygiene flags.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    header_read_timeout: Duration,
+    max_header_bytes: usize,
+    max_in_flight: usize,
+    drain: Duration,
+}
+
+impl From<&Config> for Limits {
+    fn from(config: &Config) -> Self {
+        Self {
+            header_read_timeout: config.header_read_timeout,
+            max_header_bytes: config.max_header_bytes,
+            max_in_flight: config.max_in_flight,
+            drain: config.drain_timeout,
+        }
+    }
+}
+
+/// How long an overloaded sidecar asks clients to wait (RFC 9110 section 10.2.3), in seconds.
+const OVERLOAD_RETRY_AFTER_S: &str = "1";
+
+/// The answer to a request over `--max-in-flight`: 503 (RFC 9110 section 15.6.4: a temporary overload, with
+/// `Retry-After` saying when to try again), sent without reading the cache or asking the origin.
+fn overloaded() -> Response<Body> {
+    let mut response = Response::new(Body::full(Bytes::from_static(
+        b"etagd is handling as many requests as --max-in-flight allows: retry after a second, or raise \
+          --max-in-flight (ETAGD_MAX_IN_FLIGHT)\n",
+    )));
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(RETRY_AFTER, HeaderValue::from_static(OVERLOAD_RETRY_AFTER_S));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(CACHE_STATUS, HeaderValue::from_static("etagd; fwd=bypass; detail=overloaded"));
+    response
+}
+
+/// A response body that holds its request's in-flight permit until hyper has sent it (or dropped it), so a
+/// streamed body counts as in flight for as long as it streams.
+struct InFlight {
+    body: Body,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl http_body::Body for InFlight {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Either a response of a request let in, holding its permit, or an answer sent without one.
+type ProxyBody = http_body_util::Either<InFlight, Body>;
+
 async fn serve_proxy(
     listener: TcpListener,
     proxy: Arc<proxy::Proxy>,
+    metrics: Arc<metrics::Metrics>,
+    limits: Limits,
     mut shutdown: watch::Receiver<bool>,
-    drain: std::time::Duration,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
+    let mut http = http1::Builder::new();
+    // hyper only applies a header-read timeout with a timer; it also bounds a keep-alive connection's wait for
+    // its next request.
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_header_size(limits.max_header_bytes);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -148,17 +236,33 @@ async fn serve_proxy(
                     Err(error) => {
                         // Out of file descriptors and the like: back off briefly instead of spinning.
                         tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 };
                 let _ = stream.set_nodelay(true);
                 let proxy = proxy.clone();
+                let metrics = metrics.clone();
+                let in_flight = in_flight.clone();
                 let service = service_fn(move |request| {
                     let proxy = proxy.clone();
-                    async move { Ok::<_, Infallible>(proxy.handle(request, Some(peer)).await) }
+                    let permit = in_flight.clone().try_acquire_owned();
+                    let metrics = metrics.clone();
+                    async move {
+                        let response = match permit {
+                            Ok(permit) => proxy
+                                .handle(request, Some(peer))
+                                .await
+                                .map(|body| ProxyBody::Left(InFlight { body, _permit: permit })),
+                            Err(_) => {
+                                metrics.overload_refused.inc();
+                                overloaded().map(ProxyBody::Right)
+                            }
+                        };
+                        Ok::<_, Infallible>(response)
+                    }
                 });
-                let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                let connection = http.serve_connection(TokioIo::new(stream), service);
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {
                     let _ = connection.await;
@@ -168,7 +272,7 @@ async fn serve_proxy(
         }
     }
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(limits.drain, graceful.shutdown()).await.is_err() {
         tracing::warn!("drain timeout passed with requests still in flight");
     }
 }

@@ -23,6 +23,8 @@
 //! | `etagd_body_cache_bytes` | gauge | bytes of bodies held in process |
 //! | `etagd_fills_in_flight` | gauge | fills running in this process |
 //! | `etagd_memcached_servers_down` | gauge | Memcached servers currently marked down |
+//! | `etagd_overload_refused_total` | counter | requests answered 503 because `--max-in-flight` requests were already running |
+//! | `etagd_origin_body_timeouts_total` | counter | origin bodies cut because no frame came within `--origin-body-timeout` |
 
 use std::sync::Arc;
 
@@ -86,6 +88,10 @@ pub struct Metrics {
     pub weakened_validators: Counter,
     /// Informational answers from the origin, by status.
     pub informational: Family<StatusLabel, Counter>,
+    /// Requests refused with 503 over `--max-in-flight`.
+    pub overload_refused: Counter,
+    /// Origin bodies cut by `--origin-body-timeout`.
+    pub origin_body_timeouts: Counter,
     registry: parking_lot::Mutex<Option<Registry>>,
 }
 
@@ -103,6 +109,8 @@ impl Metrics {
             stale_served: Family::default(),
             weakened_validators: Counter::default(),
             informational: Family::default(),
+            overload_refused: Counter::default(),
+            origin_body_timeouts: Counter::default(),
             registry: parking_lot::Mutex::new(None),
         };
         let mut registry = Registry::with_prefix("etagd");
@@ -130,6 +138,16 @@ impl Metrics {
             "origin_informational",
             "Informational (1xx) answers the origin sent before its final one",
             metrics.informational.clone(),
+        );
+        registry.register(
+            "overload_refused",
+            "Requests answered 503 because --max-in-flight requests were already running",
+            metrics.overload_refused.clone(),
+        );
+        registry.register(
+            "origin_body_timeouts",
+            "Origin bodies cut because no frame came within --origin-body-timeout",
+            metrics.origin_body_timeouts.clone(),
         );
         registry.register_collector(Box::new(EngineCollector { cache }));
         *metrics.registry.lock() = Some(registry);
