@@ -116,3 +116,51 @@ async fn one_of_three_memcached_dying_costs_only_its_share() {
     })
     .await;
 }
+
+/// Issue 14: an unsafe method whose invalidation cannot reach a server escalates to the namespace, but at most
+/// once per `--escalation-window`; a failure inside the window is covered by one bump at its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escalations_from_posts_during_a_partial_outage_are_bounded() {
+    guard(async {
+        let (first, second) = (Memcached::start(), Memcached::start());
+        let origin = Origin::start().await;
+        let fleet = Fleet::new(&origin, &[&first, &second]);
+        let replica = fleet.replica(&["--escalation-window", "1s"]).await;
+        let cache = replica.cache();
+        let counter_server = cache.store().server_of(&cache.config().namespace.all_generation_key());
+        // A URL whose head lives on the server that does not hold the namespace counter: that server dies.
+        let doomed = (0..200).map(|i| format!("/doomed/{i}")).find(|p| server_of(&replica, p) != counter_server);
+        let doomed = doomed.expect("some URL lives on the other server");
+        let live = (0..200).map(|i| format!("/live/{i}")).find(|p| server_of(&replica, p) == counter_server);
+        let live = live.expect("some URL lives on the counter's server");
+        for path in [&doomed, &live] {
+            origin.route(path, Route::cacheable());
+            replica.get_ok(path).await;
+        }
+        assert!(replica.get_ok(&live).await.is_fresh_hit());
+        let mut dying = if first.addr() == counter_server { second } else { first };
+        dying.stop();
+
+        // The first failed invalidation bumps the namespace at once: the live entry misses.
+        assert_eq!(replica.request("POST", &doomed, &[]).await.status, 200);
+        assert!(!replica.get_ok(&live).await.is_hit(), "escalated to the namespace");
+        assert!(replica.get_ok(&live).await.is_fresh_hit(), "refilled");
+
+        // More failures inside the window do not flush everything again at once...
+        for _ in 0..3 {
+            assert_eq!(replica.request("POST", &doomed, &[]).await.status, 200);
+        }
+        assert!(replica.get_ok(&live).await.is_fresh_hit(), "no flush per POST");
+        // ...but one bump at the window's end covers them.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            if !replica.get_ok(&live).await.is_hit() {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the deferred escalation never came");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        replica.shutdown().await;
+    })
+    .await;
+}

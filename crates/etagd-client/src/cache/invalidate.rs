@@ -37,6 +37,11 @@ pub struct Invalidation {
     /// refreshes each. Absent or 0: hard.
     #[serde(default)]
     pub grace_s: Option<u64>,
+    /// The caller bounds the escalation itself: a target that cannot be written is reported, and the namespace
+    /// is not invalidated here (the exchange's triggers escalate at most once per window, so an outage of one
+    /// server does not flush everything on every anonymous POST).
+    #[serde(skip)]
+    pub defer_escalation: bool,
 }
 
 impl Invalidation {
@@ -102,7 +107,7 @@ impl Cache {
         targets.extend(tags);
         let failed = targets.iter().any(|target| !target.ok);
         let mut escalated_to_all = false;
-        if invalidation.all || failed {
+        if invalidation.all || (failed && !invalidation.defer_escalation) {
             let key = self.config().namespace.all_generation_key();
             // An escalation is always hard: the failed targets' entries must not be served at all.
             let all_grace = if invalidation.all && !failed { grace } else { None };
