@@ -299,15 +299,12 @@ fn heuristic_lifetime(headers: &HeaderMap, now: SystemTime) -> Option<u64> {
     Some((age.as_secs() / 10).min(HEURISTIC_MAX_S))
 }
 
-/// The `Age` value (RFC 9111 section 5.1); the largest valid one when repeated, 0 when none is valid.
+/// The `Age` value (RFC 9111 section 5.1): a list (on one line or on several) counts by its first member, and an
+/// invalid first member means no `Age` at all (0).
 fn initial_age(headers: &HeaderMap) -> u64 {
-    headers
-        .get_all(AGE)
-        .iter()
-        .filter_map(|value| std::str::from_utf8(value.as_bytes()).ok())
-        .filter_map(|text| parse_delta_seconds(text.trim_matches([' ', '\t'])))
-        .max()
-        .unwrap_or(0)
+    let first = headers.get(AGE).and_then(|value| std::str::from_utf8(value.as_bytes()).ok());
+    let member = first.and_then(|text| text.split(',').next()).map(|member| member.trim_matches([' ', '\t']));
+    member.and_then(parse_delta_seconds).unwrap_or(0)
 }
 
 fn date_or(headers: &HeaderMap, now: SystemTime) -> SystemTime {
@@ -617,11 +614,19 @@ mod tests {
                 vec![("cache-control", "max-age=60"), ("age", " 15 ")],
                 Ok(Freshness { initial_age_s: 15, ..fresh(60) }),
             ),
+            // RFC 9111 section 5.1: a list-based Age counts by its first member, on one line or on several.
             (
                 &none,
                 vec![("cache-control", "max-age=60"), ("age", "5"), ("age", "9"), ("age", "x")],
-                Ok(Freshness { initial_age_s: 9, ..fresh(60) }),
+                Ok(Freshness { initial_age_s: 5, ..fresh(60) }),
             ),
+            (
+                &none,
+                vec![("cache-control", "max-age=60"), ("age", "7200, 0")],
+                Ok(Freshness { initial_age_s: 7200, ..fresh(60) }),
+            ),
+            (&none, vec![("cache-control", "max-age=60"), ("age", "0"), ("age", "7200")], Ok(fresh(60))),
+            (&none, vec![("cache-control", "max-age=60"), ("age", "x, 30")], Ok(fresh(60))),
             (&none, vec![("cache-control", "max-age=60"), ("age", "-5")], Ok(fresh(60))),
             (&none, vec![("cache-control", "max-age=60"), ("age", "1.5")], Ok(fresh(60))),
             (&none, vec![("cache-control", "max-age=60"), ("age", "")], Ok(fresh(60))),
