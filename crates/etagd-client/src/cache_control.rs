@@ -51,6 +51,8 @@ pub struct CacheControl {
     pub stale_if_error: Option<u64>,
     /// `immutable` (RFC 8246).
     pub immutable: bool,
+    /// `must-understand` (RFC 9111 section 5.2.2.3).
+    pub must_understand: bool,
     /// `no-transform` (RFC 9111 sections 5.2.1.6, 5.2.2.6).
     pub no_transform: bool,
     /// `only-if-cached`, a request directive (RFC 9111 section 5.2.1.7).
@@ -97,6 +99,7 @@ impl CacheControl {
             "must-revalidate" => self.must_revalidate = true,
             "proxy-revalidate" => self.proxy_revalidate = true,
             "immutable" => self.immutable = true,
+            "must-understand" => self.must_understand = true,
             "no-transform" => self.no_transform = true,
             "only-if-cached" => self.only_if_cached = true,
             "max-age" => merge_freshness(&mut self.max_age, arg.seconds()),

@@ -180,6 +180,11 @@ pub struct Policy {
     pub heuristic_freshness: bool,
 }
 
+/// Final statuses whose caching requirements etagd implements (RFC 9110 section 15; RFC 9111 section 5.2.2.3).
+fn understood(status: StatusCode) -> bool {
+    is_heuristically_cacheable(status) || matches!(status.as_u16(), 302 | 303 | 307)
+}
+
 /// Statuses that are heuristically cacheable (RFC 9110 section 15.1): a cache may store them without explicit
 /// freshness.
 pub fn is_heuristically_cacheable(status: StatusCode) -> bool {
@@ -215,7 +220,9 @@ pub fn storable(
     }
     let cc = CacheControl::from_headers(resp_headers);
     // RFC 9111 section 5.2.2.5.
-    if cc.no_store {
+    // RFC 9111 section 5.2.2.3: with must-understand, a cache that implements the status code's caching rules
+    // ignores no-store (the directive pair keeps older caches from storing it).
+    if cc.no_store && !(cc.must_understand && understood(status)) {
         return Err(NoStoreReason::NoStore);
     }
     // RFC 9111 section 5.2.2.7: a shared cache MUST NOT store a private response.
@@ -311,9 +318,36 @@ fn date_or(headers: &HeaderMap, now: SystemTime) -> SystemTime {
     headers.get(DATE).and_then(parse_date).unwrap_or(now)
 }
 
+/// An HTTP date in any of the three formats recipients must accept (RFC 9110 section 5.6.7: IMF-fixdate,
+/// RFC 850, asctime), read leniently as RFC 9111 section 4.2 asks of caches: month, weekday and zone in any case.
 fn parse_date(value: &HeaderValue) -> Option<SystemTime> {
-    let text = std::str::from_utf8(value.as_bytes()).ok()?;
-    httpdate::parse_http_date(text.trim_matches([' ', '\t'])).ok()
+    let text = std::str::from_utf8(value.as_bytes()).ok()?.trim_matches([' ', '\t']);
+    httpdate::parse_http_date(text).ok().or_else(|| httpdate::parse_http_date(&canonical_case(text)).ok())
+}
+
+/// Writes the words of a date the way HTTP-date spells them: `Tue`, `Tuesday`, `Nov`, `GMT`.
+fn canonical_case(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if word.eq_ignore_ascii_case("gmt") {
+            out.push_str("GMT");
+        } else if let Some(first) = word.chars().next() {
+            out.push(first.to_ascii_uppercase());
+            out.push_str(&word[first.len_utf8()..].to_ascii_lowercase());
+        }
+        word.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_alphabetic() {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
 }
 
 /// Whole seconds from `from` to `to`, 0 when `to` is not later.
@@ -674,6 +708,36 @@ mod tests {
         ];
         for (req, expected) in cases {
             assert_eq!(request_bypasses(&map(&req)), expected, "request: {req:?}");
+        }
+    }
+
+    /// RFC 9111 section 5.2.2.3: with `must-understand`, a status whose caching rules etagd implements is stored
+    /// despite `no-store`; any other status is not.
+    #[test]
+    fn must_understand_overrides_no_store_for_understood_statuses() {
+        let directive = [("cache-control", "max-age=3600, no-store, must-understand")];
+        check(&[], 200, &directive, Ok(fresh(3600)));
+        check(&[], 404, &directive, Ok(fresh(3600)));
+        check(&[], 299, &directive, Err(NoStore));
+        check(&[], 200, &[("cache-control", "max-age=3600, no-store")], Err(NoStore));
+    }
+
+    /// RFC 9110 section 5.6.7: recipients accept IMF-fixdate, RFC 850 and asctime dates; RFC 9111 section 4.2:
+    /// caches read them leniently (case); RFC 9111 section 5.3: an unreadable Expires is already expired.
+    #[test]
+    fn expires_is_read_in_every_date_format() {
+        let date = ("date", "Tue, 24 Nov 2026 10:00:00 GMT");
+        let cases = [
+            ("Tue, 24 Nov 2026 11:00:00 GMT", 3600),
+            ("Tuesday, 24-Nov-26 11:00:00 GMT", 3600),
+            ("Tue Nov 24 11:00:00 2026", 3600),
+            ("tue, 24 NOV 2026 11:00:00 gmt", 3600),
+            ("TUESDAY, 24-nov-26 11:00:00 Gmt", 3600),
+            ("next tuesday", 0),
+            ("0", 0),
+        ];
+        for (expires, lifetime) in cases {
+            check(&[], 200, &[date, ("expires", expires)], Ok(fresh(lifetime)));
         }
     }
 

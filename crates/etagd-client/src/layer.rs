@@ -133,7 +133,8 @@
 //!   invalidations (`etagctl --memcached ... --namespace ... flush --tag servers` reaches both).
 //! - Documented defaults that differ: no compression (put a compression layer outside it, or turn it on with
 //!   [`EtagCacheLayer::compression`]); answers without freshness headers kept until invalidated; the peer
-//!   address is unknown, so forwarding headers are trusted all or nothing.
+//!   address is unknown, so forwarding headers are trusted all or nothing; no cap on concurrent calls of the
+//!   inner service unless [`EtagCacheLayer::origin_limit`] sets one.
 
 mod future;
 mod service;
@@ -147,7 +148,7 @@ pub use service::{EtagCache, ServiceUpstream};
 
 use crate::cache::Cache;
 use crate::encoding::CompressionPolicy;
-use crate::exchange::{Exchange, ExchangeConfig, Route, Triggers, TrustedProxies};
+use crate::exchange::{Exchange, ExchangeConfig, OriginLimit, Route, Triggers, TrustedProxies};
 
 /// The body of every response [`EtagCache`] returns: the exchange's [`Body`](crate::body::Body).
 pub type ResponseBody = crate::body::Body;
@@ -174,6 +175,8 @@ impl EtagCacheLayer {
         let config = ExchangeConfig {
             fallback: Route { ttl_s: Some(u64::MAX), ..Route::default() },
             compression: CompressionPolicy { codings: Vec::new(), ..CompressionPolicy::default() },
+            // The service is in process: its own runtime bounds it; a cap is the operator's choice here.
+            origin_limit: None,
             ..ExchangeConfig::default()
         };
         let exchange = Exchange::new(cache.clone(), config.clone());
@@ -238,6 +241,13 @@ impl EtagCacheLayer {
     #[must_use]
     pub fn compression(self, policy: CompressionPolicy) -> Self {
         self.with(|config| config.compression = policy)
+    }
+
+    /// Caps concurrent calls of the inner service on cache misses (off by default in process): past the cap
+    /// requests queue, past the queue a stale copy stands in where one may, else a 503 with `Retry-After`.
+    #[must_use]
+    pub fn origin_limit(self, limit: Option<OriginLimit>) -> Self {
+        self.with(|config| config.origin_limit = limit)
     }
 
     /// Which origin answers invalidate as a side effect (both on by default).

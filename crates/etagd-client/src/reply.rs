@@ -291,7 +291,14 @@ impl<'a> Representation<'a> {
         if !(200..300).contains(&self.meta.status) {
             return Evaluation::Proceed;
         }
-        conditional::evaluate(self.request, self.etag.as_ref(), self.meta.last_modified.as_deref())
+        // RFC 9111 section 4.3.2: without a stored Last-Modified, If-Modified-Since is compared with the time the
+        // response was stored (its Date, give or take the fill's own round trip).
+        let stored = || {
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.meta.stored_at_ms);
+            httpdate::fmt_http_date(at)
+        };
+        let last_modified = self.meta.last_modified.clone().unwrap_or_else(stored);
+        conditional::evaluate(self.request, self.etag.as_ref(), Some(&last_modified))
     }
 
     /// The representation's `ETag` value; `None` when the stored tag is not a valid field value.

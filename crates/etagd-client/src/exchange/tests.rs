@@ -383,3 +383,17 @@ async fn ignored_query_parameters_do_not_split_entries() {
     f.upstream.answer(200, FRESH, "page 3");
     assert_eq!(f.get("/list?page=3", &[]).await.report.outcome, Outcome::Miss(Filled::Stored));
 }
+
+/// RFC 9111 section 4.3.2: without a stored Last-Modified, If-Modified-Since is compared with when the stored
+/// response was made.
+#[tokio::test]
+async fn if_modified_since_without_last_modified_uses_the_stored_time() {
+    let f = fixture(ExchangeConfig::default());
+    f.upstream.answer(200, FRESH, "d");
+    f.get("/d", &[]).await;
+    let stored_at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(f.clock.0.load(Ordering::SeqCst));
+    let later = httpdate::fmt_http_date(stored_at + std::time::Duration::from_secs(10));
+    let earlier = httpdate::fmt_http_date(stored_at - std::time::Duration::from_secs(3600));
+    assert_eq!(f.get("/d", &[("if-modified-since", &later)]).await.status, 304);
+    assert_eq!(f.get("/d", &[("if-modified-since", &earlier)]).await.status, 200);
+}

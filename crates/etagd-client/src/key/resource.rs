@@ -179,19 +179,35 @@ impl ResourceKey {
             text.push('\n');
             text.push_str(name);
             text.push(':');
+            // RFC 9111 section 4.1: values with identical semantics select the same variant. Every line joins
+            // one list (RFC 9110 section 5.3); for the Accept family, whose values are case-insensitive lists,
+            // members are trimmed and lowercased.
+            let list = LIST_FIELDS.contains(&name);
             let mut first = true;
             for value in headers.get_all(name) {
-                if !first {
-                    text.push(',');
-                }
-                first = false;
                 // A non-UTF-8 value still names its own variant: hash its bytes lossily but consistently.
-                text.push_str(String::from_utf8_lossy(value.as_bytes()).trim());
+                let value = String::from_utf8_lossy(value.as_bytes());
+                let members: Vec<&str> = if list { value.split(',').collect() } else { vec![&value] };
+                for member in members {
+                    if !first {
+                        text.push(',');
+                    }
+                    first = false;
+                    let member = member.trim_matches([' ', '\t']);
+                    if list {
+                        text.push_str(&member.to_ascii_lowercase());
+                    } else {
+                        text.push_str(member);
+                    }
+                }
             }
         }
         Digest::of(text.as_bytes())
     }
 }
+
+/// Request fields whose values are case-insensitive comma-separated lists (RFC 9110 sections 12.5.1-12.5.4).
+const LIST_FIELDS: [&str; 4] = ["accept", "accept-charset", "accept-encoding", "accept-language"];
 
 /// The first comma-separated value of a header, trimmed; `None` when absent or empty.
 fn first_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

@@ -139,4 +139,25 @@ fn variants_depend_on_varied_headers_only() {
     assert_eq!(r.variant(&vary, &gzip), r.variant(&vary, &gzip2));
     assert_ne!(r.variant(&vary, &gzip), r.variant(&vary, &none));
     assert_ne!(r.variant(&vary, &none), r.digest());
+
+    // RFC 9111 section 4.1: whitespace around list commas and case in case-insensitive lists do not matter;
+    // several lines are one list (RFC 9110 section 5.3).
+    let languages = vec!["accept-language".to_owned()];
+    let with = |values: &[&str]| {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append("accept-language", value.parse().unwrap());
+        }
+        r.variant(&languages, &headers)
+    };
+    assert_eq!(with(&["eN, De"]), with(&["en,de"]));
+    assert_eq!(with(&["en", "de"]), with(&["en, de"]));
+    assert_ne!(with(&["en, de"]), with(&["de, en"]), "order is significant");
+    let agents = vec!["user-agent".to_owned()];
+    let agent = |value: &str| {
+        let mut headers = HeaderMap::new();
+        headers.insert("user-agent", value.parse().unwrap());
+        r.variant(&agents, &headers)
+    };
+    assert_ne!(agent("Bot/1"), agent("bot/1"), "other fields keep their case");
 }
