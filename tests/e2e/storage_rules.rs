@@ -47,6 +47,19 @@ const CASES: &[Case] = &[
         request: &[("authorization", "Bearer secret")],
         stored: true,
     },
+    // RFC 9213 section 2.2: a targeted field replaces Cache-Control for the cache that obeys it.
+    Case {
+        path: "/cdn-private",
+        response: &[("cdn-cache-control", "private"), ("cache-control", "max-age=60")],
+        request: &[],
+        stored: false,
+    },
+    Case {
+        path: "/cdn-only",
+        response: &[("cdn-cache-control", "max-age=60"), ("cache-control", "no-store")],
+        request: &[],
+        stored: true,
+    },
     Case {
         path: "/vary-star",
         response: &[("cache-control", "max-age=60"), ("vary", "*")],
@@ -67,6 +80,9 @@ async fn check(case: &Case, origin: &Origin, a: &Replica, b: &Replica) {
     for reply in [&first, &second] {
         assert_eq!(reply.status, 200, "{}", case.path);
         assert_eq!(reply.text(), expected_body, "{}", case.path);
+    }
+    if let Some((_, targeted)) = case.response.iter().find(|(name, _)| *name == "cdn-cache-control") {
+        assert_eq!(second.header("cdn-cache-control"), *targeted, "passed on downstream unchanged");
     }
     if let Some((_, cookie)) = case.response.iter().find(|(name, _)| *name == "set-cookie") {
         assert_eq!(first.header("set-cookie"), *cookie, "the cookie reaches its client");

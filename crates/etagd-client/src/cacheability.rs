@@ -26,7 +26,7 @@
 use std::time::{Duration, SystemTime};
 
 use http::header::{AGE, AUTHORIZATION, DATE, EXPIRES, LAST_MODIFIED, PRAGMA, SET_COOKIE};
-use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
 use crate::cache_control::{CacheControl, DELTA_SECONDS_MAX, parse_delta_seconds};
 use crate::headers::vary_names;
@@ -165,8 +165,12 @@ pub struct Freshness {
     pub must_revalidate: bool,
 }
 
+/// The targeted cache-control fields etagd obeys by default, in order (RFC 9213 section 2.2): its own, then
+/// the one every CDN reads.
+pub const DEFAULT_TARGETED_FIELDS: [&str; 2] = ["etagd-cache-control", "cdn-cache-control"];
+
 /// Deployment choices that widen or shape what [`storable`] allows.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Policy {
     /// A route rule's TTL for responses without explicit freshness (`u64::MAX`: until invalidated). It never
     /// overrides `no-store`, `private` or explicit origin freshness, and applies only to heuristically cacheable
@@ -178,6 +182,59 @@ pub struct Policy {
     pub default_stale_if_error_s: u32,
     /// Allow RFC 9111 section 4.2.2 heuristic freshness from `Last-Modified`.
     pub heuristic_freshness: bool,
+    /// Targeted cache-control fields, in order (RFC 9213): the first present with a valid, non-empty Dictionary
+    /// value replaces `Cache-Control` and `Expires` for etagd's storage and freshness decisions.
+    pub targeted: Vec<HeaderName>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            route_ttl_s: None,
+            default_stale_while_revalidate_s: 0,
+            default_stale_if_error_s: 0,
+            heuristic_freshness: false,
+            targeted: DEFAULT_TARGETED_FIELDS.iter().map(|name| HeaderName::from_static(name)).collect(),
+        }
+    }
+}
+
+/// The caching directives that rule a response for etagd: the first valid targeted field's (RFC 9213 section
+/// 2.2), else `Cache-Control`'s. The flag says whether a targeted field ruled (then `Expires` is ignored too).
+pub fn ruling_directives(resp_headers: &HeaderMap, targeted: &[HeaderName]) -> (CacheControl, bool) {
+    match targeted.iter().find_map(|name| targeted_directives(resp_headers, name)) {
+        Some(cc) => (cc, true),
+        None => (CacheControl::from_headers(resp_headers), false),
+    }
+}
+
+/// One targeted field read as directives: an RFC 8941 Dictionary (RFC 9213 section 2.1), unlike the lenient
+/// `Cache-Control` parser, so a value that does not parse, or an empty one, counts as absent.
+fn targeted_directives(resp_headers: &HeaderMap, name: &HeaderName) -> Option<CacheControl> {
+    let lines: Vec<&[u8]> = resp_headers.get_all(name).iter().map(|value| value.as_bytes()).collect();
+    if lines.is_empty() {
+        return None;
+    }
+    // Several lines are one list (RFC 9110 section 5.3).
+    let joined = lines.join(&b", "[..]);
+    let dictionary = sfv::Parser::parse_dictionary(&joined).ok()?;
+    if dictionary.is_empty() {
+        return None;
+    }
+    let mut directives: Vec<String> = Vec::new();
+    for (key, member) in &dictionary {
+        // Parameters and inner lists carry nothing RFC 9213 defines; a false boolean is an absent directive.
+        let sfv::ListEntry::Item(item) = member else { continue };
+        match &item.bare_item {
+            sfv::BareItem::Boolean(true) => directives.push(key.clone()),
+            sfv::BareItem::Integer(n) if *n >= 0 => directives.push(format!("{key}={n}")),
+            // A directive with a value of the wrong type is not understood: ignored (RFC 9213 section 2.1).
+            _ => {}
+        }
+    }
+    let mut synthetic = HeaderMap::new();
+    synthetic.insert(http::header::CACHE_CONTROL, HeaderValue::from_str(&directives.join(", ")).ok()?);
+    Some(CacheControl::from_headers(&synthetic))
 }
 
 /// Final statuses whose caching requirements etagd implements (RFC 9110 section 15; RFC 9111 section 5.2.2.3).
@@ -218,7 +275,7 @@ pub fn storable(
     if status.is_informational() || status == StatusCode::NOT_MODIFIED {
         return Err(NoStoreReason::Status);
     }
-    let cc = CacheControl::from_headers(resp_headers);
+    let (cc, targeted) = ruling_directives(resp_headers, &policy.targeted);
     // RFC 9111 section 5.2.2.5.
     // RFC 9111 section 5.2.2.3: with must-understand, a cache that implements the status code's caching rules
     // ignores no-store (the directive pair keeps older caches from storing it).
@@ -241,7 +298,7 @@ pub fn storable(
         return Err(NoStoreReason::VaryStar);
     }
 
-    let explicit = explicit_lifetime(&cc, resp_headers, now);
+    let explicit = explicit_lifetime(&cc, resp_headers, now, !targeted);
     // RFC 9111 section 4.2.2: heuristics (and, by etagd's choice, route TTLs) only for heuristically cacheable
     // statuses or responses marked public.
     let implicit_allowed = is_heuristically_cacheable(status) || cc.public;
@@ -279,9 +336,12 @@ pub fn storable(
 }
 
 /// RFC 9111 section 4.2.1, in order: `s-maxage` (shared caches), `max-age`, then `Expires` minus `Date`.
-fn explicit_lifetime(cc: &CacheControl, headers: &HeaderMap, now: SystemTime) -> Option<u64> {
+fn explicit_lifetime(cc: &CacheControl, headers: &HeaderMap, now: SystemTime, use_expires: bool) -> Option<u64> {
     if let Some(seconds) = cc.s_maxage.or(cc.max_age) {
         return Some(seconds);
+    }
+    if !use_expires {
+        return None;
     }
     let mut lines = headers.get_all(EXPIRES).iter();
     let expires = lines.next()?;
@@ -358,9 +418,9 @@ fn seconds_between(from: SystemTime, to: SystemTime) -> u64 {
 /// Whether a response gives its own freshness (RFC 9111 section 4.2.1: `s-maxage`, `max-age` or `Expires`),
 /// as opposed to getting it from a route rule. Only such responses are stored for, or served to, requests
 /// carrying cookies that matter.
-pub fn has_explicit_freshness(resp_headers: &HeaderMap) -> bool {
-    let cc = CacheControl::from_headers(resp_headers);
-    cc.s_maxage.is_some() || cc.max_age.is_some() || resp_headers.contains_key(http::header::EXPIRES)
+pub fn has_explicit_freshness(resp_headers: &HeaderMap, targeted: &[HeaderName]) -> bool {
+    let (cc, ruled) = ruling_directives(resp_headers, targeted);
+    cc.s_maxage.is_some() || cc.max_age.is_some() || (!ruled && resp_headers.contains_key(http::header::EXPIRES))
 }
 
 /// Whether the client asked to bypass stored responses: request `Cache-Control: no-cache`, or `Pragma: no-cache`
@@ -709,6 +769,41 @@ mod tests {
         for (req, expected) in cases {
             assert_eq!(request_bypasses(&map(&req)), expected, "request: {req:?}");
         }
+    }
+
+    /// RFC 9213 sections 2.1-2.2: the first targeted field with a valid, non-empty Dictionary value replaces
+    /// Cache-Control and Expires; one that does not parse is ignored.
+    #[test]
+    fn targeted_fields_replace_cache_control() {
+        let cases: Vec<(Vec<(&str, &str)>, Outcome)> = vec![
+            (vec![("cdn-cache-control", "private"), ("cache-control", "max-age=60")], Err(Private)),
+            (vec![("cdn-cache-control", "no-store"), ("cache-control", "max-age=60")], Err(NoStore)),
+            (vec![("cdn-cache-control", "max-age=3600"), ("cache-control", "no-store")], Ok(fresh(3600))),
+            (vec![("etagd-cache-control", "max-age=10"), ("cdn-cache-control", "max-age=3600")], Ok(fresh(10))),
+            // Not a Dictionary (a string where a key must be): ignored, so the next field or Cache-Control rules.
+            (vec![("etagd-cache-control", "\"max-age=10\""), ("cdn-cache-control", "max-age=3600")], Ok(fresh(3600))),
+            (vec![("cdn-cache-control", "max-age=3600, ,"), ("cache-control", "max-age=60")], Ok(fresh(60))),
+            // A value of the wrong type is a directive not understood.
+            (
+                vec![("cdn-cache-control", "max-age=\"3600\", s-maxage=5"), ("cache-control", "no-store")],
+                Ok(revalidate(5)),
+            ),
+            // With a targeted field, Expires does not count either.
+            (vec![("cdn-cache-control", "public"), ("expires", "Tue, 24 Nov 2099 10:00:00 GMT")], Err(NoFreshness)),
+        ];
+        for (resp, expected) in cases {
+            check(&[], 200, &resp, expected);
+        }
+        // An operator may target other fields, or none.
+        let none = Policy { targeted: Vec::new(), ..Policy::default() };
+        check_with(
+            &none,
+            Method::GET,
+            &[],
+            200,
+            &[("cdn-cache-control", "no-store"), ("cache-control", "max-age=60")],
+            Ok(fresh(60)),
+        );
     }
 
     /// RFC 9111 section 5.2.2.3: with `must-understand`, a status whose caching rules etagd implements is stored

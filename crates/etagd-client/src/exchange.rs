@@ -352,6 +352,12 @@ where
         self.apply_invalidate_header(&mut parts.headers).await;
         parts.headers.remove(SURROGATE_KEY);
         headers::strip_hop_by_hop(&mut parts.headers);
+        let config = self.exchange.config();
+        if config.strip_targeted {
+            for name in &config.targeted_fields {
+                parts.headers.remove(name);
+            }
+        }
         let body = if self.parts.method == Method::HEAD { Body::empty() } else { body };
         Response::from_parts(parts, body)
     }

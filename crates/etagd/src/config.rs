@@ -13,6 +13,8 @@
 //! compress_types = ["text/*", "application/json"]  # what etagd compresses (see --compress)
 //! ignore_cookies = ["_ga", "_ga_*", "_gid"]  # cookies that never make a request personal (default: none)
 //! ignore_query = ["utm_*", "gclid", "fbclid"]  # left out of every key; the app still gets the full URL
+//! targeted_cache_control = ["etagd-cache-control", "cdn-cache-control"]  # RFC 9213 fields obeyed, in order
+//! strip_targeted_cache_control = false  # true: remove them from answers (default: passed on downstream)
 //!
 //! [[route]]
 //! prefix = "/api/servers"        # path prefix
@@ -182,6 +184,9 @@ struct FileConfig {
     ignore_cookies: Vec<String>,
     #[serde(default)]
     ignore_query: Vec<String>,
+    targeted_cache_control: Option<Vec<String>>,
+    #[serde(default)]
+    strip_targeted_cache_control: bool,
     #[serde(default, rename = "route")]
     routes: Vec<FileRoute>,
 }
@@ -269,6 +274,10 @@ pub struct Config {
     pub origin_limit: Option<OriginLimit>,
     /// Query parameters left out of every key.
     pub query: QueryFilter,
+    /// Targeted cache-control fields obeyed, in order (RFC 9213).
+    pub targeted_fields: Vec<http::HeaderName>,
+    /// Remove the targeted fields from answers.
+    pub strip_targeted: bool,
     /// Least time between two trigger escalations.
     pub escalation_window: Duration,
 }
@@ -443,6 +452,16 @@ impl Config {
         }
         routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
         let ignore_cookies = cookie_names("ignore_cookies", file.ignore_cookies)?;
+        let targeted_fields = match file.targeted_cache_control {
+            None => etagd_client::cacheability::Policy::default().targeted,
+            Some(names) => names
+                .iter()
+                .map(|name| {
+                    http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+                        .map_err(|_| invalid("targeted_cache_control", format!("{name:?} is not a header field name")))
+                })
+                .collect::<Result<_, _>>()?,
+        };
         let trusted_proxies =
             TrustedProxies::parse(&args.trusted_proxies).map_err(|e| invalid("--trusted-proxies", e.to_string()))?;
         let mut compression = CompressionPolicy {
@@ -531,6 +550,8 @@ impl Config {
             ignore_cookies,
             query: QueryFilter { ignore: file.ignore_query, keep: None },
             escalation_window: args.escalation_window,
+            targeted_fields,
+            strip_targeted: file.strip_targeted_cache_control,
             origin_limit: (args.origin_max_concurrency > 0).then(|| OriginLimit {
                 max_concurrency: args.origin_max_concurrency,
                 max_queue: args.origin_queue,
@@ -551,6 +572,8 @@ impl Config {
             origin_limit: self.origin_limit,
             query: self.query.clone(),
             escalation_window: self.escalation_window,
+            targeted_fields: self.targeted_fields.clone(),
+            strip_targeted: self.strip_targeted,
             ..ExchangeConfig::default()
         }
         .with_routes(self.routes.clone())

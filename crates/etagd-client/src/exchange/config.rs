@@ -95,6 +95,11 @@ pub struct ExchangeConfig {
     /// Query parameters left out of every key (e.g. `key::MARKETING_PARAMETERS`); empty by default: every
     /// parameter names the resource. The origin always gets the full URL.
     pub query: QueryFilter,
+    /// Targeted cache-control fields, in order (RFC 9213; default `Etagd-Cache-Control`, `CDN-Cache-Control`):
+    /// the first valid one replaces `Cache-Control` and `Expires` for etagd's own decisions.
+    pub targeted_fields: Vec<http::HeaderName>,
+    /// Removes the targeted fields from answers (default: passed on, a CDN in front may need them).
+    pub strip_targeted: bool,
     /// The cap on concurrent origin requests (`None`: no cap).
     pub origin_limit: Option<OriginLimit>,
     /// The least time between two namespace invalidations caused by trigger invalidations that could not reach
@@ -118,6 +123,8 @@ impl Default for ExchangeConfig {
             trusted_proxies: TrustedProxies::default(),
             ignore_cookies: Vec::new(),
             query: QueryFilter::default(),
+            targeted_fields: Policy::default().targeted,
+            strip_targeted: false,
             origin_limit: Some(OriginLimit::default()),
             escalation_window: Duration::from_secs(10),
             server_error_pass: Duration::from_secs(1),
@@ -156,6 +163,7 @@ impl ExchangeConfig {
             default_stale_while_revalidate_s: route.stale_while_revalidate_s.unwrap_or(self.stale_while_revalidate_s),
             default_stale_if_error_s: route.stale_if_error_s.unwrap_or(self.stale_if_error_s),
             heuristic_freshness: false,
+            targeted: self.targeted_fields.clone(),
         }
     }
 }

@@ -54,6 +54,7 @@ where
         headers::strip_hop_by_hop(&mut parts.headers);
         let mut tags = headers::tags_in(&parts.headers, SURROGATE_KEY);
         parts.headers.remove(SURROGATE_KEY);
+        let targeted = (config.strip_targeted, config.targeted_fields.clone());
         let route = config.route_for(self.key.as_ref().expect("a fill has a key").path());
         // HEAD was turned into GET for the fill, so the rules are those of GET.
         let decision = cacheability::storable(
@@ -69,11 +70,18 @@ where
         let decision = match decision {
             Ok(_) if declared.is_some_and(|len| len > config.max_body_bytes) => Err(NoStoreReason::TooLarge),
             // Freshness from a route rule alone is for anonymous requests: this answer may be personalised.
-            Ok(_) if self.personal && !cacheability::has_explicit_freshness(&parts.headers) => {
+            Ok(_)
+                if self.personal && !cacheability::has_explicit_freshness(&parts.headers, &config.targeted_fields) =>
+            {
                 Err(NoStoreReason::Cookie)
             }
             other => other,
         };
+        if targeted.0 {
+            for name in &targeted.1 {
+                parts.headers.remove(name);
+            }
+        }
         let freshness = match decision {
             Ok(freshness) => freshness,
             Err(reason) => {

@@ -22,7 +22,7 @@ where
 {
     /// A current entry was found.
     pub(super) async fn on_hit(&mut self, hit: Hit) -> Answer<U::Error> {
-        if self.personal && !explicitly_fresh(&hit.meta) {
+        if self.personal && !explicitly_fresh(&hit.meta, &self.exchange.config().targeted_fields) {
             // Fresh only by a route rule: it may be another client's view; this one's goes unstored too.
             return self.pass(Outcome::Request(super::RequestBypass::Cookie)).await;
         }
@@ -112,7 +112,7 @@ where
 
 /// Whether a stored response's freshness came from the origin (its `Cache-Control` / `Expires`, which the entry
 /// keeps for 304s) rather than from a route rule.
-fn explicitly_fresh(meta: &EntryMeta) -> bool {
+fn explicitly_fresh(meta: &EntryMeta, targeted: &[http::HeaderName]) -> bool {
     let mut headers = http::HeaderMap::new();
     for (name, value) in &meta.headers_304 {
         if let (Ok(name), Ok(value)) =
@@ -121,7 +121,7 @@ fn explicitly_fresh(meta: &EntryMeta) -> bool {
             headers.append(name, value);
         }
     }
-    crate::cacheability::has_explicit_freshness(&headers)
+    crate::cacheability::has_explicit_freshness(&headers, targeted)
 }
 
 /// What a background refresh needs, owned, so it can outlive the client's request.
