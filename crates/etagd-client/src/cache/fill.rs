@@ -160,6 +160,11 @@ impl Fill {
         self.plan.held != Held::Nothing
     }
 
+    /// Whether this fill holds the placeholder of a variant read with lease CAS `cas`.
+    pub(crate) fn holds_variant_lease(&self, cas: u64) -> bool {
+        self.plan.held == Held::VariantPlaceholder(cas)
+    }
+
     /// Unix ms when the lookup that made this fill began.
     pub fn started_ms(&self) -> u64 {
         self.started_ms
@@ -204,15 +209,28 @@ impl Fill {
     /// Like [`abandon`](Self::abandon), with the hit-for-pass marker living `pass_ttl`. A transient failure (an
     /// origin 5xx) deserves a short one: long enough that waiters stop queueing behind it, short enough that the
     /// next good answer is stored soon.
+    ///
+    /// A fill of a Vary variant marks that variant (its slot beside the head record), so the other variants
+    /// stay cached and the waiters for this one stop queueing; any other fill marks the head record.
     pub async fn abandon_for(mut self, reason: Option<&str>, pass_ttl: std::time::Duration) {
-        if let (Some(reason), None) = (reason, &self.plan.variant) {
+        if let Some(reason) = reason {
             let marker = HeadRecord::Pass(PassMarker {
                 until_ms: self.cache.now_ms().saturating_add(pass_ttl.as_millis() as u64),
                 reason: reason.to_owned(),
-            });
-            let key = self.cache.config().namespace.head_key(&self.resource);
+            })
+            .encode();
+            let ns = &self.cache.config().namespace;
+            let head_key = ns.head_key(&self.resource);
             let expiry = Expiry::from_secs(pass_ttl.as_secs());
-            let written = self.cache.store().set(&key, marker.encode(), expiry, self.plan.head_condition()).await;
+            let store = self.cache.store();
+            let written = match &self.plan.variant {
+                None => store.set(&head_key, marker, expiry, self.plan.head_condition()).await,
+                Some((digest, cas)) => {
+                    let condition = cas.map_or(SetCondition::Add, SetCondition::Cas);
+                    let near = Placement::Near(&head_key);
+                    store.set_placed(&ns.variant_key(digest), near, marker, expiry, condition).await
+                }
+            };
             if let Err(error) = written {
                 self.cache.store_error(&error);
             }
