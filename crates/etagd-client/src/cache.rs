@@ -21,8 +21,9 @@
 //! One concern per file: `config` (settings and the clock), `lookup` (the batched read, the judgement of what
 //! it found, refresh permits and locks, read hints), `live` (generation counters read and checked), `body` (body
 //! reads and the in-process body cache), `fill` (the commit protocol), `invalidate`, `inspect` (what operators
-//! see), `counters`, `inflight` (waiting for a fill in this process) and `memo` (decoded entries). An entry's
-//! bodies, variant and refresh lock are placed on its head record's server ([`crate::store::Placement`]).
+//! see), `counters`, `inflight` (waiting for a fill in this process), `memo` (decoded entries) and `renew`
+//! (keeping a fill's short lease alive while it works). An entry's bodies, variant and refresh lock are placed
+//! on its head record's server ([`crate::store::Placement`]).
 
 mod body;
 mod config;
@@ -34,6 +35,7 @@ mod invalidate;
 mod live;
 mod lookup;
 mod memo;
+mod renew;
 
 use std::sync::Arc;
 

@@ -295,6 +295,17 @@ pub trait Store: Send + Sync + 'static {
         self.delete_placed(key, Placement::Own, mode).await
     }
 
+    /// Extends the life of an item to `expiry` without changing its value or CAS (`mg <key> c T<ttl>`), on the
+    /// server `placement` names: how a filler keeps its lease placeholder or refresh lock alive while it works,
+    /// so that leases can be short. Returns the item's CAS, or `None` when there is no item (the lease expired
+    /// or was released).
+    async fn touch_placed(
+        &self,
+        key: &str,
+        placement: Placement<'_>,
+        expiry: Expiry,
+    ) -> Result<Option<u64>, StoreError>;
+
     /// Statistics per server.
     async fn stats(&self) -> Vec<ServerStats>;
 

@@ -476,17 +476,31 @@ async fn grace_never_serves_an_entry_that_forbids_serving_stale() {
 
 // ---- A soft invalidation never undoes a hard one (embedded store behind a store that interleaves a write).
 
-/// The embedded store, with a hard invalidation of one counter slipped in right after the first read of it:
-/// the interleaving of two invalidations, one soft (read, then write) and one hard (a write), sent at once.
-struct HardWriteAfterRead {
+/// The embedded store, meddled with: a hard invalidation of one counter slipped in right after the first read
+/// of it once armed (the interleaving of two invalidations sent at once, one soft: read then write, one hard:
+/// a write), or every delete lost (a filler whose release never arrives).
+struct Meddling {
     inner: MemoryStore,
     key: std::sync::Mutex<String>,
     hard_value: Bytes,
     done: AtomicBool,
+    lose_deletes: AtomicBool,
+}
+
+impl Meddling {
+    fn new() -> Self {
+        Self {
+            inner: MemoryStore::new(16 << 20),
+            key: std::sync::Mutex::new(String::new()),
+            hard_value: Generation::invalidated(None, 1_750_000_000_000, None).encode(),
+            done: AtomicBool::new(true),
+            lose_deletes: AtomicBool::new(false),
+        }
+    }
 }
 
 #[async_trait::async_trait]
-impl Store for HardWriteAfterRead {
+impl Store for Meddling {
     async fn get_many(&self, requests: &[GetRequest]) -> Vec<Result<GetOutcome, StoreError>> {
         let results = self.inner.get_many(requests).await;
         let key = self.key.lock().expect("not poisoned").clone();
@@ -507,7 +521,18 @@ impl Store for HardWriteAfterRead {
         self.inner.set_placed(key, placement, value, expiry, condition).await
     }
     async fn delete_placed(&self, key: &str, placement: Placement<'_>, mode: DeleteMode) -> Result<bool, StoreError> {
+        if self.lose_deletes.load(Ordering::SeqCst) {
+            return Err(StoreError::Timeout { server: "embedded".to_owned(), timeout: Duration::from_millis(100) });
+        }
         self.inner.delete_placed(key, placement, mode).await
+    }
+    async fn touch_placed(
+        &self,
+        key: &str,
+        placement: Placement<'_>,
+        expiry: Expiry,
+    ) -> Result<Option<u64>, StoreError> {
+        self.inner.touch_placed(key, placement, expiry).await
     }
     async fn stats(&self) -> Vec<ServerStats> {
         self.inner.stats().await
@@ -532,13 +557,7 @@ impl Store for HardWriteAfterRead {
 #[tokio::test(start_paused = true)]
 async fn a_soft_invalidation_never_overwrites_a_hard_one_that_landed_in_between() {
     for kind in ["tag", "all"] {
-        let hard = Generation::invalidated(None, 1_750_000_000_000, None);
-        let store = Arc::new(HardWriteAfterRead {
-            inner: MemoryStore::new(16 << 20),
-            key: std::sync::Mutex::new(String::new()),
-            hard_value: hard.encode(),
-            done: AtomicBool::new(true),
-        });
+        let store = Arc::new(Meddling::new());
         let engine = Engine::over(store.clone(), CacheConfig::default());
         let namespace = &engine.cache.config().namespace;
         *store.key.lock().expect("not poisoned") = match kind {
@@ -617,6 +636,58 @@ async fn a_hinted_variant_lease_the_lookup_does_not_use_is_released() {
     let found = engine.cache.store().get_many(&[read]).await.pop().expect("one result").expect("read");
     assert_eq!(found, GetOutcome::Miss { lease: Lease::None }, "no placeholder left on the variant");
     fill.abandon(None).await;
+}
+
+// ---- Short leases, renewed while the fill works (embedded store, tokio's paused clock). Not an RFC rule:
+// etagd's own, so that an abandoned lease blocks a resource for one short lease at most.
+
+/// Lets tokio's paused clock run one second at a time, so background renewals run on schedule.
+async fn run_for_s(secs: u64) {
+    for _ in 0..secs {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        tokio::task::yield_now().await;
+    }
+}
+
+/// A fill that takes longer than its lease keeps it: others see the resource busy (and wait for the one fill)
+/// for as long as the filler works. When the filler goes away and its release is lost, the lease ends within
+/// one `fill_lease` and the next caller fills.
+#[tokio::test(start_paused = true)]
+async fn a_live_fill_renews_its_short_lease_and_an_abandoned_one_expires_within_it() {
+    let store = Arc::new(Meddling::new());
+    let engine = Engine::over(store.clone(), CacheConfig::default());
+    let lease_s = engine.cache.config().fill_lease.as_secs();
+    assert_eq!(lease_s, 5, "the default lease is short");
+    let headers = HeaderMap::new();
+    for (what, resource) in [
+        ("a cold key's placeholder", ResourceKey::new("http", "lease.example", "/cold")),
+        ("an invalidated entry's refresh lock", ResourceKey::new("http", "lease.example", "/invalidated")),
+    ] {
+        if what.contains("lock") {
+            engine.fill(&resource, &headers, response("v1", freshness(600), &["t"], &[])).await;
+            let invalidation = Invalidation { tags: vec!["t".to_owned()], ..Invalidation::default() };
+            engine.cache.invalidate(&invalidation).await.expect("a valid invalidation");
+        }
+        let Lookup::Miss(fill) = engine.lookup(&resource, &headers).await else { panic!("{what}: a miss") };
+        assert!(fill.is_leader(), "{what}");
+        run_for_s(4 * lease_s).await;
+        assert!(matches!(engine.lookup(&resource, &headers).await, Lookup::Busy), "{what}: still held while alive");
+        store.lose_deletes.store(true, Ordering::SeqCst);
+        drop(fill);
+        // The last renewal was less than a third of a lease ago: the lease ends within one lease from now.
+        run_for_s(lease_s).await;
+        store.lose_deletes.store(false, Ordering::SeqCst);
+        match engine.lookup(&resource, &headers).await {
+            Lookup::Miss(fill) => {
+                assert!(fill.is_leader(), "{what}: the next caller fills");
+                fill.commit(response("v2", freshness(600), &["t"], &[])).await.expect("stored");
+            }
+            other => panic!("{what}: the abandoned lease must have expired, got {}", other.label()),
+        }
+        // The committed entry is not touched by the ended renewal: it lives its own lifetime.
+        run_for_s(2 * lease_s).await;
+        assert_eq!(state_of(&engine.hit(&resource, &headers).await), Expect::Fresh, "{what}");
+    }
 }
 
 // ---- Placement: an entry's items live on its head record's server (three memcached servers).

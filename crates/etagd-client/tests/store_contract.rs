@@ -122,7 +122,29 @@ contract_tests!(
     stats_and_health_report_the_server,
     concurrent_readers_share_plain_reads_but_never_a_lease,
     every_verb_honours_a_placement,
+    a_touch_keeps_a_placeholder_alive_with_its_cas,
 );
+
+/// A filler renews its lease by touching the placeholder: the placeholder outlives its first lifetime, keeps
+/// its CAS (so the fill still commits over it) and still answers `Busy` to others. A touch of a stored item
+/// keeps its value; a touch of nothing reports that nothing is there (the lease was lost).
+async fn a_touch_keeps_a_placeholder_alive_with_its_cas(f: Fixture) {
+    let key = f.key("touched");
+    let GetOutcome::Miss { lease } = f.read(GetRequest::leased(&key, 1)).await else { panic!("a cold key misses") };
+    let cas = won(lease);
+    let touched = f.store.touch_placed(&key, Placement::Own, Expiry::Secs(30)).await.expect("touch");
+    assert_eq!(touched, Some(cas), "a touch keeps the placeholder's CAS");
+    // memcached counts whole seconds; two are enough to outlive a one-second lease (instant under paused time).
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(f.leased(&key).await, GetOutcome::Miss { lease: Lease::Busy }, "the placeholder outlived its lease");
+    assert_eq!(f.put(&key, "filled", SetCondition::Cas(cas)).await, SetOutcome::Stored, "the filler commits over it");
+    let item = hit(f.get(&key).await);
+    let touched = f.store.touch_placed(&key, Placement::Own, Expiry::Secs(60)).await.expect("touch");
+    assert_eq!(touched, Some(item.cas));
+    assert_eq!(hit(f.get(&key).await).value, "filled");
+    let nothing = f.store.touch_placed(&f.key("never-stored"), Placement::Own, Expiry::Secs(5)).await;
+    assert_eq!(nothing.expect("touch"), None);
+}
 
 /// An item placed near another key is read, leased, written under CAS and deleted through the same placement
 /// (one server: the hint changes nothing, and must not break anything).
@@ -488,6 +510,31 @@ async fn an_item_placed_near_a_key_lives_on_that_keys_server() {
         assert!(store.delete_placed(beside, Placement::Near(owner), DeleteMode::Hard).await.expect("delete"));
         let gone = store.get_many(&[GetRequest::plain(beside).near(owner)]).await.remove(0).expect("read");
         assert_eq!(gone, GetOutcome::Miss { lease: Lease::None });
+    }
+}
+
+/// A leased read whose caller gave up before the answer came (its deadline passed while the batch waited its
+/// turn, or its request was cancelled) must not leave a placeholder that blocks every other caller for the
+/// whole lease: the coalescer releases what nobody received.
+#[tokio::test]
+async fn a_lease_won_by_a_reader_that_gave_up_is_released() {
+    use futures_util::FutureExt;
+    let server = Memcached::start();
+    let store = MemcachedStore::connect(relaxed_config(vec![server.addr()])).await.expect("connect");
+    let key = format!("{}:abandoned", unique_namespace());
+    let requests = [GetRequest::leased(&key, 30)];
+    // Polled once: the read is queued for the server, then the caller goes away.
+    assert!(store.get_many(&requests).now_or_never().is_none(), "the read is in flight");
+    // A hang guard, not a performance assertion: the placeholder would block for 30 s without the release.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match store.get_many(&requests).await.remove(0).expect("read") {
+            GetOutcome::Miss { lease: Lease::Won { .. } } => break,
+            GetOutcome::Miss { lease: Lease::Busy } if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => panic!("the abandoned placeholder was not released: {other:?}"),
+        }
     }
 }
 

@@ -91,8 +91,10 @@ pub struct Args {
     /// How long a request waits for another replica's fill before asking the origin itself.
     #[arg(long, env = "ETAGD_FILL_WAIT", value_parser = parse_duration, default_value = "5s")]
     pub fill_wait: Duration,
-    /// Lifetime of a fill lease; set above the slowest origin response you want coalesced.
-    #[arg(long, env = "ETAGD_FILL_LEASE", value_parser = parse_duration, default_value = "30s")]
+    /// How long an abandoned fill lease can block others: the lease's lifetime when nobody renews it. A live
+    /// fill renews its lease every third of this while the origin answers, so it need not cover slow views;
+    /// short, so that a lease whose filler died or whose answer was lost (Memcached stalled) expires soon.
+    #[arg(long, env = "ETAGD_FILL_LEASE", value_parser = parse_duration, default_value = "5s")]
     pub fill_lease: Duration,
     /// Timeout for one origin request (headers).
     #[arg(long, env = "ETAGD_ORIGIN_TIMEOUT", value_parser = parse_duration, default_value = "60s")]

@@ -16,7 +16,8 @@
 //! Failure modes, each releasing what the fill held so waiters move on at once: commit refused (invalidated,
 //! raced); [`Fill::abandon`] (uncacheable answer: writes a hit-for-pass marker so waiters go straight to the
 //! origin); the fill dropped without either (origin error, panic, cancelled request): the placeholder or lock
-//! is released from `Drop`, and failing that, expires after `fill_lease`.
+//! is released from `Drop`, and failing that (the release is lost, the process died), expires within
+//! `fill_lease`: the lease is short, and renewed only while the fill is alive (`renew`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::HeaderMap;
 
-use super::{Cache, Live, LookupRequest, bump, inflight};
+use super::{Cache, Live, LookupRequest, bump, inflight, renew};
 use crate::cacheability::Freshness;
 use crate::entry::{EntryMeta, Generations, HeadRecord, PassMarker, StoredBody, VaryIndex};
 use crate::etag::EntityTag;
@@ -137,12 +138,16 @@ pub struct Fill {
     live: Live,
     started_ms: u64,
     finished: bool,
+    /// Keeps the lease or lock alive while the fill works (see `renew`).
+    renewal: Option<renew::Renewal>,
     _in_flight: Option<inflight::Guard>,
 }
 
 impl Fill {
     pub(crate) fn new(cache: &Cache, request: LookupRequest<'_>, plan: Plan, live: Live, started_ms: u64) -> Self {
         let in_flight = (plan.held != Held::Nothing).then(|| cache.inflight_guard(request.resource.digest()));
+        let renewal =
+            Self::held_item(cache, request.resource, &plan).and_then(|held| renew::Renewal::start(cache, held));
         Self {
             cache: cache.clone(),
             resource: request.resource.clone(),
@@ -151,7 +156,31 @@ impl Fill {
             live,
             started_ms,
             finished: false,
+            renewal,
             _in_flight: in_flight,
+        }
+    }
+
+    /// The item this plan holds, to keep alive while the fill works.
+    fn held_item(cache: &Cache, resource: &ResourceKey, plan: &Plan) -> Option<renew::Held> {
+        let ns = &cache.config().namespace;
+        let head_key = ns.head_key(resource);
+        match &plan.held {
+            Held::Nothing => None,
+            Held::HeadPlaceholder(cas) => Some(renew::Held { key: head_key, near: None, cas: Some(*cas) }),
+            Held::VariantPlaceholder(cas) => plan.variant.as_ref().map(|(digest, _)| renew::Held {
+                key: ns.variant_key(digest),
+                near: Some(head_key),
+                cas: Some(*cas),
+            }),
+            Held::Lock(key) => Some(renew::Held { key: key.clone(), near: Some(head_key), cas: None }),
+        }
+    }
+
+    /// Stops renewing the lease before the fill writes: a renewal must never touch what the fill stores.
+    async fn stop_renewal(&mut self) {
+        if let Some(renewal) = self.renewal.take() {
+            renewal.stop().await;
         }
     }
 
@@ -172,6 +201,7 @@ impl Fill {
 
     /// Stores a response. On error nothing new is reachable and whatever the fill held is released.
     pub async fn commit(mut self, response: FillResponse) -> Result<Arc<EntryMeta>, CommitError> {
+        self.stop_renewal().await;
         let result = self.write(response).await;
         match &result {
             Ok(_) => bump(&self.cache.inner.counters.fills_stored),
@@ -191,6 +221,7 @@ impl Fill {
         freshness: Freshness,
         headers_304: Vec<(String, String)>,
     ) -> Result<Arc<EntryMeta>, CommitError> {
+        self.stop_renewal().await;
         let result = self.write_revalidated(previous, freshness, headers_304).await;
         if let Err(CommitError::Store(error)) = &result {
             self.cache.store_error(error);
@@ -213,6 +244,7 @@ impl Fill {
     /// A fill of a Vary variant marks that variant (its slot beside the head record), so the other variants
     /// stay cached and the waiters for this one stop queueing; any other fill marks the head record.
     pub async fn abandon_for(mut self, reason: Option<&str>, pass_ttl: std::time::Duration) {
+        self.stop_renewal().await;
         if let Some(reason) = reason {
             let marker = HeadRecord::Pass(PassMarker {
                 until_ms: self.cache.now_ms().saturating_add(pass_ttl.as_millis() as u64),

@@ -182,6 +182,15 @@ impl Store for MemcachedStore {
         self.node_for(placement.route_key(key)).delete(key, mode).await
     }
 
+    async fn touch_placed(
+        &self,
+        key: &str,
+        placement: Placement<'_>,
+        expiry: Expiry,
+    ) -> Result<Option<u64>, StoreError> {
+        self.node_for(placement.route_key(key)).touch(key, expiry).await
+    }
+
     async fn stats(&self) -> Vec<ServerStats> {
         futures_util::future::join_all(self.nodes.iter().map(ServerNode::stats)).await
     }
