@@ -52,6 +52,9 @@ use counters::bump;
 use live::Live;
 use lookup::Hint;
 
+/// Room [`Cache::max_body_bytes`] keeps in a body item for the headers it replays.
+const BODY_HEADERS_RESERVE: usize = 8 * 1024;
+
 /// The engine. Cheap to clone.
 #[derive(Clone)]
 pub struct Cache {
@@ -100,6 +103,15 @@ impl Cache {
     /// The settings.
     pub fn config(&self) -> &CacheConfig {
         &self.inner.config
+    }
+
+    /// The largest body a fill can store now: the store's item limit ([`Store::max_item_bytes`], for Memcached
+    /// the smallest `item_size_max` of its servers less headroom) less room for the headers a body item
+    /// replays. A body above it is refused at commit ([`CommitError::TooLarge`], which marks the resource
+    /// hit-for-pass); a caller that knows the size early (`Content-Length`) should give the fill up at once
+    /// with [`Fill::abandon`] instead of reading the body, so waiters do not queue behind it.
+    pub fn max_body_bytes(&self) -> usize {
+        self.inner.store.max_item_bytes().saturating_sub(BODY_HEADERS_RESERVE)
     }
 
     /// Now, by the engine's clock, in unix milliseconds.

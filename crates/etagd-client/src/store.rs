@@ -316,7 +316,8 @@ pub trait Store: Send + Sync + 'static {
     /// [`Near`](Placement::Near) another key, ask for that key.
     fn server_of(&self, key: &str) -> String;
 
-    /// The largest value the store accepts for one item.
+    /// The largest value the store accepts for one item, as known now: the Memcached store reads each server's
+    /// own limit (`item_size_max`, less headroom) and reports the smallest, so ask again rather than keep it.
     fn max_item_bytes(&self) -> usize;
 
     /// Whether bodies read from this store are worth keeping in process (false for the in-process store).

@@ -690,6 +690,34 @@ async fn a_live_fill_renews_its_short_lease_and_an_abandoned_one_expires_within_
     }
 }
 
+// ---- A body over the store's item limit (embedded store). Not an RFC rule: until bodies are stored in chunks,
+// such a body can never be stored, so the fill must not keep waiters queueing behind it.
+
+#[tokio::test(start_paused = true)]
+async fn a_body_over_the_item_limit_marks_the_resource_hit_for_pass() {
+    let limit = 64 * 1024;
+    let engine = Engine::over(Arc::new(MemoryStore::new(16 << 20).with_max_item_bytes(limit)), CacheConfig::default());
+    assert_eq!(engine.cache.max_body_bytes(), limit - 8 * 1024, "the limit, less room for the replayed headers");
+    let headers = HeaderMap::new();
+    let resource = ResourceKey::new("http", "big.example", "/download");
+    let Lookup::Miss(fill) = engine.lookup(&resource, &headers).await else { panic!("a cold key misses") };
+    let big = "x".repeat(limit + 1);
+    match fill.commit(response(&big, freshness(600), &[], &[])).await {
+        Err(CommitError::TooLarge { size, limit: reported }) => assert!(size > limit && reported == limit),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    for _ in 0..2 {
+        match engine.lookup(&resource, &headers).await {
+            Lookup::Pass { reason } => assert_eq!(reason, "too_large", "waiters go straight to the origin"),
+            other => panic!("expected a pass, got {}", other.label()),
+        }
+    }
+    engine.advance_s(engine.cache.config().pass_ttl.as_secs());
+    let small = "y".repeat(engine.cache.max_body_bytes());
+    engine.fill(&resource, &headers, response(&small, freshness(600), &[], &[])).await;
+    assert_eq!(state_of(&engine.hit(&resource, &headers).await), Expect::Fresh, "a body within the limit is stored");
+}
+
 // ---- Placement: an entry's items live on its head record's server (three memcached servers).
 
 /// Timeouts generous enough for a loaded 2-core machine running many tests at once.

@@ -567,8 +567,9 @@ async fn a_silent_server_times_out_instead_of_hanging() {
 #[tokio::test]
 async fn values_over_the_servers_own_limit_are_too_large() {
     let server = Memcached::start(); // memcached's default -I 1m
-    let config = MemcachedConfig { max_item_bytes: 4 << 20, ..relaxed_config(vec![server.addr()]) };
+    let config = MemcachedConfig { max_item_bytes: Some(4 << 20), ..relaxed_config(vec![server.addr()]) };
     let store = MemcachedStore::connect(config).await.expect("connect");
+    assert!(store.max_item_bytes() < 1 << 20, "the server's limit, not the configured bound");
     let key = format!("{}:big", unique_namespace());
     let result = store.set(&key, Bytes::from(vec![b'x'; 2 << 20]), Expiry::Secs(60), SetCondition::Always).await;
     assert!(matches!(result, Err(StoreError::TooLarge { .. })), "{result:?}");
@@ -579,19 +580,28 @@ async fn values_over_the_servers_own_limit_are_too_large() {
     assert!(store.health()[0].up, "a refused item says nothing about the server");
 }
 
+/// The item limit is read from each server (`stats settings`: `item_size_max`), less headroom for the key and
+/// the item header: a value of exactly that size is stored under the longest key memcached allows, one byte
+/// more is refused before any I/O. Several servers: the smallest limit, so a value fits wherever it lives.
 #[tokio::test]
-async fn larger_items_need_a_larger_server_limit() {
-    let server = Memcached::start_with(&["-I", "2m"]);
-    let config = MemcachedConfig { max_item_bytes: 2 << 20, ..relaxed_config(vec![server.addr()]) };
-    let store = MemcachedStore::connect(config).await.expect("connect");
-    let key = format!("{}:big", unique_namespace());
-    let value = Bytes::from(vec![b'x'; 1536 * 1024]);
-    assert_eq!(
-        store.set(&key, value.clone(), Expiry::Secs(60), SetCondition::Always).await.ok(),
-        Some(SetOutcome::Stored)
-    );
-    let read = store.get_many(&[GetRequest::plain(&key)]).await.remove(0).expect("read");
-    assert_eq!(hit(read).value, value);
+async fn the_item_limit_is_read_from_each_server() {
+    for (flags, item_size_max) in [(&[][..], 1usize << 20), (&["-I", "2m"][..], 2 << 20)] {
+        let server = Memcached::start_with(flags);
+        let store = MemcachedStore::connect(relaxed_config(vec![server.addr()])).await.expect("connect");
+        let limit = store.max_item_bytes();
+        assert!(limit < item_size_max && limit + 1024 > item_size_max, "{flags:?}: {limit}");
+        let prefix = unique_namespace();
+        let key = format!("{prefix}:{}", "k".repeat(249 - prefix.len()));
+        let value = Bytes::from(vec![b'x'; limit]);
+        let stored = store.set(&key, value.clone(), Expiry::Secs(60), SetCondition::Always).await;
+        assert_eq!(stored.ok(), Some(SetOutcome::Stored), "{flags:?}: a value at the limit fits");
+        assert_eq!(hit(store.get_many(&[GetRequest::plain(&key)]).await.remove(0).expect("read")).value, value);
+        let over = store.set(&key, Bytes::from(vec![b'x'; limit + 1]), Expiry::Secs(60), SetCondition::Always).await;
+        assert!(matches!(over, Err(StoreError::TooLarge { .. })), "{flags:?}: {over:?}");
+    }
+    let (small, large) = (Memcached::start(), Memcached::start_with(&["-I", "2m"]));
+    let store = MemcachedStore::connect(relaxed_config(vec![small.addr(), large.addr()])).await.expect("connect");
+    assert!(store.max_item_bytes() < 1 << 20, "the smallest of the servers' limits");
 }
 
 // ---- Embedded store only.

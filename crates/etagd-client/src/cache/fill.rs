@@ -26,7 +26,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 
 use super::{Cache, Live, LookupRequest, bump, inflight, renew};
-use crate::cacheability::Freshness;
+use crate::cacheability::{Freshness, NoStoreReason};
 use crate::entry::{EntryMeta, Generations, HeadRecord, PassMarker, StoredBody, VaryIndex};
 use crate::etag::EntityTag;
 use crate::generation::{Generation, random_value};
@@ -40,6 +40,16 @@ pub enum CommitError {
     /// An invalidation landed while the origin was answering.
     #[error("an invalidation landed while the origin was answering; the response was not stored")]
     Invalidated,
+    /// The body (with the headers it replays) is larger than the store's item limit
+    /// ([`Cache::max_body_bytes`]). The resource was marked hit-for-pass (`too_large`), so the waiters go
+    /// straight to the origin instead of queueing behind one filler after another.
+    #[error("the body item is {size} bytes, above the store's item limit of {limit} bytes; marked hit-for-pass")]
+    TooLarge {
+        /// The size of the body item (body and replayed headers).
+        size: usize,
+        /// The store's item limit.
+        limit: usize,
+    },
     /// Another writer (or an invalidation of the URL) replaced what the lookup saw.
     #[error("the entry changed since the lookup (another fill or an invalidation); the response was not stored")]
     Raced,
@@ -202,11 +212,22 @@ impl Fill {
     /// Stores a response. On error nothing new is reachable and whatever the fill held is released.
     pub async fn commit(mut self, response: FillResponse) -> Result<Arc<EntryMeta>, CommitError> {
         self.stop_renewal().await;
-        let result = self.write(response).await;
+        let result = match self.write(response).await {
+            // The server refused an item the known limit let through (its limit was lowered since it was read).
+            Err(CommitError::Store(StoreError::TooLarge { size, limit, .. })) => {
+                Err(CommitError::TooLarge { size, limit })
+            }
+            other => other,
+        };
         match &result {
             Ok(_) => bump(&self.cache.inner.counters.fills_stored),
             Err(CommitError::Invalidated) => bump(&self.cache.inner.counters.fills_invalidated),
             Err(CommitError::Raced) => bump(&self.cache.inner.counters.fills_raced),
+            Err(CommitError::TooLarge { .. }) => {
+                // Until bodies are stored in chunks, a body this large never will be: let the waiters go.
+                let pass_ttl = self.cache.config().pass_ttl;
+                self.mark_pass(NoStoreReason::TooLarge.as_str(), pass_ttl).await;
+            }
             Err(CommitError::Store(error)) => self.cache.store_error(error),
         }
         self.release(result.is_ok()).await;
@@ -246,6 +267,14 @@ impl Fill {
     pub async fn abandon_for(mut self, reason: Option<&str>, pass_ttl: std::time::Duration) {
         self.stop_renewal().await;
         if let Some(reason) = reason {
+            self.mark_pass(reason, pass_ttl).await;
+        }
+        self.release(false).await;
+    }
+
+    /// Writes a hit-for-pass marker over what the lookup saw: the head record, or for a Vary variant its slot.
+    async fn mark_pass(&mut self, reason: &str, pass_ttl: std::time::Duration) {
+        {
             let marker = HeadRecord::Pass(PassMarker {
                 until_ms: self.cache.now_ms().saturating_add(pass_ttl.as_millis() as u64),
                 reason: reason.to_owned(),
@@ -267,7 +296,6 @@ impl Fill {
                 self.cache.store_error(&error);
             }
         }
-        self.release(false).await;
     }
 
     async fn release(&mut self, committed: bool) {
@@ -375,6 +403,16 @@ impl Fill {
         hinted_vary.sort();
         hinted_vary.dedup();
         cache.remember(&self.resource, &hinted_vary, &response.tags);
+        // Nothing is written, nor any counter created, for a body the store cannot hold.
+        let limit = store.max_item_bytes();
+        let body_item = StoredBody::encode(&response.headers, &response.body);
+        let size = body_item.len();
+        if size > limit {
+            return Err(CommitError::TooLarge { size, limit });
+        }
+        // An encoding that came out larger than the limit is left out; identity still serves every client.
+        let mut response = response;
+        response.codings.retain(|(_, encoded)| encoded.len().saturating_add(size - response.body.len()) + 64 <= limit);
         let mut generations = self.generations(&response.tags).await?;
         let now_ms = cache.now_ms();
         let fill_id = random_value();
@@ -421,7 +459,6 @@ impl Fill {
         //    Each is placed beside the head record, so one server's loss never leaves a head without its body.
         let head_key = ns.head_key(&self.resource);
         let near = Placement::Near(&head_key);
-        let body_item = StoredBody::encode(&response.headers, &response.body);
         let identity_key = ns.body_key(&entry_digest, fill_id, None);
         store.set_placed(&identity_key, near, body_item, expiry, SetCondition::Always).await?;
         // The filling process keeps what it wrote, so its first hit does not read it back.
