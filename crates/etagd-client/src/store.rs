@@ -1,9 +1,10 @@
 //! The storage abstraction: a small set of Memcached meta-protocol verbs that both stores implement.
 //!
-//! The cache engine needs five things from a store: a batched read that can hand out a fill lease on a miss
+//! The cache engine needs six things from a store: a batched read that can hand out a fill lease on a miss
 //! (`mg ... N`), a conditional write (`ms` plain, add, or compare-and-swap), a hard or soft delete
-//! (`md`, `md I`), per-server statistics and per-server health. Reads, writes and deletes can carry a routing
-//! hint ([`Placement`]) so that related items share the server of the item they belong to.
+//! (`md`, `md I`), a touch that keeps a lease alive (`mg ... T`), per-server statistics and per-server health.
+//! Reads, writes, deletes and touches can carry a routing hint ([`Placement`]) so that related items share the
+//! server of the item they belong to.
 //! [`memcached::MemcachedStore`] maps them onto real servers; [`memory::MemoryStore`] implements the same
 //! semantics in process, bounded by bytes. Both pass the same contract tests (`tests/store_contract.rs`).
 //!
