@@ -536,6 +536,21 @@ async fn a_lease_won_by_a_reader_that_gave_up_is_released() {
             other => panic!("the abandoned placeholder was not released: {other:?}"),
         }
     }
+    // The same for the refresh token of a soft-deleted item: handed back, the next leased reader wins it.
+    let soft = format!("{}:soft", unique_namespace());
+    store.set(&soft, Bytes::from_static(b"old"), Expiry::Secs(300), SetCondition::Always).await.expect("write");
+    store.delete(&soft, DeleteMode::Stale { grace: Duration::from_secs(60) }).await.expect("soft delete");
+    let requests = [GetRequest::leased(&soft, 30)];
+    assert!(store.get_many(&requests).now_or_never().is_none(), "the read is in flight");
+    loop {
+        match store.get_many(&requests).await.remove(0).expect("read") {
+            GetOutcome::Hit(Item { stale: true, lease: Lease::Won { .. }, .. }) => break,
+            GetOutcome::Hit(Item { stale: true, lease: Lease::Busy, .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => panic!("the abandoned refresh token was not handed back: {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]

@@ -5,7 +5,10 @@
 //!
 //! Renewal stops before the fill writes anything (commit or hit-for-pass), and no touch is in flight once it
 //! has stopped, so a touch never shortens the life of what the fill stored. It also stops as soon as the item
-//! is gone or is no longer the placeholder this fill created (released, expired, invalidated).
+//! is gone or is no longer the placeholder this fill created (released, expired, invalidated). A touch cannot
+//! be made conditional on the CAS (`mg` has no compare), so in one race, where the placeholder was deleted and
+//! another filler stored an entry under the key since the last renewal, that one touch shortens the entry's
+//! life to one lease: it then misses early and is refilled, which fails towards a miss.
 
 use std::sync::Arc;
 use std::time::Duration;
