@@ -1,5 +1,6 @@
 //! A Memcached that stops answering mid-batch (issue 9): every waiting request falls back to the origin once
-//! the batch deadline passes, none becomes an error, and the cache comes back by itself when the server does.
+//! the batch deadline passes, none becomes an error, and the cache comes back by itself when the server does;
+//! and no lease a frozen server left behind blocks a URL past the short fill lease (issue 14).
 
 use std::time::Duration;
 
@@ -53,6 +54,67 @@ async fn a_frozen_memcached_turns_no_request_into_an_error() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(hit, "the cache came back after memcached resumed");
+        replica.shutdown().await;
+    })
+    .await;
+}
+
+/// Issue 14: Memcached frozen while cold URLs are asked. The lookups time out and go to the origin, but the
+/// server, once thawed, still executes the leased reads it had buffered: each creates a fill placeholder whose
+/// win token nobody receives. Such an orphan must block its URL for one short lease at most (`--fill-lease`,
+/// 5 s by default), not for a long one: measured before, each of those URLs waited out `--fill-wait` for up to
+/// 30 s. So after thawing, every URL is cached again within the default lease, plus slack for a loaded machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_frozen_memcached_no_url_stays_busy_past_the_lease() {
+    guard(async {
+        let origin = Origin::start().await;
+        let paths: Vec<String> = (0..6).map(|n| format!("/orphan/{n}")).collect();
+        for path in &paths {
+            origin.route(path, Route::cacheable());
+        }
+        origin.route("/warm", Route::cacheable());
+        let memcached = Memcached::start();
+        let fleet = Fleet::new(&origin, &[&memcached]);
+        let replica = fleet
+            .replica(&[
+                "--memcached-timeout",
+                "150ms",
+                "--memcached-connect-timeout",
+                "50ms",
+                "--memcached-backoff",
+                "200ms",
+                "--fill-wait",
+                "1s",
+            ])
+            .await;
+        replica.get_ok("/warm").await;
+
+        memcached.pause();
+        let replies = join_all(paths.iter().map(|path| replica.get(path, &[]))).await;
+        for reply in &replies {
+            assert_eq!(reply.status, 200, "{}", reply.cache_status());
+        }
+        memcached.resume();
+        let thawed = tokio::time::Instant::now();
+
+        // The default lease (5 s), plus slack for the back-off, the probe and a loaded machine; a lease of the
+        // old default (30 s) would keep every URL busy far beyond it.
+        let bound = Duration::from_secs(5 + 4);
+        let mut cached = vec![false; paths.len()];
+        while cached.iter().any(|done| !done) {
+            assert!(
+                thawed.elapsed() < bound,
+                "URLs still not cached {:?} after memcached thawed: {:?}",
+                thawed.elapsed(),
+                paths.iter().zip(&cached).filter(|(_, done)| !**done).map(|(path, _)| path).collect::<Vec<_>>()
+            );
+            let round = join_all(paths.iter().map(|path| replica.get(path, &[]))).await;
+            for (done, reply) in cached.iter_mut().zip(&round) {
+                assert_eq!(reply.status, 200, "{}", reply.cache_status());
+                *done |= reply.is_hit();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         replica.shutdown().await;
     })
     .await;

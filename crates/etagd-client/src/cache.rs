@@ -21,8 +21,9 @@
 //! One concern per file: `config` (settings and the clock), `lookup` (the batched read, the judgement of what
 //! it found, refresh permits and locks, read hints), `live` (generation counters read and checked), `body` (body
 //! reads and the in-process body cache), `fill` (the commit protocol), `invalidate`, `inspect` (what operators
-//! see), `counters`, `inflight` (waiting for a fill in this process) and `memo` (decoded entries). An entry's
-//! bodies, variant and refresh lock are placed on its head record's server ([`crate::store::Placement`]).
+//! see), `counters`, `inflight` (waiting for a fill in this process), `memo` (decoded entries) and `renew`
+//! (keeping a fill's short lease alive while it works). An entry's bodies, variant and refresh lock are placed
+//! on its head record's server ([`crate::store::Placement`]).
 
 mod body;
 mod config;
@@ -34,6 +35,7 @@ mod invalidate;
 mod live;
 mod lookup;
 mod memo;
+mod renew;
 
 use std::sync::Arc;
 
@@ -49,6 +51,9 @@ use crate::store::{Store, StoreError};
 use counters::bump;
 use live::Live;
 use lookup::Hint;
+
+/// Room [`Cache::max_body_bytes`] keeps in a body item for the headers it replays.
+const BODY_HEADERS_RESERVE: usize = 8 * 1024;
 
 /// The engine. Cheap to clone.
 #[derive(Clone)]
@@ -98,6 +103,15 @@ impl Cache {
     /// The settings.
     pub fn config(&self) -> &CacheConfig {
         &self.inner.config
+    }
+
+    /// The largest body a fill can store now: the store's item limit ([`Store::max_item_bytes`], for Memcached
+    /// the smallest `item_size_max` of its servers less headroom) less room for the headers a body item
+    /// replays. A body above it is refused at commit ([`CommitError::TooLarge`], which marks the resource
+    /// hit-for-pass); a caller that knows the size early (`Content-Length`) should give the fill up at once
+    /// with [`Fill::abandon`] instead of reading the body, so waiters do not queue behind it.
+    pub fn max_body_bytes(&self) -> usize {
+        self.inner.store.max_item_bytes().saturating_sub(BODY_HEADERS_RESERVE)
     }
 
     /// Now, by the engine's clock, in unix milliseconds.

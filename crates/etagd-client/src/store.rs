@@ -1,9 +1,10 @@
 //! The storage abstraction: a small set of Memcached meta-protocol verbs that both stores implement.
 //!
-//! The cache engine needs five things from a store: a batched read that can hand out a fill lease on a miss
+//! The cache engine needs six things from a store: a batched read that can hand out a fill lease on a miss
 //! (`mg ... N`), a conditional write (`ms` plain, add, or compare-and-swap), a hard or soft delete
-//! (`md`, `md I`), per-server statistics and per-server health. Reads, writes and deletes can carry a routing
-//! hint ([`Placement`]) so that related items share the server of the item they belong to.
+//! (`md`, `md I`), a touch that keeps a lease alive (`mg ... T`), per-server statistics and per-server health.
+//! Reads, writes, deletes and touches can carry a routing hint ([`Placement`]) so that related items share the
+//! server of the item they belong to.
 //! [`memcached::MemcachedStore`] maps them onto real servers; [`memory::MemoryStore`] implements the same
 //! semantics in process, bounded by bytes. Both pass the same contract tests (`tests/store_contract.rs`).
 //!
@@ -295,6 +296,17 @@ pub trait Store: Send + Sync + 'static {
         self.delete_placed(key, Placement::Own, mode).await
     }
 
+    /// Extends the life of an item to `expiry` without changing its value or CAS (`mg <key> c T<ttl>`), on the
+    /// server `placement` names: how a filler keeps its lease placeholder or refresh lock alive while it works,
+    /// so that leases can be short. Returns the item's CAS, or `None` when there is no item (the lease expired
+    /// or was released).
+    async fn touch_placed(
+        &self,
+        key: &str,
+        placement: Placement<'_>,
+        expiry: Expiry,
+    ) -> Result<Option<u64>, StoreError>;
+
     /// Statistics per server.
     async fn stats(&self) -> Vec<ServerStats>;
 
@@ -305,7 +317,8 @@ pub trait Store: Send + Sync + 'static {
     /// [`Near`](Placement::Near) another key, ask for that key.
     fn server_of(&self, key: &str) -> String;
 
-    /// The largest value the store accepts for one item.
+    /// The largest value the store accepts for one item, as known now: the Memcached store reads each server's
+    /// own limit (`item_size_max`, less headroom) and reports the smallest, so ask again rather than keep it.
     fn max_item_bytes(&self) -> usize;
 
     /// Whether bodies read from this store are worth keeping in process (false for the in-process store).

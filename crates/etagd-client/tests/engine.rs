@@ -6,7 +6,7 @@
 //! test clock. Neither needs a sleep. The placement tests at the end need three real memcached servers.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,10 +14,14 @@ use etagd_client::cache::{
     Cache, CacheConfig, Clock, CommitError, FillResponse, Hit, HitState, Invalidation, Lookup, LookupRequest,
 };
 use etagd_client::cacheability::Freshness;
+use etagd_client::generation::Generation;
 use etagd_client::key::{Namespace, ResourceKey};
 use etagd_client::store::memcached::{MemcachedConfig, MemcachedStore};
 use etagd_client::store::memory::MemoryStore;
-use etagd_client::store::{GetOutcome, GetRequest, Store};
+use etagd_client::store::{
+    DeleteMode, Expiry, GetOutcome, GetRequest, Lease, Placement, ServerHealth, ServerStats, SetCondition, SetOutcome,
+    Store, StoreError,
+};
 use etagd_testkit::{Memcached, unique_namespace};
 use http::HeaderMap;
 
@@ -430,6 +434,288 @@ async fn a_fill_racing_an_invalidation_is_never_served() {
         Lookup::Miss(_) => {}
         other => panic!("the late write must not be served, got {}", other.label()),
     }
+}
+
+// ---- Grace never serves what the response forbade to serve stale (embedded store, test clock).
+
+/// RFC 9111 section 4.2.4: "A cache MUST NOT generate a stale response if it is prohibited by an explicit
+/// in-protocol directive (e.g., by a no-cache response directive, a must-revalidate response directive, or an
+/// applicable s-maxage or proxy-revalidate response directive)". A soft invalidation (URL, tag or namespace)
+/// makes an entry stale; one stored with such a directive is refilled at once instead of served in grace,
+/// while an entry without one is served in grace.
+#[tokio::test(start_paused = true)]
+async fn grace_never_serves_an_entry_that_forbids_serving_stale() {
+    let url = "http://strict.example/a";
+    for target in targets(url) {
+        for must_revalidate in [false, true] {
+            let what = format!("{} must_revalidate {must_revalidate}", target.kind);
+            let engine = memory_engine();
+            let headers = HeaderMap::new();
+            let resource = ResourceKey::from_url(url).expect("a valid url");
+            // `cacheability::storable` records `must-revalidate`, `proxy-revalidate`, `no-cache` and `s-maxage` as
+            // `must_revalidate` (a shared cache applies all four).
+            let fresh = Freshness { must_revalidate, ..freshness(600) };
+            engine.fill(&resource, &headers, response("v1", fresh, &["tag-a"], &[])).await;
+            let invalidation = Invalidation { grace_s: Some(30), ..target.invalidation.clone() };
+            let report = engine.cache.invalidate(&invalidation).await.expect("a valid invalidation");
+            assert!(report.complete, "{what}: {report:?}");
+            match engine.lookup(&resource, &headers).await {
+                Lookup::Hit(hit) if !must_revalidate => assert_eq!(hit.state, HitState::Grace, "{what}"),
+                Lookup::Miss(fill) if must_revalidate => {
+                    assert!(fill.is_leader(), "{what}: one caller refills it");
+                    assert!(
+                        matches!(engine.lookup(&resource, &headers).await, Lookup::Busy),
+                        "{what}: the others wait for that refill rather than get the stale entry"
+                    );
+                }
+                other => panic!("{what}: got {}", other.label()),
+            }
+        }
+    }
+}
+
+// ---- A soft invalidation never undoes a hard one (embedded store behind a store that interleaves a write).
+
+/// The embedded store, meddled with: a hard invalidation of one counter slipped in right after the first read
+/// of it once armed (the interleaving of two invalidations sent at once, one soft: read then write, one hard:
+/// a write), or every delete lost (a filler whose release never arrives).
+struct Meddling {
+    inner: MemoryStore,
+    key: std::sync::Mutex<String>,
+    hard_value: Bytes,
+    done: AtomicBool,
+    lose_deletes: AtomicBool,
+}
+
+impl Meddling {
+    fn new() -> Self {
+        Self {
+            inner: MemoryStore::new(16 << 20),
+            key: std::sync::Mutex::new(String::new()),
+            hard_value: Generation::invalidated(None, 1_750_000_000_000, None).encode(),
+            done: AtomicBool::new(true),
+            lose_deletes: AtomicBool::new(false),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for Meddling {
+    async fn get_many(&self, requests: &[GetRequest]) -> Vec<Result<GetOutcome, StoreError>> {
+        let results = self.inner.get_many(requests).await;
+        let key = self.key.lock().expect("not poisoned").clone();
+        if requests.iter().any(|request| request.key == key) && !self.done.swap(true, Ordering::SeqCst) {
+            let hard = self.hard_value.clone();
+            self.inner.set(&key, hard, Expiry::Never, SetCondition::Always).await.expect("the hard write");
+        }
+        results
+    }
+    async fn set_placed(
+        &self,
+        key: &str,
+        placement: Placement<'_>,
+        value: Bytes,
+        expiry: Expiry,
+        condition: SetCondition,
+    ) -> Result<SetOutcome, StoreError> {
+        self.inner.set_placed(key, placement, value, expiry, condition).await
+    }
+    async fn delete_placed(&self, key: &str, placement: Placement<'_>, mode: DeleteMode) -> Result<bool, StoreError> {
+        if self.lose_deletes.load(Ordering::SeqCst) {
+            return Err(StoreError::Timeout { server: "embedded".to_owned(), timeout: Duration::from_millis(100) });
+        }
+        self.inner.delete_placed(key, placement, mode).await
+    }
+    async fn touch_placed(
+        &self,
+        key: &str,
+        placement: Placement<'_>,
+        expiry: Expiry,
+    ) -> Result<Option<u64>, StoreError> {
+        self.inner.touch_placed(key, placement, expiry).await
+    }
+    async fn stats(&self) -> Vec<ServerStats> {
+        self.inner.stats().await
+    }
+    fn health(&self) -> Vec<ServerHealth> {
+        self.inner.health()
+    }
+    fn server_of(&self, key: &str) -> String {
+        self.inner.server_of(key)
+    }
+    fn max_item_bytes(&self) -> usize {
+        self.inner.max_item_bytes()
+    }
+    fn is_remote(&self) -> bool {
+        false
+    }
+}
+
+/// A soft invalidation reads a counter and writes it back with the old value kept for grace. A hard
+/// invalidation that lands between the read and the write must win: entries filled before it are never served
+/// again, not even in grace.
+#[tokio::test(start_paused = true)]
+async fn a_soft_invalidation_never_overwrites_a_hard_one_that_landed_in_between() {
+    for kind in ["tag", "all"] {
+        let store = Arc::new(Meddling::new());
+        let engine = Engine::over(store.clone(), CacheConfig::default());
+        let namespace = &engine.cache.config().namespace;
+        *store.key.lock().expect("not poisoned") = match kind {
+            "tag" => namespace.tag_generation_key("tag-a"),
+            _ => namespace.all_generation_key(),
+        };
+        let headers = HeaderMap::new();
+        let resource = ResourceKey::new("http", "soft.example", "/a");
+        engine.fill(&resource, &headers, response("v1", freshness(600), &["tag-a"], &[])).await;
+        // Arm the interleaving only now, so the fill's own reads are untouched.
+        store.done.store(false, Ordering::SeqCst);
+        let invalidation = match kind {
+            "tag" => Invalidation { tags: vec!["tag-a".to_owned()], grace_s: Some(30), ..Invalidation::default() },
+            _ => Invalidation { all: true, grace_s: Some(30), ..Invalidation::default() },
+        };
+        let report = engine.cache.invalidate(&invalidation).await.expect("a valid invalidation");
+        assert!(report.complete, "{kind}: {report:?}");
+        assert!(store.done.load(Ordering::SeqCst), "{kind}: the hard write was interleaved");
+        match engine.lookup(&resource, &headers).await {
+            Lookup::Miss(_) => {}
+            other => panic!("{kind}: the entry predates a hard invalidation, yet got {}", other.label()),
+        }
+    }
+}
+
+// ---- Vary variants get hit-for-pass markers and leave no orphaned leases (embedded store, test clock).
+
+fn with_language(language: &'static str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::ACCEPT_LANGUAGE, http::HeaderValue::from_static(language));
+    headers
+}
+
+/// An unstorable answer for one variant of a varying resource marks that variant hit-for-pass, so its waiters
+/// go straight to the origin instead of queueing one after the other behind each new filler; the resource's
+/// other variants stay cached.
+#[tokio::test(start_paused = true)]
+async fn an_unstorable_variant_is_marked_hit_for_pass_and_the_others_stay_cached() {
+    let engine = memory_engine();
+    let resource = ResourceKey::new("http", "vary.example", "/page");
+    let (en, de) = (with_language("en"), with_language("de"));
+    engine.fill(&resource, &en, response("english", freshness(600), &[], &["accept-language"])).await;
+    let Lookup::Miss(fill) = engine.lookup(&resource, &de).await else { panic!("the de variant is not stored") };
+    assert!(fill.is_leader(), "the de variant's filler holds its lease");
+    fill.abandon(Some("private")).await;
+    for _ in 0..2 {
+        match engine.lookup(&resource, &de).await {
+            Lookup::Pass { reason } => assert_eq!(reason, "private"),
+            other => panic!("expected the de variant to be passed, got {}", other.label()),
+        }
+    }
+    assert_eq!(state_of(&engine.hit(&resource, &en).await), Expect::Fresh, "the en variant stays cached");
+    engine.advance_s(engine.cache.config().pass_ttl.as_secs());
+    engine.fill(&resource, &de, response("deutsch", freshness(600), &[], &["accept-language"])).await;
+    assert_eq!(state_of(&engine.hit(&resource, &de).await), Expect::Fresh, "cached again once the marker ends");
+}
+
+/// The first round reads the variant this process expects with a lease; when the head turns out not to need
+/// it (here: the URL was invalidated, so the head itself is missing and its lease is the one that counts), the
+/// variant's placeholder is released at once rather than left to block that variant until it expires.
+#[tokio::test(start_paused = true)]
+async fn a_hinted_variant_lease_the_lookup_does_not_use_is_released() {
+    let engine = memory_engine();
+    let resource = ResourceKey::new("http", "vary.example", "/hinted");
+    let (en, de) = (with_language("en"), with_language("de"));
+    engine.fill(&resource, &en, response("english", freshness(600), &[], &["accept-language"])).await;
+    engine
+        .cache
+        .invalidate(&Invalidation { urls: vec![resource.url()], ..Invalidation::default() })
+        .await
+        .expect("a valid invalidation");
+    let Lookup::Miss(fill) = engine.lookup(&resource, &de).await else { panic!("invalidated: a miss") };
+    let ns = &engine.cache.config().namespace;
+    let variant_key = ns.variant_key(&resource.variant(&["accept-language".to_owned()], &de));
+    let read = GetRequest::plain(variant_key).near(ns.head_key(&resource));
+    let found = engine.cache.store().get_many(&[read]).await.pop().expect("one result").expect("read");
+    assert_eq!(found, GetOutcome::Miss { lease: Lease::None }, "no placeholder left on the variant");
+    fill.abandon(None).await;
+}
+
+// ---- Short leases, renewed while the fill works (embedded store, tokio's paused clock). Not an RFC rule:
+// etagd's own, so that an abandoned lease blocks a resource for one short lease at most.
+
+/// Lets tokio's paused clock run one second at a time, so background renewals run on schedule.
+async fn run_for_s(secs: u64) {
+    for _ in 0..secs {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        tokio::task::yield_now().await;
+    }
+}
+
+/// A fill that takes longer than its lease keeps it: others see the resource busy (and wait for the one fill)
+/// for as long as the filler works. When the filler goes away and its release is lost, the lease ends within
+/// one `fill_lease` and the next caller fills.
+#[tokio::test(start_paused = true)]
+async fn a_live_fill_renews_its_short_lease_and_an_abandoned_one_expires_within_it() {
+    let store = Arc::new(Meddling::new());
+    let engine = Engine::over(store.clone(), CacheConfig::default());
+    let lease_s = engine.cache.config().fill_lease.as_secs();
+    assert_eq!(lease_s, 5, "the default lease is short");
+    let headers = HeaderMap::new();
+    for (what, resource) in [
+        ("a cold key's placeholder", ResourceKey::new("http", "lease.example", "/cold")),
+        ("an invalidated entry's refresh lock", ResourceKey::new("http", "lease.example", "/invalidated")),
+    ] {
+        if what.contains("lock") {
+            engine.fill(&resource, &headers, response("v1", freshness(600), &["t"], &[])).await;
+            let invalidation = Invalidation { tags: vec!["t".to_owned()], ..Invalidation::default() };
+            engine.cache.invalidate(&invalidation).await.expect("a valid invalidation");
+        }
+        let Lookup::Miss(fill) = engine.lookup(&resource, &headers).await else { panic!("{what}: a miss") };
+        assert!(fill.is_leader(), "{what}");
+        run_for_s(4 * lease_s).await;
+        assert!(matches!(engine.lookup(&resource, &headers).await, Lookup::Busy), "{what}: still held while alive");
+        store.lose_deletes.store(true, Ordering::SeqCst);
+        drop(fill);
+        // The last renewal was less than a third of a lease ago: the lease ends within one lease from now.
+        run_for_s(lease_s).await;
+        store.lose_deletes.store(false, Ordering::SeqCst);
+        match engine.lookup(&resource, &headers).await {
+            Lookup::Miss(fill) => {
+                assert!(fill.is_leader(), "{what}: the next caller fills");
+                fill.commit(response("v2", freshness(600), &["t"], &[])).await.expect("stored");
+            }
+            other => panic!("{what}: the abandoned lease must have expired, got {}", other.label()),
+        }
+        // The committed entry is not touched by the ended renewal: it lives its own lifetime.
+        run_for_s(2 * lease_s).await;
+        assert_eq!(state_of(&engine.hit(&resource, &headers).await), Expect::Fresh, "{what}");
+    }
+}
+
+// ---- A body over the store's item limit (embedded store). Not an RFC rule: until bodies are stored in chunks,
+// such a body can never be stored, so the fill must not keep waiters queueing behind it.
+
+#[tokio::test(start_paused = true)]
+async fn a_body_over_the_item_limit_marks_the_resource_hit_for_pass() {
+    let limit = 64 * 1024;
+    let engine = Engine::over(Arc::new(MemoryStore::new(16 << 20).with_max_item_bytes(limit)), CacheConfig::default());
+    assert_eq!(engine.cache.max_body_bytes(), limit - 8 * 1024, "the limit, less room for the replayed headers");
+    let headers = HeaderMap::new();
+    let resource = ResourceKey::new("http", "big.example", "/download");
+    let Lookup::Miss(fill) = engine.lookup(&resource, &headers).await else { panic!("a cold key misses") };
+    let big = "x".repeat(limit + 1);
+    match fill.commit(response(&big, freshness(600), &[], &[])).await {
+        Err(CommitError::TooLarge { size, limit: reported }) => assert!(size > limit && reported == limit),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    for _ in 0..2 {
+        match engine.lookup(&resource, &headers).await {
+            Lookup::Pass { reason } => assert_eq!(reason, "too_large", "waiters go straight to the origin"),
+            other => panic!("expected a pass, got {}", other.label()),
+        }
+    }
+    engine.advance_s(engine.cache.config().pass_ttl.as_secs());
+    let small = "y".repeat(engine.cache.max_body_bytes());
+    engine.fill(&resource, &headers, response(&small, freshness(600), &[], &[])).await;
+    assert_eq!(state_of(&engine.hit(&resource, &headers).await), Expect::Fresh, "a body within the limit is stored");
 }
 
 // ---- Placement: an entry's items live on its head record's server (three memcached servers).

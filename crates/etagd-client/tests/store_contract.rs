@@ -122,7 +122,29 @@ contract_tests!(
     stats_and_health_report_the_server,
     concurrent_readers_share_plain_reads_but_never_a_lease,
     every_verb_honours_a_placement,
+    a_touch_keeps_a_placeholder_alive_with_its_cas,
 );
+
+/// A filler renews its lease by touching the placeholder: the placeholder outlives its first lifetime, keeps
+/// its CAS (so the fill still commits over it) and still answers `Busy` to others. A touch of a stored item
+/// keeps its value; a touch of nothing reports that nothing is there (the lease was lost).
+async fn a_touch_keeps_a_placeholder_alive_with_its_cas(f: Fixture) {
+    let key = f.key("touched");
+    let GetOutcome::Miss { lease } = f.read(GetRequest::leased(&key, 1)).await else { panic!("a cold key misses") };
+    let cas = won(lease);
+    let touched = f.store.touch_placed(&key, Placement::Own, Expiry::Secs(30)).await.expect("touch");
+    assert_eq!(touched, Some(cas), "a touch keeps the placeholder's CAS");
+    // memcached counts whole seconds; two are enough to outlive a one-second lease (instant under paused time).
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(f.leased(&key).await, GetOutcome::Miss { lease: Lease::Busy }, "the placeholder outlived its lease");
+    assert_eq!(f.put(&key, "filled", SetCondition::Cas(cas)).await, SetOutcome::Stored, "the filler commits over it");
+    let item = hit(f.get(&key).await);
+    let touched = f.store.touch_placed(&key, Placement::Own, Expiry::Secs(60)).await.expect("touch");
+    assert_eq!(touched, Some(item.cas));
+    assert_eq!(hit(f.get(&key).await).value, "filled");
+    let nothing = f.store.touch_placed(&f.key("never-stored"), Placement::Own, Expiry::Secs(5)).await;
+    assert_eq!(nothing.expect("touch"), None);
+}
 
 /// An item placed near another key is read, leased, written under CAS and deleted through the same placement
 /// (one server: the hint changes nothing, and must not break anything).
@@ -491,6 +513,46 @@ async fn an_item_placed_near_a_key_lives_on_that_keys_server() {
     }
 }
 
+/// A leased read whose caller gave up before the answer came (its deadline passed while the batch waited its
+/// turn, or its request was cancelled) must not leave a placeholder that blocks every other caller for the
+/// whole lease: the coalescer releases what nobody received.
+#[tokio::test]
+async fn a_lease_won_by_a_reader_that_gave_up_is_released() {
+    use futures_util::FutureExt;
+    let server = Memcached::start();
+    let store = MemcachedStore::connect(relaxed_config(vec![server.addr()])).await.expect("connect");
+    let key = format!("{}:abandoned", unique_namespace());
+    let requests = [GetRequest::leased(&key, 30)];
+    // Polled once: the read is queued for the server, then the caller goes away.
+    assert!(store.get_many(&requests).now_or_never().is_none(), "the read is in flight");
+    // A hang guard, not a performance assertion: the placeholder would block for 30 s without the release.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match store.get_many(&requests).await.remove(0).expect("read") {
+            GetOutcome::Miss { lease: Lease::Won { .. } } => break,
+            GetOutcome::Miss { lease: Lease::Busy } if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => panic!("the abandoned placeholder was not released: {other:?}"),
+        }
+    }
+    // The same for the refresh token of a soft-deleted item: handed back, the next leased reader wins it.
+    let soft = format!("{}:soft", unique_namespace());
+    store.set(&soft, Bytes::from_static(b"old"), Expiry::Secs(300), SetCondition::Always).await.expect("write");
+    store.delete(&soft, DeleteMode::Stale { grace: Duration::from_secs(60) }).await.expect("soft delete");
+    let requests = [GetRequest::leased(&soft, 30)];
+    assert!(store.get_many(&requests).now_or_never().is_none(), "the read is in flight");
+    loop {
+        match store.get_many(&requests).await.remove(0).expect("read") {
+            GetOutcome::Hit(Item { stale: true, lease: Lease::Won { .. }, .. }) => break,
+            GetOutcome::Hit(Item { stale: true, lease: Lease::Busy, .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => panic!("the abandoned refresh token was not handed back: {other:?}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_silent_server_times_out_instead_of_hanging() {
     let silent = SilentServer::start();
@@ -520,8 +582,9 @@ async fn a_silent_server_times_out_instead_of_hanging() {
 #[tokio::test]
 async fn values_over_the_servers_own_limit_are_too_large() {
     let server = Memcached::start(); // memcached's default -I 1m
-    let config = MemcachedConfig { max_item_bytes: 4 << 20, ..relaxed_config(vec![server.addr()]) };
+    let config = MemcachedConfig { max_item_bytes: Some(4 << 20), ..relaxed_config(vec![server.addr()]) };
     let store = MemcachedStore::connect(config).await.expect("connect");
+    assert!(store.max_item_bytes() < 1 << 20, "the server's limit, not the configured bound");
     let key = format!("{}:big", unique_namespace());
     let result = store.set(&key, Bytes::from(vec![b'x'; 2 << 20]), Expiry::Secs(60), SetCondition::Always).await;
     assert!(matches!(result, Err(StoreError::TooLarge { .. })), "{result:?}");
@@ -532,19 +595,28 @@ async fn values_over_the_servers_own_limit_are_too_large() {
     assert!(store.health()[0].up, "a refused item says nothing about the server");
 }
 
+/// The item limit is read from each server (`stats settings`: `item_size_max`), less headroom for the key and
+/// the item header: a value of exactly that size is stored under the longest key memcached allows, one byte
+/// more is refused before any I/O. Several servers: the smallest limit, so a value fits wherever it lives.
 #[tokio::test]
-async fn larger_items_need_a_larger_server_limit() {
-    let server = Memcached::start_with(&["-I", "2m"]);
-    let config = MemcachedConfig { max_item_bytes: 2 << 20, ..relaxed_config(vec![server.addr()]) };
-    let store = MemcachedStore::connect(config).await.expect("connect");
-    let key = format!("{}:big", unique_namespace());
-    let value = Bytes::from(vec![b'x'; 1536 * 1024]);
-    assert_eq!(
-        store.set(&key, value.clone(), Expiry::Secs(60), SetCondition::Always).await.ok(),
-        Some(SetOutcome::Stored)
-    );
-    let read = store.get_many(&[GetRequest::plain(&key)]).await.remove(0).expect("read");
-    assert_eq!(hit(read).value, value);
+async fn the_item_limit_is_read_from_each_server() {
+    for (flags, item_size_max) in [(&[][..], 1usize << 20), (&["-I", "2m"][..], 2 << 20)] {
+        let server = Memcached::start_with(flags);
+        let store = MemcachedStore::connect(relaxed_config(vec![server.addr()])).await.expect("connect");
+        let limit = store.max_item_bytes();
+        assert!(limit < item_size_max && limit + 1024 > item_size_max, "{flags:?}: {limit}");
+        let prefix = unique_namespace();
+        let key = format!("{prefix}:{}", "k".repeat(249 - prefix.len()));
+        let value = Bytes::from(vec![b'x'; limit]);
+        let stored = store.set(&key, value.clone(), Expiry::Secs(60), SetCondition::Always).await;
+        assert_eq!(stored.ok(), Some(SetOutcome::Stored), "{flags:?}: a value at the limit fits");
+        assert_eq!(hit(store.get_many(&[GetRequest::plain(&key)]).await.remove(0).expect("read")).value, value);
+        let over = store.set(&key, Bytes::from(vec![b'x'; limit + 1]), Expiry::Secs(60), SetCondition::Always).await;
+        assert!(matches!(over, Err(StoreError::TooLarge { .. })), "{flags:?}: {over:?}");
+    }
+    let (small, large) = (Memcached::start(), Memcached::start_with(&["-I", "2m"]));
+    let store = MemcachedStore::connect(relaxed_config(vec![small.addr(), large.addr()])).await.expect("connect");
+    assert!(store.max_item_bytes() < 1 << 20, "the smallest of the servers' limits");
 }
 
 // ---- Embedded store only.

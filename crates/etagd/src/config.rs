@@ -102,13 +102,15 @@ pub struct Args {
     /// How long a request waits for another replica's fill before asking the origin itself.
     #[arg(long, env = "ETAGD_FILL_WAIT", value_parser = parse_duration, default_value = "5s")]
     pub fill_wait: Duration,
-    /// Lifetime of a fill lease; set above the slowest origin response you want coalesced.
-    #[arg(long, env = "ETAGD_FILL_LEASE", value_parser = parse_duration, default_value = "30s")]
+    /// How long an abandoned fill lease can block others: the lease's lifetime when nobody renews it. A live
+    /// fill renews its lease every third of this while the origin answers, so it need not cover slow views;
+    /// short, so that a lease whose filler died or whose answer was lost (Memcached stalled) expires soon.
+    #[arg(long, env = "ETAGD_FILL_LEASE", value_parser = parse_duration, default_value = "5s")]
     pub fill_lease: Duration,
-    /// Timeout for one origin request (headers). Default: the fill lease, and never longer than it, so a lease
-    /// cannot expire while its filler still waits for the origin (another replica would fill the same key).
-    #[arg(long, env = "ETAGD_ORIGIN_TIMEOUT", value_parser = parse_duration)]
-    pub origin_timeout: Option<Duration>,
+    /// Timeout for one origin request (headers). It need not fit in the fill lease: a live fill renews its
+    /// lease while it waits, so another replica never fills the same key meanwhile.
+    #[arg(long, env = "ETAGD_ORIGIN_TIMEOUT", value_parser = parse_duration, default_value = "60s")]
+    pub origin_timeout: Duration,
     /// While an origin body is read or streamed, the longest wait for its next frame before it is cut.
     #[arg(long, env = "ETAGD_ORIGIN_BODY_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
     pub origin_body_timeout: Duration,
@@ -486,20 +488,9 @@ impl Config {
         if args.fill_lease.is_zero() {
             return Err(invalid("--fill-lease", "must be above 0 (e.g. 30s)"));
         }
-        let origin_timeout = args.origin_timeout.unwrap_or(args.fill_lease);
+        let origin_timeout = args.origin_timeout;
         if origin_timeout.is_zero() {
             return Err(invalid("--origin-timeout", "must be above 0 (e.g. 30s)"));
-        }
-        if origin_timeout > args.fill_lease {
-            return Err(invalid(
-                "--origin-timeout",
-                format!(
-                    "{} is longer than --fill-lease ({}): the lease would expire while the origin is still asked and \
-                     another replica would fill the same key; raise --fill-lease or lower --origin-timeout",
-                    humantime::format_duration(origin_timeout),
-                    humantime::format_duration(args.fill_lease)
-                ),
-            ));
         }
         for (name, value) in
             [("--origin-body-timeout", args.origin_body_timeout), ("--header-read-timeout", args.header_read_timeout)]
@@ -623,21 +614,12 @@ mod tests {
     }
 
     #[test]
-    fn origin_timeout_defaults_to_the_fill_lease_and_never_exceeds_it() {
+    fn timeouts_and_the_short_renewed_lease() {
         let config = parse(&[]).unwrap();
-        assert_eq!((config.fill_lease, config.origin_timeout), (Duration::from_secs(30), Duration::from_secs(30)));
-        let config = parse(&["--fill-lease", "45s"]).unwrap();
-        assert_eq!(config.origin_timeout, Duration::from_secs(45), "follows a longer lease");
-        let config = parse(&["--fill-lease", "10s"]).unwrap();
-        assert_eq!(config.origin_timeout, Duration::from_secs(10), "follows a shorter lease");
-        let config = parse(&["--origin-timeout", "5s"]).unwrap();
-        assert_eq!(config.origin_timeout, Duration::from_secs(5), "a shorter one is kept");
-        let config = parse(&["--origin-timeout", "30s", "--fill-lease", "30s"]).unwrap();
-        assert_eq!(config.origin_timeout, config.fill_lease, "equal is allowed");
-        for args in [&["--origin-timeout", "60s"][..], &["--origin-timeout", "11s", "--fill-lease", "10s"][..]] {
-            let error = parse(args).unwrap_err();
-            assert!(error.contains("--origin-timeout") && error.contains("--fill-lease"), "{args:?}: {error}");
-        }
+        assert_eq!((config.fill_lease, config.origin_timeout), (Duration::from_secs(5), Duration::from_secs(60)));
+        // The lease is renewed while the origin answers, so a slow view needs no long lease.
+        let config = parse(&["--origin-timeout", "120s", "--fill-lease", "5s"]).unwrap();
+        assert_eq!(config.origin_timeout, Duration::from_secs(120));
         assert!(parse(&["--origin-timeout", "0s"]).unwrap_err().contains("--origin-timeout"));
         assert!(parse(&["--fill-lease", "0s"]).unwrap_err().contains("--fill-lease"));
     }

@@ -39,8 +39,10 @@ pub struct CacheConfig {
     pub namespace: Namespace,
     /// How the engine mints validators.
     pub validator: ValidatorMode,
-    /// Lifetime of a fill lease: if the filler dies, others may fill after this. Set it above the slowest
-    /// origin response you want coalesced.
+    /// Lifetime of a fill lease (or refresh lock) that nobody renews: how long an abandoned lease can block
+    /// others. A live fill renews its lease every third of this while it works, so it need not cover the
+    /// slowest origin response; keep it short (a few seconds), so that a lease whose filler died or whose
+    /// answer was lost expires soon.
     pub fill_lease: Duration,
     /// How long a request waits for another caller's fill before going to the origin itself.
     pub fill_wait: Duration,
@@ -63,7 +65,7 @@ impl Default for CacheConfig {
         Self {
             namespace: Namespace::default(),
             validator: ValidatorMode::default(),
-            fill_lease: Duration::from_secs(30),
+            fill_lease: Duration::from_secs(5),
             fill_wait: Duration::from_secs(5),
             pass_ttl: Duration::from_secs(30),
             keep: Duration::from_secs(3600),

@@ -16,7 +16,8 @@
 //! Failure modes, each releasing what the fill held so waiters move on at once: commit refused (invalidated,
 //! raced); [`Fill::abandon`] (uncacheable answer: writes a hit-for-pass marker so waiters go straight to the
 //! origin); the fill dropped without either (origin error, panic, cancelled request): the placeholder or lock
-//! is released from `Drop`, and failing that, expires after `fill_lease`.
+//! is released from `Drop`, and failing that (the release is lost, the process died), expires within
+//! `fill_lease`: the lease is short, and renewed only while the fill is alive (`renew`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,8 +25,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::HeaderMap;
 
-use super::{Cache, Live, LookupRequest, bump, inflight};
-use crate::cacheability::Freshness;
+use super::{Cache, Live, LookupRequest, bump, inflight, renew};
+use crate::cacheability::{Freshness, NoStoreReason};
 use crate::entry::{EntryMeta, Generations, HeadRecord, PassMarker, StoredBody, VaryIndex};
 use crate::etag::EntityTag;
 use crate::generation::{Generation, random_value};
@@ -39,6 +40,16 @@ pub enum CommitError {
     /// An invalidation landed while the origin was answering.
     #[error("an invalidation landed while the origin was answering; the response was not stored")]
     Invalidated,
+    /// The body (with the headers it replays) is larger than the store's item limit
+    /// ([`Cache::max_body_bytes`]). The resource was marked hit-for-pass (`too_large`), so the waiters go
+    /// straight to the origin instead of queueing behind one filler after another.
+    #[error("the body item is {size} bytes, above the store's item limit of {limit} bytes; marked hit-for-pass")]
+    TooLarge {
+        /// The size of the body item (body and replayed headers).
+        size: usize,
+        /// The store's item limit.
+        limit: usize,
+    },
     /// Another writer (or an invalidation of the URL) replaced what the lookup saw.
     #[error("the entry changed since the lookup (another fill or an invalidation); the response was not stored")]
     Raced,
@@ -137,12 +148,16 @@ pub struct Fill {
     live: Live,
     started_ms: u64,
     finished: bool,
+    /// Keeps the lease or lock alive while the fill works (see `renew`).
+    renewal: Option<renew::Renewal>,
     _in_flight: Option<inflight::Guard>,
 }
 
 impl Fill {
     pub(crate) fn new(cache: &Cache, request: LookupRequest<'_>, plan: Plan, live: Live, started_ms: u64) -> Self {
         let in_flight = (plan.held != Held::Nothing).then(|| cache.inflight_guard(request.resource.digest()));
+        let renewal =
+            Self::held_item(cache, request.resource, &plan).and_then(|held| renew::Renewal::start(cache, held));
         Self {
             cache: cache.clone(),
             resource: request.resource.clone(),
@@ -151,13 +166,42 @@ impl Fill {
             live,
             started_ms,
             finished: false,
+            renewal,
             _in_flight: in_flight,
+        }
+    }
+
+    /// The item this plan holds, to keep alive while the fill works.
+    fn held_item(cache: &Cache, resource: &ResourceKey, plan: &Plan) -> Option<renew::Held> {
+        let ns = &cache.config().namespace;
+        let head_key = ns.head_key(resource);
+        match &plan.held {
+            Held::Nothing => None,
+            Held::HeadPlaceholder(cas) => Some(renew::Held { key: head_key, near: None, cas: Some(*cas) }),
+            Held::VariantPlaceholder(cas) => plan.variant.as_ref().map(|(digest, _)| renew::Held {
+                key: ns.variant_key(digest),
+                near: Some(head_key),
+                cas: Some(*cas),
+            }),
+            Held::Lock(key) => Some(renew::Held { key: key.clone(), near: Some(head_key), cas: None }),
+        }
+    }
+
+    /// Stops renewing the lease before the fill writes: a renewal must never touch what the fill stores.
+    async fn stop_renewal(&mut self) {
+        if let Some(renewal) = self.renewal.take() {
+            renewal.stop().await;
         }
     }
 
     /// Whether this fill holds the fleet-wide right to fill (a lease or lock), as opposed to filling uncoordinated.
     pub fn is_leader(&self) -> bool {
         self.plan.held != Held::Nothing
+    }
+
+    /// Whether this fill holds the placeholder of a variant read with lease CAS `cas`.
+    pub(crate) fn holds_variant_lease(&self, cas: u64) -> bool {
+        self.plan.held == Held::VariantPlaceholder(cas)
     }
 
     /// Unix ms when the lookup that made this fill began.
@@ -167,11 +211,23 @@ impl Fill {
 
     /// Stores a response. On error nothing new is reachable and whatever the fill held is released.
     pub async fn commit(mut self, response: FillResponse) -> Result<Arc<EntryMeta>, CommitError> {
-        let result = self.write(response).await;
+        self.stop_renewal().await;
+        let result = match self.write(response).await {
+            // The server refused an item the known limit let through (its limit was lowered since it was read).
+            Err(CommitError::Store(StoreError::TooLarge { size, limit, .. })) => {
+                Err(CommitError::TooLarge { size, limit })
+            }
+            other => other,
+        };
         match &result {
             Ok(_) => bump(&self.cache.inner.counters.fills_stored),
             Err(CommitError::Invalidated) => bump(&self.cache.inner.counters.fills_invalidated),
             Err(CommitError::Raced) => bump(&self.cache.inner.counters.fills_raced),
+            Err(CommitError::TooLarge { .. }) => {
+                // Until bodies are stored in chunks, a body this large never will be: let the waiters go.
+                let pass_ttl = self.cache.config().pass_ttl;
+                self.mark_pass(NoStoreReason::TooLarge.as_str(), pass_ttl).await;
+            }
             Err(CommitError::Store(error)) => self.cache.store_error(error),
         }
         self.release(result.is_ok()).await;
@@ -186,6 +242,7 @@ impl Fill {
         freshness: Freshness,
         headers_304: Vec<(String, String)>,
     ) -> Result<Arc<EntryMeta>, CommitError> {
+        self.stop_renewal().await;
         let result = self.write_revalidated(previous, freshness, headers_304).await;
         if let Err(CommitError::Store(error)) = &result {
             self.cache.store_error(error);
@@ -204,20 +261,41 @@ impl Fill {
     /// Like [`abandon`](Self::abandon), with the hit-for-pass marker living `pass_ttl`. A transient failure (an
     /// origin 5xx) deserves a short one: long enough that waiters stop queueing behind it, short enough that the
     /// next good answer is stored soon.
+    ///
+    /// A fill of a Vary variant marks that variant (its slot beside the head record), so the other variants
+    /// stay cached and the waiters for this one stop queueing; any other fill marks the head record.
     pub async fn abandon_for(mut self, reason: Option<&str>, pass_ttl: std::time::Duration) {
-        if let (Some(reason), None) = (reason, &self.plan.variant) {
+        self.stop_renewal().await;
+        if let Some(reason) = reason {
+            self.mark_pass(reason, pass_ttl).await;
+        }
+        self.release(false).await;
+    }
+
+    /// Writes a hit-for-pass marker over what the lookup saw: the head record, or for a Vary variant its slot.
+    async fn mark_pass(&mut self, reason: &str, pass_ttl: std::time::Duration) {
+        {
             let marker = HeadRecord::Pass(PassMarker {
                 until_ms: self.cache.now_ms().saturating_add(pass_ttl.as_millis() as u64),
                 reason: reason.to_owned(),
-            });
-            let key = self.cache.config().namespace.head_key(&self.resource);
+            })
+            .encode();
+            let ns = &self.cache.config().namespace;
+            let head_key = ns.head_key(&self.resource);
             let expiry = Expiry::from_secs(pass_ttl.as_secs());
-            let written = self.cache.store().set(&key, marker.encode(), expiry, self.plan.head_condition()).await;
+            let store = self.cache.store();
+            let written = match &self.plan.variant {
+                None => store.set(&head_key, marker, expiry, self.plan.head_condition()).await,
+                Some((digest, cas)) => {
+                    let condition = cas.map_or(SetCondition::Add, SetCondition::Cas);
+                    let near = Placement::Near(&head_key);
+                    store.set_placed(&ns.variant_key(digest), near, marker, expiry, condition).await
+                }
+            };
             if let Err(error) = written {
                 self.cache.store_error(&error);
             }
         }
-        self.release(false).await;
     }
 
     async fn release(&mut self, committed: bool) {
@@ -325,6 +403,16 @@ impl Fill {
         hinted_vary.sort();
         hinted_vary.dedup();
         cache.remember(&self.resource, &hinted_vary, &response.tags);
+        // Nothing is written, nor any counter created, for a body the store cannot hold.
+        let limit = store.max_item_bytes();
+        let body_item = StoredBody::encode(&response.headers, &response.body);
+        let size = body_item.len();
+        if size > limit {
+            return Err(CommitError::TooLarge { size, limit });
+        }
+        // An encoding that came out larger than the limit is left out; identity still serves every client.
+        let mut response = response;
+        response.codings.retain(|(_, encoded)| encoded.len().saturating_add(size - response.body.len()) + 64 <= limit);
         let mut generations = self.generations(&response.tags).await?;
         let now_ms = cache.now_ms();
         let fill_id = random_value();
@@ -371,7 +459,6 @@ impl Fill {
         //    Each is placed beside the head record, so one server's loss never leaves a head without its body.
         let head_key = ns.head_key(&self.resource);
         let near = Placement::Near(&head_key);
-        let body_item = StoredBody::encode(&response.headers, &response.body);
         let identity_key = ns.body_key(&entry_digest, fill_id, None);
         store.set_placed(&identity_key, near, body_item, expiry, SetCondition::Always).await?;
         // The filling process keeps what it wrote, so its first hit does not read it back.

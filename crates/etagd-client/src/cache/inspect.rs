@@ -59,7 +59,13 @@ impl Cache {
                 match self.inner.store.get_many(&[read]).await.pop().expect("one result")? {
                     GetOutcome::Hit(variant) if !variant.value.is_empty() => match EntryMeta::decode(&variant.value) {
                         Ok(meta) => (meta, Some(index.url_generation), item.stale || variant.stale),
-                        Err(_) => return Ok(inspection),
+                        Err(_) => {
+                            // A variant marked hit-for-pass.
+                            if let Ok(HeadRecord::Pass(marker)) = HeadRecord::decode(&variant.value) {
+                                inspection.pass_reason = Some(marker.reason);
+                            }
+                            return Ok(inspection);
+                        }
                     },
                     _ => return Ok(inspection),
                 }
@@ -103,7 +109,7 @@ pub struct Inspection {
     pub head: &'static str,
     /// The header names the resource varies on.
     pub vary: Vec<String>,
-    /// Why the resource is passed, for `pass`.
+    /// Why the resource is passed, for `pass` (under `variants`: why the selected variant is).
     pub pass_reason: Option<String>,
     /// The entry (for `variants`, the variant the given request headers select).
     pub entry: Option<EntryView>,

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::{Cache, bump};
 use crate::generation::Generation;
 use crate::key::{KeyError, ResourceKey};
-use crate::store::{DeleteMode, Expiry, GetOutcome, GetRequest, SetCondition, StoreError};
+use crate::store::{DeleteMode, Expiry, GetOutcome, GetRequest, SetCondition, SetOutcome, StoreError};
 
 /// What to invalidate.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,15 +147,30 @@ impl Cache {
     }
 
     async fn bump_generation(&self, key: &str, grace: Option<Duration>) -> Result<(), StoreError> {
-        let current = match grace {
-            // Only a soft invalidation needs the old value; a hard one is a single blind write.
-            Some(_) => match self.store().get_many(&[GetRequest::plain(key)]).await.pop().expect("one result")? {
-                GetOutcome::Hit(item) => Generation::decode(&item.value),
-                GetOutcome::Miss { .. } => None,
-            },
-            None => None,
+        let Some(grace) = grace else {
+            // A hard invalidation is a single blind write: whatever was there, the new value supersedes it.
+            let next = Generation::invalidated(None, self.now_ms(), None);
+            return self.store().set(key, next.encode(), Expiry::Never, SetCondition::Always).await.map(|_| ());
         };
-        let next = Generation::invalidated(current.as_ref(), self.now_ms(), grace);
+        // A soft one reads the counter and writes it back under the CAS it read, so that a hard invalidation
+        // landing in between is never overwritten (its old value would then be servable in grace again).
+        for _ in 0..SOFT_ATTEMPTS {
+            let read = self.store().get_many(&[GetRequest::plain(key)]).await.pop().expect("one result")?;
+            let (current, condition) = match read {
+                GetOutcome::Hit(item) => (Generation::decode(&item.value), SetCondition::Cas(item.cas)),
+                GetOutcome::Miss { .. } => (None, SetCondition::Add),
+            };
+            let next = Generation::invalidated(current.as_ref(), self.now_ms(), Some(grace));
+            if self.store().set(key, next.encode(), Expiry::Never, condition).await? == SetOutcome::Stored {
+                return Ok(());
+            }
+        }
+        // Contended throughout: invalidate hard rather than not at all (stricter than asked, never staler).
+        tracing::debug!(key, "soft invalidation kept racing other writers; invalidated hard instead");
+        let next = Generation::invalidated(None, self.now_ms(), None);
         self.store().set(key, next.encode(), Expiry::Never, SetCondition::Always).await.map(|_| ())
     }
 }
+
+/// How often a soft invalidation re-reads a counter another writer changed under it before going hard.
+const SOFT_ATTEMPTS: usize = 4;

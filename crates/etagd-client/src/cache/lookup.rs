@@ -146,7 +146,34 @@ impl Cache {
         if let Some(variant) = &hinted_variant {
             requests.push(GetRequest::leased(ns.variant_key(variant), lease_secs).near(head_key.clone()));
         }
-        let mut results = self.inner.store.get_many(&requests).await.into_iter();
+        let results = self.inner.store.get_many(&requests).await;
+        // A lease won on the hinted variant is used only when the head turns out to be a Vary index selecting that
+        // very variant and nothing current is there; on every other path it is released here, so it never
+        // blocks others until it expires.
+        let hinted_lease = hinted_variant.zip(results.last()).and_then(|(digest, result)| match result {
+            Ok(GetOutcome::Miss { lease: Lease::Won { cas } }) => Some((digest, *cas)),
+            _ => None,
+        });
+        let lookup = self.first_round(request, &head_key, &tags, hinted_variant, results).await;
+        if let Some((digest, cas)) = hinted_lease {
+            let used = matches!(&lookup, Lookup::Miss(fill) if fill.holds_variant_lease(cas));
+            if !used {
+                self.release(&config.namespace.variant_key(&digest), Placement::Near(&head_key), cas).await;
+            }
+        }
+        lookup
+    }
+
+    /// Judges the first round's results: the head, the counters and the hinted variant.
+    async fn first_round(
+        &self,
+        request: LookupRequest<'_>,
+        head_key: &str,
+        tags: &[String],
+        hinted_variant: Option<Digest>,
+        results: Vec<Result<GetOutcome, StoreError>>,
+    ) -> Lookup {
+        let mut results = results.into_iter();
         let head = results.next().expect("one result per request");
         let all = results.next().expect("one result per request");
         let mut live = Live { all: None, tags: HashMap::new() };
@@ -156,12 +183,12 @@ impl Cache {
                 // The namespace counter decides every entry: without it nothing can be proven current.
                 self.store_error(&error);
                 if let Ok(GetOutcome::Miss { lease: Lease::Won { cas } }) = head {
-                    self.release(&head_key, Placement::Own, cas).await;
+                    self.release(head_key, Placement::Own, cas).await;
                 }
                 return Lookup::Unavailable(error);
             }
         }
-        for tag in &tags {
+        for tag in tags {
             let outcome = results.next().expect("one result per request");
             match outcome {
                 Ok(outcome) => {
@@ -304,6 +331,16 @@ impl Cache {
                         return Lookup::Unavailable(error);
                     }
                 };
+                if !variant.value.starts_with(b"E1E") {
+                    // Not an entry: a hit-for-pass marker for this variant (or something unreadable, refilled).
+                    if let Ok(HeadRecord::Pass(marker)) = HeadRecord::decode(&variant.value) {
+                        if now_ms < marker.until_ms {
+                            return Lookup::Pass { reason: marker.reason };
+                        }
+                        plan.variant_cas(variant.cas);
+                        return Lookup::Miss(Fill::new(self, request, plan, live, now_ms));
+                    }
+                }
                 let meta = match self.inner.memo.entry(&variant.value) {
                     Ok(meta) => meta,
                     Err(error) => {
@@ -368,7 +405,11 @@ impl Cache {
         now_ms: u64,
     ) -> Lookup {
         let check = Self::validity(&meta, &slot.generations, url_generation, now_ms);
-        if check == Check::Changed || (item.stale && meta.must_revalidate) {
+        // RFC 9111 section 4.2.4: no stale answer when the response forbade it (`must-revalidate`, and
+        // `proxy-revalidate`, `no-cache` or `s-maxage`, which `cacheability` folds into it): neither a URL's nor
+        // a tag's or the namespace's grace period serves such an entry; it is refilled at once.
+        let stale_forbidden = meta.must_revalidate && (item.stale || check == Check::Grace);
+        if check == Check::Changed || stale_forbidden {
             let lock = self.inner.config.namespace.refresh_lock_key(&slot.entry_digest);
             return match self.take_lock(&lock, &slot.head_key).await {
                 Some(true) => {

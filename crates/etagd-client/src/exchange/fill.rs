@@ -65,10 +65,12 @@ where
             &config.policy(route),
             exchange.now(),
         );
+        // The store's own item limit (read from each Memcached server) bounds what one body item can hold.
+        let limit = config.max_body_bytes.min(exchange.cache().max_body_bytes());
         let declared =
             parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
         let decision = match decision {
-            Ok(_) if declared.is_some_and(|len| len > config.max_body_bytes) => Err(NoStoreReason::TooLarge),
+            Ok(_) if declared.is_some_and(|len| len > limit) => Err(NoStoreReason::TooLarge),
             // Freshness from a route rule alone is for anonymous requests: this answer may be personalised.
             Ok(_)
                 if self.personal && !cacheability::has_explicit_freshness(&parts.headers, &config.targeted_fields) =>
@@ -90,7 +92,7 @@ where
                 return Ok(Response::from_parts(parts, body));
             }
         };
-        let bytes = match read_limited(body, &parts.headers, config.max_body_bytes).await {
+        let bytes = match read_limited(body, &parts.headers, limit).await {
             Collected::Whole(bytes) => bytes,
             Collected::Partial { body, reason } => {
                 self.refuse(fill, reason, parts.status, refreshing).await;
@@ -149,6 +151,8 @@ where
                 self.report.outcome = outcome(match error {
                     CommitError::Invalidated => Filled::Invalidated,
                     CommitError::Raced => Filled::Raced,
+                    // The fill already marked the resource hit-for-pass.
+                    CommitError::TooLarge { .. } => Filled::NotStored(NoStoreReason::TooLarge),
                     _ => Filled::StoreFailed,
                 });
                 parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));

@@ -49,10 +49,12 @@ pub struct MemcachedConfig {
     pub io_timeout: Duration,
     /// How long a server that failed is skipped before one probe request is let through (default 2 s).
     pub down_backoff: Duration,
-    /// The largest value accepted for one item (default 1 MiB, memcached's default `-I`). memcached's own
-    /// limit counts the key and about 50 bytes of header too; a value it refuses is reported as
+    /// An upper bound on the value accepted for one item. Each server's own limit is read from it (`stats
+    /// settings`: `item_size_max` less headroom for the key and the item header, which memcached counts too),
+    /// at connect and every minute; until it is known, memcached's default (`-I 1m`) is assumed. `None`
+    /// (default): the servers' limits alone. A value a server refuses anyway is reported as
     /// [`StoreError::TooLarge`] as well.
-    pub max_item_bytes: usize,
+    pub max_item_bytes: Option<usize>,
     /// Idle connections kept per server (default 16).
     pub max_idle: usize,
     /// Coalesce the reads of concurrent callers into one pipelined write per server (default on). Off, each
@@ -67,7 +69,7 @@ impl Default for MemcachedConfig {
             connect_timeout: Duration::from_millis(50),
             io_timeout: Duration::from_millis(100),
             down_backoff: Duration::from_secs(2),
-            max_item_bytes: 1024 * 1024,
+            max_item_bytes: None,
             max_idle: 16,
             batch: true,
         }
@@ -80,7 +82,6 @@ pub struct MemcachedStore {
     nodes: Vec<ServerNode>,
     /// Which node (by position) owns a key.
     routing: Routing,
-    max_item_bytes: usize,
 }
 
 impl std::fmt::Debug for MemcachedStore {
@@ -124,11 +125,9 @@ impl MemcachedStore {
                 })?;
             nodes.push(ServerNode::new(addr.clone(), client, &config));
         }
-        Ok(MemcachedStore {
-            nodes,
-            routing: Routing::new(config.servers.clone()),
-            max_item_bytes: config.max_item_bytes,
-        })
+        // Each server's item limit, read in parallel; a server that does not answer now is asked again later.
+        futures_util::future::join_all(nodes.iter().map(ServerNode::learn_item_limit)).await;
+        Ok(MemcachedStore { nodes, routing: Routing::new(config.servers.clone()) })
     }
 
     /// The configured server addresses, in configuration order.
@@ -174,12 +173,23 @@ impl Store for MemcachedStore {
         expiry: Expiry,
         condition: SetCondition,
     ) -> Result<SetOutcome, StoreError> {
-        super::check_size(key, &value, self.max_item_bytes)?;
-        self.node_for(placement.route_key(key)).set(key, &value, expiry, condition, self.max_item_bytes).await
+        let node = self.node_for(placement.route_key(key));
+        let limit = node.item_limit();
+        super::check_size(key, &value, limit)?;
+        node.set(key, &value, expiry, condition, limit).await
     }
 
     async fn delete_placed(&self, key: &str, placement: Placement<'_>, mode: DeleteMode) -> Result<bool, StoreError> {
         self.node_for(placement.route_key(key)).delete(key, mode).await
+    }
+
+    async fn touch_placed(
+        &self,
+        key: &str,
+        placement: Placement<'_>,
+        expiry: Expiry,
+    ) -> Result<Option<u64>, StoreError> {
+        self.node_for(placement.route_key(key)).touch(key, expiry).await
     }
 
     async fn stats(&self) -> Vec<ServerStats> {
@@ -194,8 +204,10 @@ impl Store for MemcachedStore {
         self.node_for(key).addr.clone()
     }
 
+    /// The smallest of the servers' limits (each read from the server), so that a value of this size fits
+    /// wherever its key lives.
     fn max_item_bytes(&self) -> usize {
-        self.max_item_bytes
+        self.nodes.iter().map(ServerNode::item_limit).min().unwrap_or(0)
     }
 
     fn is_remote(&self) -> bool {
@@ -214,7 +226,7 @@ mod tests {
         assert_eq!(config.connect_timeout, Duration::from_millis(50));
         assert_eq!(config.io_timeout, Duration::from_millis(100));
         assert_eq!(config.down_backoff, Duration::from_secs(2));
-        assert_eq!(config.max_item_bytes, 1 << 20);
+        assert_eq!(config.max_item_bytes, None, "each server's own limit");
     }
 
     #[tokio::test]

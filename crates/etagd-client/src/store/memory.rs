@@ -11,6 +11,7 @@
 //!   refresh (`Won { cas }`, CAS unchanged, as memcached); later ones see `Busy`. Deliberate difference from
 //!   raw memcached, matched by the Memcached store: a plain read never takes the refresh token; it sees
 //!   `stale: true` and `Busy` once someone holds the token.
+//! - A touch sets an item's expiry (placeholder or not) and keeps its CAS and value, as `mg <key> T<ttl>`.
 //! - Empty values are refused: zero-byte items are placeholders.
 //! - Keys follow memcached's rules (1-250 printable ASCII bytes), so code that works here works there.
 //! - Time is `tokio::time::Instant`, so tests can drive expiry with tokio's paused clock.
@@ -239,6 +240,26 @@ impl Store for MemoryStore {
             }
         }
         Ok(true)
+    }
+
+    async fn touch_placed(
+        &self,
+        key: &str,
+        _placement: Placement<'_>,
+        expiry: Expiry,
+    ) -> Result<Option<u64>, StoreError> {
+        check_key(key).map_err(Self::bad_key)?;
+        let now = Instant::now();
+        let mut shard = self.shard(key).lock();
+        let Some(slot) = shard.live(key, now) else {
+            return Ok(None);
+        };
+        let item = &mut shard.slot_mut(slot).item;
+        item.expires = match expiry {
+            Expiry::Never => None,
+            Expiry::Secs(secs) => Some(now + Duration::from_secs(u64::from(secs.max(1)))),
+        };
+        Ok(Some(item.cas))
     }
 
     async fn stats(&self) -> Vec<ServerStats> {

@@ -1,11 +1,12 @@
 //! The read coalescer: concurrent callers' reads for one server go out as one pipelined write, one batch in
-//! flight per server, with identical plain reads sent once.
+//! flight per server, with identical plain reads sent once. A lease won by a caller that gave up before the
+//! answer came is released at once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use memcache::exp::{AsyncMetaClient, Get, GetResult};
+use memcache::exp::{AsyncMetaClient, Delete, Get, GetResult, GetStatus, LeaseState, ValueState};
 use tokio::sync::{mpsc, oneshot};
 
 use super::routing::ServerNode;
@@ -96,9 +97,17 @@ pub(super) fn spawn_batcher(addr: String, client: AsyncMetaClient, deadline: Dur
                         }
                     };
                     let mut slots = slot_of.into_iter();
+                    let mut orphans = Vec::new();
                     for (job, size) in jobs.drain(..).zip(sizes) {
                         let answers = slots.by_ref().take(size).map(&mut answer).collect();
-                        let _ = job.reply.send(Ok(answers));
+                        if let Err(Ok(answers)) = job.reply.send(Ok(answers)) {
+                            // The caller gave up (its deadline passed while this batch waited its turn, or its
+                            // request was cancelled): nobody will fill what it won.
+                            orphans.extend(orphaned_leases(answers));
+                        }
+                    }
+                    if !orphans.is_empty() {
+                        tokio::spawn(release_orphans(addr.clone(), client.clone(), orphans, deadline));
                     }
                 }
                 Ok(Err(error)) => {
@@ -117,6 +126,36 @@ pub(super) fn spawn_batcher(addr: String, client: AsyncMetaClient, deadline: Dur
         }
     });
     sender
+}
+
+/// The leases among answers nobody received: a placeholder this read created (`md <key> C<cas>` deletes it)
+/// or the refresh token of a stale item (`md <key> C<cas> I` hands it back, keeping the item's expiry).
+fn orphaned_leases(answers: Vec<GetAnswer>) -> Vec<Delete> {
+    answers
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|read| read.lease_state == LeaseState::Granted)
+        .filter_map(|read| {
+            let cas = read.item.cas?;
+            let release = Delete::new(&read.key).compare_cas(cas);
+            Some(if read.status == GetStatus::Hit && read.value_state == ValueState::Stale {
+                release.invalidate()
+            } else {
+                release
+            })
+        })
+        .collect()
+}
+
+/// Releases leases whose reader gave up, so they do not block others until they expire. Best effort: what
+/// fails here still expires after the (short) fill lease.
+async fn release_orphans(addr: String, client: AsyncMetaClient, releases: Vec<Delete>, deadline: Duration) {
+    let count = releases.len();
+    match tokio::time::timeout(deadline, client.run_many(releases)).await {
+        Ok(Ok(_)) => tracing::debug!(server = %addr, count, "released leases whose readers gave up"),
+        Ok(Err(error)) => tracing::debug!(server = %addr, count, %error, "orphaned leases not released"),
+        Err(_elapsed) => tracing::debug!(server = %addr, count, "orphaned leases not released: timed out"),
+    }
 }
 
 impl ServerNode {

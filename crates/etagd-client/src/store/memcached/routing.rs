@@ -6,6 +6,8 @@
 //! A down server's keys are never remapped onto the others: when it came back, those copies would be stale (an
 //! invalidation sent meanwhile would have gone to the wrong server). Its keys fail fast instead.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use memcache::exp::{AsyncMetaClient, Rendezvous, Router};
@@ -15,6 +17,14 @@ use tokio::time::Instant;
 
 use super::MemcachedConfig;
 use super::coalescer::{Job, spawn_batcher};
+use super::stats::read_item_limit;
+
+/// memcached's default item size limit (`-I 1m`), less headroom: assumed until the server's own is read.
+const DEFAULT_ITEM_LIMIT: usize = (1 << 20) - super::stats::ITEM_HEADROOM;
+/// How often a known item limit is read again (a server restarted with another `-I`).
+const LIMIT_REFRESH: Duration = Duration::from_secs(60);
+/// How soon an item limit that could not be read is tried again.
+const LIMIT_RETRY: Duration = Duration::from_secs(5);
 use crate::store::{ServerHealth, StoreError};
 
 /// Rendezvous routing over the configured addresses: the identities hashed are the address strings, so every
@@ -62,6 +72,11 @@ pub(super) struct ServerNode {
     pub(super) connect_timeout: Duration,
     pub(super) io_timeout: Duration,
     pub(super) down_backoff: Duration,
+    /// The largest value this server stores: its own `item_size_max` less headroom once read (`stats`),
+    /// capped by the configured limit; memcached's default until then.
+    pub(super) item_limit: Arc<AtomicUsize>,
+    /// The configured upper bound on `item_limit`.
+    pub(super) item_cap: usize,
 }
 
 /// Permission to run one exchange on a server. Settling it records the transport outcome; dropping it
@@ -122,7 +137,42 @@ impl ServerNode {
             connect_timeout: config.connect_timeout,
             io_timeout: config.io_timeout,
             down_backoff: config.down_backoff,
+            item_limit: Arc::new(AtomicUsize::new(config.max_item_bytes.unwrap_or(DEFAULT_ITEM_LIMIT))),
+            item_cap: config.max_item_bytes.unwrap_or(usize::MAX),
         }
+    }
+
+    /// The largest value this server is known to store.
+    pub(super) fn item_limit(&self) -> usize {
+        self.item_limit.load(Ordering::Relaxed)
+    }
+
+    /// Reads the server's item limit now (bounded by the deadline), then keeps it current in the background:
+    /// every minute, or every few seconds until a first read succeeds (the server may be down at start).
+    pub(super) async fn learn_item_limit(&self) {
+        let (addr, connect_timeout, deadline) = (self.addr.clone(), self.connect_timeout, self.deadline());
+        let (limit, cap) = (self.item_limit.clone(), self.item_cap);
+        let learn = move |read: Result<usize, String>, limit: &AtomicUsize| match read {
+            Ok(found) => {
+                limit.store(found.min(cap), Ordering::Relaxed);
+                true
+            }
+            Err(error) => {
+                tracing::debug!(server = %addr, %error, "memcached item limit not read; assuming the last known");
+                false
+            }
+        };
+        let mut known = learn(read_item_limit(&self.addr, connect_timeout, deadline).await, &limit);
+        let server = self.addr.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(if known { LIMIT_REFRESH } else { LIMIT_RETRY }).await;
+                if Arc::strong_count(&limit) == 1 {
+                    return; // The store is gone.
+                }
+                known = learn(read_item_limit(&server, connect_timeout, deadline).await, &limit) || known;
+            }
+        });
     }
 
     /// The outer bound on one exchange: dialling plus the exchange itself. The client enforces both limits on

@@ -1,5 +1,5 @@
 //! Statistics: the text-protocol `stats` command over a short-lived connection (the meta protocol has no
-//! statistics verb), parsed into [`ServerStats`].
+//! statistics verb), parsed into [`ServerStats`]; and `stats settings`, for the server's item size limit.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use crate::store::ServerStats;
 impl ServerNode {
     /// `stats` over a short-lived connection: the meta protocol has no statistics verb.
     pub(super) async fn stats(&self) -> ServerStats {
-        let raw = tokio::time::timeout(self.deadline(), raw_stats(&self.addr, self.connect_timeout)).await;
+        let raw = tokio::time::timeout(self.deadline(), raw_stats(&self.addr, self.connect_timeout, "stats")).await;
         let raw = match raw {
             Ok(Ok(raw)) => raw,
             Ok(Err(error)) => return unreachable_stats(&self.addr, error),
@@ -38,18 +38,40 @@ impl ServerNode {
     }
 }
 
+/// The largest value a server stores, from `stats settings`: `item_size_max` less headroom for the key and the
+/// item header, which memcached counts against the same limit.
+pub(super) async fn read_item_limit(
+    addr: &str,
+    connect_timeout: Duration,
+    deadline: Duration,
+) -> Result<usize, String> {
+    let raw = tokio::time::timeout(deadline, raw_stats(addr, connect_timeout, "stats settings"))
+        .await
+        .map_err(|_elapsed| format!("no answer to stats settings within {deadline:?}"))??;
+    let item_size_max = raw
+        .get("item_size_max")
+        .and_then(|value| value.parse::<usize>().ok())
+        .ok_or_else(|| "stats settings names no item_size_max".to_owned())?;
+    Ok(item_size_max.saturating_sub(ITEM_HEADROOM))
+}
+
+/// What memcached counts against `item_size_max` besides the value: the key (at most 250 bytes), the item
+/// header with its CAS, and the value's trailing CRLF; rounded up.
+pub(super) const ITEM_HEADROOM: usize = 512;
+
 fn unreachable_stats(addr: &str, error: String) -> ServerStats {
     ServerStats { server: addr.to_owned(), reachable: false, error: Some(error), ..ServerStats::default() }
 }
 
-/// Sends `stats` and reads `STAT <name> <value>` lines up to `END`.
-async fn raw_stats(addr: &str, connect_timeout: Duration) -> Result<HashMap<String, String>, String> {
+/// Sends a `stats` command and reads `STAT <name> <value>` lines up to `END`.
+async fn raw_stats(addr: &str, connect_timeout: Duration, command: &str) -> Result<HashMap<String, String>, String> {
     let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
         .await
         .map_err(|_elapsed| format!("connect timed out after {connect_timeout:?}"))?
         .map_err(|error| format!("connect failed: {error}"))?;
     let mut reader = BufReader::new(stream);
-    reader.get_mut().write_all(b"stats\r\n").await.map_err(|error| format!("write failed: {error}"))?;
+    let request = format!("{command}\r\n");
+    reader.get_mut().write_all(request.as_bytes()).await.map_err(|error| format!("write failed: {error}"))?;
     let mut stats = HashMap::new();
     let mut line = String::new();
     loop {

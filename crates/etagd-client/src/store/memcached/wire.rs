@@ -220,6 +220,27 @@ impl ServerNode {
         }
     }
 
+    /// `mg <key> c T<ttl>`: a new expiry for the item, placeholder or not; its CAS (`None`: no item).
+    pub(super) async fn touch(&self, key: &str, expiry: Expiry) -> Result<Option<u64>, StoreError> {
+        check_key(key).map_err(|detail| StoreError::Server { server: self.addr.clone(), detail })?;
+        let operation = Get::new(key).meta(Meta::NONE.cas()).touch(wire_ttl(expiry));
+        let pass = self.admit()?;
+        match tokio::time::timeout(self.deadline(), self.client.run(operation)).await {
+            Err(_elapsed) => {
+                pass.failed(&self.timeout_error());
+                Err(self.timeout_error())
+            }
+            Ok(Ok(read)) => {
+                pass.succeeded();
+                Ok(match read.status {
+                    GetStatus::Miss => None,
+                    _ => Some(read.item.cas.unwrap_or(0)),
+                })
+            }
+            Ok(Err(error)) => Err(self.settle_failure(pass, &error)),
+        }
+    }
+
     pub(super) async fn delete(&self, key: &str, mode: DeleteMode) -> Result<bool, StoreError> {
         check_key(key).map_err(|detail| StoreError::Server { server: self.addr.clone(), detail })?;
         let operation = match mode {
