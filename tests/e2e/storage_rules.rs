@@ -47,6 +47,8 @@ const CASES: &[Case] = &[
         request: &[("authorization", "Bearer secret")],
         stored: true,
     },
+    // RFC 9111 section 1.2.2: delta-seconds of 2^31 or more are read as 2^31, and such an entry is reused.
+    Case { path: "/forever", response: &[("cache-control", "max-age=99999999999")], request: &[], stored: true },
     // RFC 9213 section 2.2: a targeted field replaces Cache-Control for the cache that obeys it.
     Case {
         path: "/cdn-private",

@@ -76,10 +76,21 @@ pub enum Expiry {
     Secs(u32),
 }
 
+/// The longest expiry given to an item; longer lifetimes are stored without one.
+///
+/// Memcached reads a TTL above 30 days as an absolute unix time, which the client computes as `now + n` in
+/// 32 bits: near `u32::MAX` seconds that overflows and the write fails. An item kept longer than its lifetime
+/// costs only memory until eviction: freshness is judged from the entry itself, and invalidation never depends
+/// on expiry.
+pub const MAX_EXPIRY_SECS: u64 = 365 * 24 * 60 * 60;
+
 impl Expiry {
-    /// An expiry of at least one second from a duration; durations of 30 days or more are kept as they are
-    /// (the Memcached store converts them to absolute times as the protocol requires).
+    /// An expiry of at least one second from a duration; past [`MAX_EXPIRY_SECS`], none (eviction and
+    /// invalidation bound the item instead).
     pub fn from_secs(secs: u64) -> Self {
+        if secs > MAX_EXPIRY_SECS {
+            return Self::Never;
+        }
         Self::Secs(u32::try_from(secs.max(1)).unwrap_or(u32::MAX))
     }
 }
@@ -323,4 +334,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether bodies read from this store are worth keeping in process (false for the in-process store).
     fn is_remote(&self) -> bool;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 9111 section 1.2.2: delta-seconds up to 2^31 must be usable; Memcached cannot express them all.
+    #[test]
+    fn lifetimes_past_what_memcached_expresses_never_expire() {
+        assert_eq!(Expiry::from_secs(0), Expiry::Secs(1));
+        assert_eq!(Expiry::from_secs(3600), Expiry::Secs(3600));
+        assert_eq!(Expiry::from_secs(MAX_EXPIRY_SECS), Expiry::Secs(MAX_EXPIRY_SECS as u32));
+        assert_eq!(Expiry::from_secs(1 << 31), Expiry::Never);
+        assert_eq!(Expiry::from_secs(u64::MAX), Expiry::Never);
+    }
 }
