@@ -10,6 +10,7 @@
 //! validator = "timestamp"        # or "content": the xxh3-128 of the body
 //! stale_while_revalidate = "0s"  # defaults for responses that do not say
 //! stale_if_error = "0s"
+//! stale_if_unreachable = "5m"   # a stale entry stands in while the app cannot be reached at all
 //! compress_types = ["text/*", "application/json"]  # what etagd compresses (see --compress)
 //! ignore_cookies = ["_ga", "_ga_*", "_gid"]  # cookies that never make a request personal (default: none)
 //! ignore_query = ["utm_*", "gclid", "fbclid"]  # left out of every key; the app still gets the full URL
@@ -181,6 +182,7 @@ struct FileConfig {
     validator: Option<String>,
     stale_while_revalidate: Option<String>,
     stale_if_error: Option<String>,
+    stale_if_unreachable: Option<String>,
     compress_types: Option<Vec<String>>,
     #[serde(default)]
     ignore_cookies: Vec<String>,
@@ -276,6 +278,8 @@ pub struct Config {
     pub origin_limit: Option<OriginLimit>,
     /// Query parameters left out of every key.
     pub query: QueryFilter,
+    /// How long past freshness a stale entry stands in when the app cannot be reached.
+    pub stale_if_unreachable_s: u32,
     /// Targeted cache-control fields obeyed, in order (RFC 9213).
     pub targeted_fields: Vec<http::HeaderName>,
     /// Remove the targeted fields from answers.
@@ -415,6 +419,10 @@ impl Config {
             Some(text) => seconds_u32("stale_while_revalidate", text)?,
             None => 0,
         };
+        let stale_if_unreachable_s = match &file.stale_if_unreachable {
+            Some(text) => seconds_u32("stale_if_unreachable", text)?,
+            None => 300,
+        };
         let stale_if_error_s = match &file.stale_if_error {
             Some(text) => seconds_u32("stale_if_error", text)?,
             None => 0,
@@ -542,6 +550,7 @@ impl Config {
             query: QueryFilter { ignore: file.ignore_query, keep: None },
             escalation_window: args.escalation_window,
             targeted_fields,
+            stale_if_unreachable_s,
             strip_targeted: file.strip_targeted_cache_control,
             origin_limit: (args.origin_max_concurrency > 0).then(|| OriginLimit {
                 max_concurrency: args.origin_max_concurrency,
@@ -564,6 +573,7 @@ impl Config {
             query: self.query.clone(),
             escalation_window: self.escalation_window,
             targeted_fields: self.targeted_fields.clone(),
+            stale_if_unreachable_s: self.stale_if_unreachable_s,
             strip_targeted: self.strip_targeted,
             ..ExchangeConfig::default()
         }

@@ -80,6 +80,12 @@ pub struct ExchangeConfig {
     pub stale_while_revalidate_s: u32,
     /// `stale-if-error` when neither the response nor a route gives one.
     pub stale_if_error_s: u32,
+    /// How long past its freshness an entry may stand in when the origin cannot be reached at all (connection
+    /// refused, reset, timed out), when the response gave no `stale-if-error`. RFC 9111 section 4.2.4 allows
+    /// serving stale when disconnected, unless `must-revalidate`, `proxy-revalidate`, `no-cache` or `s-maxage`
+    /// forbid it; an invalidated entry is never served. An origin 5xx is an answer, not a disconnection: only
+    /// `stale-if-error` covers it.
+    pub stale_if_unreachable_s: u32,
     /// Bodies up to this size are stored; larger ones stream through.
     pub max_body_bytes: usize,
     /// Codings produced once per fill (empty: none).
@@ -117,6 +123,7 @@ impl Default for ExchangeConfig {
             fallback: Route::default(),
             stale_while_revalidate_s: 0,
             stale_if_error_s: 0,
+            stale_if_unreachable_s: 300,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             compression: CompressionPolicy::default(),
             triggers: Triggers::default(),

@@ -18,11 +18,25 @@ where
     B: Default + Send + 'static,
     U: Upstream<B>,
 {
-    /// Revalidates a stale hit on the client's request path.
-    pub(super) async fn revalidate(&mut self, hit: Hit, if_error: bool) -> Answer<U::Error> {
+    /// Revalidates a stale hit on the client's request path. `if_error`: within `stale-if-error`;
+    /// `if_unreachable`: may stand in if the origin cannot be reached (`stale_if_unreachable_s`).
+    pub(super) async fn revalidate(&mut self, hit: Hit, if_error: bool, if_unreachable: bool) -> Answer<U::Error> {
         let fill = self.refresh_permit(&hit).await;
         let request = self.revalidation_request(&hit.meta);
-        let response = match self.send(request).await {
+        let answer = self.send(request).await;
+        // RFC 5861 section 4 (an error or a 5xx within stale-if-error) and RFC 9111 section 4.2.4 (disconnected
+        // from the origin, unless forbidden): the stale entry stands in. The fill is dropped, which releases it:
+        // the stale entry stays for the next caller.
+        let stands_in = match &answer {
+            Ok(Sent::Answered(response)) => if_error && response.status().is_server_error(),
+            Ok(Sent::Overloaded) => false,
+            Err(_) => if_error || if_unreachable,
+        };
+        if stands_in {
+            drop(fill);
+            return self.serve(&hit, hit.meta.clone(), hit.age_s, Outcome::StaleIfError).await;
+        }
+        let response = match answer {
             // The origin is at its limit: a stale copy that may be served stale stands in (RFC 9111 section
             // 4.2.4 allows it only without must-revalidate), else the client gets the refusal.
             Ok(Sent::Overloaded) if !hit.meta.must_revalidate => {
@@ -30,12 +44,6 @@ where
                 return self.serve(&hit, hit.meta.clone(), hit.age_s, Outcome::StaleOverloaded).await;
             }
             Ok(Sent::Overloaded) => return Ok(self.overloaded()),
-            Ok(Sent::Answered(response)) if !(if_error && response.status().is_server_error()) => response,
-            Ok(_) | Err(_) if if_error => {
-                // The fill is dropped, which releases it: the stale entry stays for the next caller.
-                drop(fill);
-                return self.serve(&hit, hit.meta.clone(), hit.age_s, Outcome::StaleIfError).await;
-            }
             Err(error) => return Err(error),
             Ok(Sent::Answered(response)) => response,
         };

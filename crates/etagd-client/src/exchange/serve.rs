@@ -35,7 +35,11 @@ where
                 self.serve(&hit, hit.meta.clone(), hit.age_s, outcome).await
             }
             // RFC 9111 section 4.2.4: a stale entry outside its windows must be validated before use.
-            HitState::Stale { if_error, .. } => self.revalidate(hit, if_error).await,
+            HitState::Stale { if_error, stale_for_s, .. } => {
+                let window = u64::from(self.exchange.config().stale_if_unreachable_s);
+                let unreachable = !hit.meta.must_revalidate && stale_for_s <= window;
+                self.revalidate(hit, if_error, unreachable).await
+            }
         }
     }
 

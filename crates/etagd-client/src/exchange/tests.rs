@@ -397,3 +397,28 @@ async fn if_modified_since_without_last_modified_uses_the_stored_time() {
     assert_eq!(f.get("/d", &[("if-modified-since", &later)]).await.status, 304);
     assert_eq!(f.get("/d", &[("if-modified-since", &earlier)]).await.status, 200);
 }
+
+/// RFC 9111 section 4.2.4: disconnected from the origin, a stale entry may stand in for a while even without
+/// stale-if-error, unless must-revalidate (or proxy-revalidate, no-cache, s-maxage) forbids it; an origin 5xx is
+/// an answer and is passed on.
+#[tokio::test]
+async fn an_unreachable_origin_is_covered_by_stale_entries_that_allow_it() {
+    let f = fixture(ExchangeConfig { stale_if_unreachable_s: 60, ..ExchangeConfig::default() });
+    f.upstream.answer(200, &[("cache-control", "max-age=1")], "loose").answer(
+        200,
+        &[("cache-control", "max-age=1, must-revalidate")],
+        "strict",
+    );
+    f.get("/loose", &[]).await;
+    f.get("/strict", &[]).await;
+    f.advance(10);
+    f.upstream.fail().fail();
+    let loose = f.get("/loose", &[]).await;
+    assert_eq!((loose.status, loose.report.outcome), (200, Outcome::StaleIfError));
+    assert_eq!(f.get("/strict", &[]).await.status, 502, "must-revalidate forbids serving it stale");
+    f.upstream.answer(503, &[], "down");
+    assert_eq!(f.get("/loose", &[]).await.status, 503, "a 5xx is the origin's answer");
+    f.advance(120);
+    f.upstream.fail();
+    assert_eq!(f.get("/loose", &[]).await.status, 502, "past the window");
+}
