@@ -43,7 +43,7 @@ def main() -> int:
         problems += _validate(name, resources, args.k8s_version)
         problems += k8s_policy.check(resources, name)
     problems += _strict_canary(renderings, args.k8s_version)
-    print(f"policy: hardening, native sidecar, probes, selectors, references, servers: {len(renderings)} renderings")
+    print(f"policy: runAsNonRoot, native sidecar, probes, selectors, references, servers: {len(renderings)} renderings")
 
     base_config = _check_configs(renderings, problems)
     problems += _check_compose(args.root, base_config)
