@@ -71,16 +71,22 @@ echo "$(podman --version), $(runc --version | head -1), mmdebstrap $(mmdebstrap 
 podman-compose $("$VENV/bin/podman-compose" --version 2>/dev/null | awk '/podman-compose/ {print $NF}')"
 
 # --- 2. base images ----------------------------------------------------------------------------------------------
+# Removes the image this script made under that name before, now that the name points at a new one.
+forget() {
+    local image="$1" previous="$2"
+    if [[ -n "$previous" && "$previous" != "$(podman image inspect --format '{{.Id}}' "$image")" ]]; then
+        podman rmi "$previous" >/dev/null 2>&1 || true
+    fi
+}
 # extract unpacks the named packages and their dependencies without running maintainer scripts (and without
 # mmdebstrap's customize hooks), so what those scripts would create (users, log and state directories, the CA
 # bundle) is made here, in the unpacked tree, before it is packed for `podman import`.
 base_image() {
     local image="$1" packages="$2"
     shift 2
-    if podman image exists "$image"; then
-        echo "$image: present"
-        return
-    fi
+    # Made anew on every run (a few seconds each), so a changed recipe can never leave a stale base in use.
+    local previous
+    previous="$(podman image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)"
     local rootfs="$WORK/rootfs"
     rm -rf "$rootfs"
     mkdir -p "$rootfs"
@@ -104,6 +110,7 @@ base_image() {
     rm -rf "$rootfs/var/lib/apt/lists" "$rootfs/var/cache/apt" "$rootfs/etc/apt"
     tar -C "$rootfs" -c . | podman import --quiet "$@" - "$image" >/dev/null
     rm -rf "$rootfs"
+    forget "$image" "$previous"
     echo "$image: made from Debian $SUITE ($packages)"
 }
 step "base images from Debian's packages"
@@ -121,9 +128,11 @@ CONTEXT="$WORK/context"
 rm -rf "$CONTEXT"
 mkdir -p "$CONTEXT/bin"
 cp "$TARGET/release/etagd" "$TARGET/release/etagctl" "$TARGET/release/demo-origin" "$CONTEXT/bin/"
+previous="$(podman image inspect --format '{{.Id}}' etagd:local 2>/dev/null || true)"
 podman build --quiet -f deploy/Dockerfile --target runtime \
     --build-arg BINARIES=prebuilt --build-arg RUNTIME_IMAGE=localhost/etagd-runtime-base:bookworm \
     -t etagd:local "$CONTEXT" >/dev/null
+forget etagd:local "$previous"
 podman run --rm --network=none etagd:local --version
 podman run --rm --network=none --entrypoint /usr/local/bin/etagctl etagd:local --version
 

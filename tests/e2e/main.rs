@@ -15,6 +15,7 @@
 //! | `etagctl` | the CLI against a real sidecar's admin API and the same Memcached |
 //! | `timeouts` | a memcached that stops answering mid-batch fails no request |
 //! | `failover` | memcached servers dying: the origin answers, the rest of the cache keeps working |
+//! | `prometheus` | a real Prometheus server scrapes etagd and its query API returns requests by outcome |
 
 mod admin;
 mod compose;
@@ -24,6 +25,7 @@ mod failover;
 mod fleet;
 mod headers;
 mod invalidation;
+mod prometheus;
 mod sharing;
 mod stale;
 mod storage_rules;
