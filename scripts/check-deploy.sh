@@ -122,6 +122,20 @@ done
 step "Kubernetes manifests, etagd.toml, docker-compose.yml references"
 rm -rf "$OUT"
 mkdir -p "$OUT"
+# A canary: kubectl 1.20 must really be the old kustomize, the one that rejects the `patches:` list; otherwise
+# "every version renders the same" would not cover the generation the kustomizations are written for.
+mkdir -p "$OUT/canary-kustomize"
+printf '%s\n' "apiVersion: v1" "kind: ConfigMap" "metadata:" "  name: canary" >"$OUT/canary-kustomize/configmap.yaml"
+printf '%s\n' "resources:" "  - configmap.yaml" "patches:" "  - patch: |-" "      apiVersion: v1" \
+    "      kind: ConfigMap" "      metadata:" "        name: canary" "      data:" "        a: b" \
+    >"$OUT/canary-kustomize/kustomization.yaml"
+if "$KUBECTL_OLD" kustomize "$OUT/canary-kustomize" >/dev/null 2>&1; then
+    fail "canary: $KUBECTL_OLD rendered a \`patches:\` list, so it is not kustomize v2"
+elif ! "$VENV/bin/kubectl" kustomize "$OUT/canary-kustomize" >/dev/null 2>&1; then
+    fail "canary: $VENV/bin/kubectl could not render a \`patches:\` list"
+else
+    echo "canary: kubectl 1.20 rejects a \`patches:\` list and kubectl 1.37 renders it, as they must"
+fi
 K8S_ARGS=()
 for version in "${K8S_VERSIONS[@]}"; do K8S_ARGS+=(--k8s-version "$version"); done
 "$PY" deploy/check/check_deploy.py --root "$ROOT" --out "$OUT/rendered" "${K8S_ARGS[@]}" "${KUBECTL_ARGS[@]}" ||
