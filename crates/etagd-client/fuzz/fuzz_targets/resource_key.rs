@@ -40,7 +40,8 @@ fuzz_target!(|data: &[u8]| {
     // character names the same resource (section 6.2.2.2), in either hex case.
     if !target.contains('%') {
         if let Some((at, c)) = target.char_indices().find(|&(_, c)| is_unreserved(c)) {
-            let escape = if data.len() % 2 == 0 { format!("%{:02X}", c as u32) } else { format!("%{:02x}", c as u32) };
+            let escape =
+                if data.len().is_multiple_of(2) { format!("%{:02X}", c as u32) } else { format!("%{:02x}", c as u32) };
             let encoded = format!("{}{escape}{}", &target[..at], &target[at + 1..]);
             assert_eq!(ResourceKey::new(scheme, host, &encoded), key, "{encoded:?} and {target:?} differ");
         }
