@@ -4,7 +4,28 @@
 # `apt-get update`) only when something is missing.
 #
 # To add a dependency, add a "command package" line to DEPS.
+#
+# Prometheus (prometheus, promtool) is not installed system-wide: Debian's package would start a server on
+# 0.0.0.0:9090 where an init system runs. Its .deb is unpacked under ~/.cache/etagd/prometheus instead, where the
+# Prometheus end-to-end test and scripts/check-prometheus.sh look for it (PROMETHEUS_DIR overrides the place).
 set -euo pipefail
+
+PROMETHEUS_DIR="${PROMETHEUS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/etagd/prometheus}"
+if [ -x "$PROMETHEUS_DIR/usr/bin/prometheus" ] && [ -x "$PROMETHEUS_DIR/usr/bin/promtool" ]; then
+  echo "test deps: prometheus found at $PROMETHEUS_DIR/usr/bin/prometheus"
+else
+  echo "test deps: unpacking Debian's prometheus package into $PROMETHEUS_DIR"
+  rm -rf "$PROMETHEUS_DIR" "$PROMETHEUS_DIR-deb"
+  mkdir -p "$PROMETHEUS_DIR-deb"
+  # apt-get download needs package lists; a fresh machine may have none yet.
+  if ! (cd "$PROMETHEUS_DIR-deb" && apt-get download -qq prometheus 2>/dev/null); then
+    apt-get update -qq
+    (cd "$PROMETHEUS_DIR-deb" && apt-get download -qq prometheus)
+  fi
+  dpkg-deb -x "$PROMETHEUS_DIR-deb"/prometheus_*.deb "$PROMETHEUS_DIR"
+  rm -rf "$PROMETHEUS_DIR-deb"
+  "$PROMETHEUS_DIR/usr/bin/prometheus" --version 2>&1 | head -1
+fi
 
 # command-on-PATH-or-in-/usr/sbin  Debian-package
 DEPS=(

@@ -1,4 +1,5 @@
-"""Renders and checks the deploy files: the Kubernetes kustomizations, their etagd.toml, and docker-compose.yml.
+"""Renders (with `kubectl kustomize`) and checks the deploy files: the Kubernetes kustomizations, their etagd.toml,
+and docker-compose.yml.
 
 Run by scripts/check-deploy.sh inside its venv (it needs PyYAML and kubernetes-validate); the shell script adds
 the checks that need outside tools (compose JSON schema, hadolint, nginx -t). Prints what it checked, writes each
@@ -20,7 +21,6 @@ import yaml
 import compose_policy
 import etagd_config
 import k8s_policy
-import kustomize_lite
 
 
 def main() -> int:
@@ -28,7 +28,12 @@ def main() -> int:
     parser.add_argument("--root", type=pathlib.Path, required=True, help="the repository root")
     parser.add_argument("--out", type=pathlib.Path, required=True, help="where to write the renderings")
     parser.add_argument("--k8s-version", action="append", required=True, help="validate against this version")
-    parser.add_argument("--kubectl", help="also render with `KUBECTL kustomize` and require the same output")
+    parser.add_argument(
+        "--kubectl",
+        action="append",
+        required=True,
+        help="render with `KUBECTL kustomize`; given several times, every one must render the same objects",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -38,7 +43,7 @@ def main() -> int:
         problems += _validate(name, resources, args.k8s_version)
         problems += k8s_policy.check(resources, name)
     problems += _strict_canary(renderings, args.k8s_version)
-    print(f"policy: hardening, native sidecar, probes, selectors, references, servers: {len(renderings)} renderings")
+    print(f"policy: runAsNonRoot, native sidecar, probes, selectors, references, servers: {len(renderings)} renderings")
 
     base_config = _check_configs(renderings, problems)
     problems += _check_compose(args.root, base_config)
@@ -52,40 +57,51 @@ def main() -> int:
 
 
 def _render_all(
-    kube: pathlib.Path, out: pathlib.Path, kubectl: str | None, problems: list[str]
+    kube: pathlib.Path, out: pathlib.Path, kubectls: list[str], problems: list[str]
 ) -> dict[str, list[dict[str, Any]]]:
+    """Renders every kustomization with each `kubectl kustomize`; the first is the rendering checked further, and
+    every other one must give the same objects in the same order."""
     directories = [kube / "base"] + sorted(p.parent for p in (kube / "overlays").glob("*/kustomization.yaml"))
     renderings: dict[str, list[dict[str, Any]]] = {}
     for directory in directories:
         name = str(directory.relative_to(kube))
-        try:
-            resources = kustomize_lite.render(directory)
-        except kustomize_lite.RenderError as e:
-            problems.append(f"{name}: {e}")
+        by_kubectl = {}
+        for kubectl in kubectls:
+            try:
+                by_kubectl[kubectl] = _kustomize(kubectl, directory)
+            except RenderError as e:
+                problems.append(f"{name}: {e}")
+        if len(by_kubectl) != len(kubectls):
             continue
+        reference, resources = next(iter(by_kubectl.items()))
+        for kubectl, theirs in by_kubectl.items():
+            if theirs != resources:
+                ours = {_key(r): r for r in resources}
+                other = {_key(r): r for r in theirs}
+                differ = sorted(k for k in ours.keys() | other.keys() if ours.get(k) != other.get(k)) or ["the order"]
+                problems.append(f"{name}: `{reference} kustomize` and `{kubectl} kustomize` disagree on {differ}")
         renderings[name] = resources
         target = out / (name.replace("/", "-") + ".yaml")
         target.write_text(yaml.safe_dump_all(resources, sort_keys=False))
         kinds = ", ".join(f"{r['kind']}/{r['metadata']['name']}" for r in resources)
         print(f"render {name}: {len(resources)} resources -> {target} ({kinds})")
-        if kubectl:
-            problems += _compare_with_kustomize(kubectl, directory, name, resources)
+        print(f"render {name}: the same objects from {len(by_kubectl)} kustomize versions")
     return renderings
 
 
-def _compare_with_kustomize(
-    kubectl: str, directory: pathlib.Path, name: str, resources: list[dict[str, Any]]
-) -> list[str]:
+class RenderError(Exception):
+    """`kubectl kustomize` failed or printed no objects."""
+
+
+def _kustomize(kubectl: str, directory: pathlib.Path) -> list[dict[str, Any]]:
     run = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True, text=True, check=False)
     if run.returncode != 0:
-        return [f"{name}: `{kubectl} kustomize` failed: {run.stderr.strip()[:2000]}"]
-    theirs = {_key(r): r for r in yaml.safe_load_all(run.stdout) if r}
-    ours = {_key(r): r for r in resources}
-    if theirs != ours:
-        differ = sorted(k for k in theirs.keys() | ours.keys() if theirs.get(k) != ours.get(k))
-        return [f"{name}: kustomize_lite and `kubectl kustomize` disagree on {differ}"]
-    print(f"render {name}: `kubectl kustomize` gives the same {len(theirs)} resources")
-    return []
+        raise RenderError(f"`{kubectl} kustomize` failed: {run.stderr.strip()[:2000]}")
+    # Empty documents are dropped: old kustomize versions print `{}` where newer ones print nothing.
+    resources = [r for r in yaml.safe_load_all(run.stdout) if r]
+    if not resources:
+        raise RenderError(f"`{kubectl} kustomize` rendered no objects")
+    return resources
 
 
 def _key(resource: dict[str, Any]) -> tuple[str, str, str]:
@@ -155,7 +171,7 @@ def _check_compose(root: pathlib.Path, base_config: dict[str, Any] | None) -> li
         problems += found
         if base_config is not None and config != base_config:
             problems.append(
-                f"{where} differs from the etagd.toml in deploy/kubernetes/base/etagd-config.yaml; keep them identical"
+                f"{where} differs from the etagd.toml in deploy/kubernetes/app/etagd-config.yaml; keep them identical"
             )
     print(
         f"compose: {len(compose.get('services') or {})} services, references, mounts, etagd wiring, nginx upstreams; "

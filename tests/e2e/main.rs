@@ -17,6 +17,7 @@
 //! | `parity` | the sidecar and the tower layer answer one table of cases alike |
 //! | `failover` | memcached servers dying: the origin answers, the rest of the cache keeps working |
 //! | `hygiene` | slow request heads closed, oversized heads 431, the in-flight cap 503, stalled origin bodies cut |
+//! | `prometheus` | a real Prometheus server scrapes etagd and its query API returns requests by outcome |
 
 mod admin;
 mod compose;
@@ -28,6 +29,7 @@ mod headers;
 mod hygiene;
 mod invalidation;
 mod parity;
+mod prometheus;
 mod sharing;
 mod stale;
 mod storage_rules;
