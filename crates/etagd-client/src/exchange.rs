@@ -181,6 +181,10 @@ struct Run<B, U: Upstream<B>> {
     personal: bool,
     /// The client's body goes upstream with the first request (unsafe methods and bypasses forward it).
     forwards_body: bool,
+    /// The client said `only-if-cached`: nothing goes upstream.
+    only_if_cached: bool,
+    /// The client's request directives (RFC 9111 section 5.2.1).
+    client: crate::cache_control::CacheControl,
     report: Report,
 }
 
@@ -190,8 +194,17 @@ type Answer<E> = Result<Response<Body>, E>;
 enum Sent {
     /// The origin answered.
     Answered(Response<Body>),
+    /// It was not sent.
+    Held(Hold),
+}
+
+/// Why a request was not sent upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
     /// The origin gate refused it: too many requests to the origin already.
     Overloaded,
+    /// The client said `only-if-cached` (RFC 9111 section 5.2.1.7).
+    OnlyIfCached,
 }
 
 impl<B, U> Run<B, U>
@@ -210,6 +223,8 @@ where
             key: None,
             personal: false,
             forwards_body: false,
+            only_if_cached: false,
+            client: crate::cache_control::CacheControl::default(),
             report,
         }
     }
@@ -246,6 +261,8 @@ where
         let exchange = self.exchange.clone();
         let key = self.key.clone().expect("a cacheable request has a key");
         let route = exchange.config().route_for(key.path());
+        self.client = crate::cache_control::CacheControl::from_headers(&self.parts.headers);
+        self.only_if_cached = self.client.only_if_cached;
         self.personal =
             policy::is_personal(&self.parts.headers, &[&exchange.config().ignore_cookies, &route.ignore_cookies]);
         let lookup = LookupRequest { resource: &key, headers: &self.parts.headers, route_tags: &route.tags };
@@ -273,7 +290,10 @@ where
         self.report.outcome = outcome;
         let headers = self.outbound_headers();
         let request = self.request(self.parts.method.clone(), headers);
-        let Sent::Answered(response) = self.send(request).await? else { return Ok(self.overloaded()) };
+        let response = match self.send(request).await? {
+            Sent::Answered(response) => response,
+            Sent::Held(hold) => return Ok(self.held(hold)),
+        };
         Ok(self.relay(response).await)
     }
 
@@ -308,12 +328,15 @@ where
 
     /// Sends a request upstream through the origin gate, timing it; an error is recorded for the report.
     async fn send(&mut self, request: Request<B>) -> Result<Sent, U::Error> {
+        if self.only_if_cached {
+            return Ok(Sent::Held(Hold::OnlyIfCached));
+        }
         let exchange = self.exchange.clone();
         // Held until the response head is here: the gate bounds origin requests, not slow clients.
         let _slot = match &exchange.inner.gate {
             Some(gate) => match gate.enter(!self.report.background).await {
                 gate::Pass::Slot(slot) => slot,
-                gate::Pass::Refused => return Ok(Sent::Overloaded),
+                gate::Pass::Refused => return Ok(Sent::Held(Hold::Overloaded)),
             },
             None => None,
         };
@@ -329,6 +352,22 @@ where
             }
         }
         answer.map(Sent::Answered)
+    }
+
+    /// The answer to a request that was not sent upstream, when nothing stored may stand in.
+    fn held(&mut self, hold: Hold) -> Response<Body> {
+        match hold {
+            Hold::Overloaded => self.overloaded(),
+            Hold::OnlyIfCached => {
+                // RFC 9111 section 5.2.1.7: nothing stored satisfies the request, so a 504.
+                self.report.outcome = Outcome::Request(RequestBypass::OnlyIfCached);
+                let mut response =
+                    Response::new(Body::full("not in the cache, and the request said only-if-cached\n".into()));
+                *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+                response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+                response
+            }
+        }
     }
 
     /// The answer when the origin gate refused the request and nothing stale may stand in: 503 with

@@ -250,6 +250,13 @@ impl EtagCacheLayer {
         self.with(|config| config.origin_limit = limit)
     }
 
+    /// Honours a client's `no-cache`, `max-age` and `min-fresh` by revalidating with the inner service (off by
+    /// default, as in the sidecar: RFC 9111 makes them preferences).
+    #[must_use]
+    pub fn client_freshness(self, honour: bool) -> Self {
+        self.with(|config| config.client_freshness = honour)
+    }
+
     /// Which origin answers invalidate as a side effect (both on by default).
     #[must_use]
     pub fn triggers(self, triggers: Triggers) -> Self {

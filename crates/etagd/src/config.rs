@@ -11,6 +11,7 @@
 //! stale_while_revalidate = "0s"  # defaults for responses that do not say
 //! stale_if_error = "0s"
 //! stale_if_unreachable = "5m"   # a stale entry stands in while the app cannot be reached at all
+//! honour_client_freshness = false  # true: a client's no-cache / max-age / min-fresh revalidate with the app
 //! compress_types = ["text/*", "application/json"]  # what etagd compresses (see --compress)
 //! ignore_cookies = ["_ga", "_ga_*", "_gid"]  # cookies that never make a request personal (default: none)
 //! ignore_query = ["utm_*", "gclid", "fbclid"]  # left out of every key; the app still gets the full URL
@@ -183,6 +184,8 @@ struct FileConfig {
     stale_while_revalidate: Option<String>,
     stale_if_error: Option<String>,
     stale_if_unreachable: Option<String>,
+    #[serde(default)]
+    honour_client_freshness: bool,
     compress_types: Option<Vec<String>>,
     #[serde(default)]
     ignore_cookies: Vec<String>,
@@ -278,6 +281,8 @@ pub struct Config {
     pub origin_limit: Option<OriginLimit>,
     /// Query parameters left out of every key.
     pub query: QueryFilter,
+    /// Honour a client's no-cache, max-age and min-fresh.
+    pub client_freshness: bool,
     /// How long past freshness a stale entry stands in when the app cannot be reached.
     pub stale_if_unreachable_s: u32,
     /// Targeted cache-control fields obeyed, in order (RFC 9213).
@@ -551,6 +556,7 @@ impl Config {
             escalation_window: args.escalation_window,
             targeted_fields,
             stale_if_unreachable_s,
+            client_freshness: file.honour_client_freshness,
             strip_targeted: file.strip_targeted_cache_control,
             origin_limit: (args.origin_max_concurrency > 0).then(|| OriginLimit {
                 max_concurrency: args.origin_max_concurrency,
@@ -574,6 +580,7 @@ impl Config {
             escalation_window: self.escalation_window,
             targeted_fields: self.targeted_fields.clone(),
             stale_if_unreachable_s: self.stale_if_unreachable_s,
+            client_freshness: self.client_freshness,
             strip_targeted: self.strip_targeted,
             ..ExchangeConfig::default()
         }

@@ -86,6 +86,12 @@ pub struct ExchangeConfig {
     /// forbid it; an invalidated entry is never served. An origin 5xx is an answer, not a disconnection: only
     /// `stale-if-error` covers it.
     pub stale_if_unreachable_s: u32,
+    /// Honour a client's wish for a fresher answer: request `no-cache` (or `Pragma: no-cache`), `max-age` and
+    /// `min-fresh` then send the request to the origin, conditionally (RFC 9111 sections 5.2.1.1, 5.2.1.3,
+    /// 5.2.1.4). Off by default, as in Varnish and nginx: RFC 9111 makes them preferences, and honouring them lets
+    /// any client send every request to the origin. `max-stale` and `only-if-cached`, which spare the origin,
+    /// are always honoured.
+    pub client_freshness: bool,
     /// Bodies up to this size are stored; larger ones stream through.
     pub max_body_bytes: usize,
     /// Codings produced once per fill (empty: none).
@@ -124,6 +130,7 @@ impl Default for ExchangeConfig {
             stale_while_revalidate_s: 0,
             stale_if_error_s: 0,
             stale_if_unreachable_s: 300,
+            client_freshness: false,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             compression: CompressionPolicy::default(),
             triggers: Triggers::default(),

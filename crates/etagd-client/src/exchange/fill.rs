@@ -30,10 +30,13 @@ where
         forward::for_fill(&mut headers, !self.exchange.config().compression.codings.is_empty());
         let request = self.request(Method::GET, headers);
         // An upstream error drops the fill, which releases it for the next caller.
-        let Sent::Answered(response) = self.send(request).await? else {
-            // Dropping the fill releases it: waiters try again rather than queue behind a refusal.
-            drop(fill);
-            return Ok(self.overloaded());
+        let response = match self.send(request).await? {
+            Sent::Answered(response) => response,
+            Sent::Held(hold) => {
+                // Dropping the fill releases it: waiters try again rather than queue behind a refusal.
+                drop(fill);
+                return Ok(self.held(hold));
+            }
         };
         let answer = self.store(response, fill, outcome, refreshing).await?;
         Ok(if self.parts.method == Method::HEAD { answer.map(|_| Body::empty()) } else { answer })

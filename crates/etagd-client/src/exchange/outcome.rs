@@ -57,6 +57,8 @@ pub enum Outcome {
     StaleIfError,
     /// Answered from a stale response because the origin is at its concurrency limit.
     StaleOverloaded,
+    /// Answered from a stale response the client accepts with `max-stale` (RFC 9111 section 5.2.1.2).
+    MaxStale,
     /// Nothing usable was stored: the origin answered, and this is what became of its answer.
     Miss(Filled),
     /// The stored response was stale: the origin sent a new one (RFC 9111 section 4.3.3).
@@ -88,9 +90,11 @@ impl Outcome {
         match self {
             outcome if not_modified && outcome.is_hit() => "not_modified",
             Outcome::Hit => "hit",
-            Outcome::StaleWhileRevalidate | Outcome::Grace | Outcome::StaleIfError | Outcome::StaleOverloaded => {
-                "stale"
-            }
+            Outcome::StaleWhileRevalidate
+            | Outcome::Grace
+            | Outcome::StaleIfError
+            | Outcome::StaleOverloaded
+            | Outcome::MaxStale => "stale",
             Outcome::Miss(_)
             | Outcome::Refreshed(_)
             | Outcome::Revalidated
@@ -111,6 +115,7 @@ impl Outcome {
             Outcome::Grace => Some("grace"),
             Outcome::StaleIfError => Some("if_error"),
             Outcome::StaleOverloaded => Some("origin_overloaded"),
+            Outcome::MaxStale => Some("max_stale"),
             _ => None,
         }
     }
@@ -124,6 +129,7 @@ impl Outcome {
                 | Outcome::Grace
                 | Outcome::StaleIfError
                 | Outcome::StaleOverloaded
+                | Outcome::MaxStale
         )
     }
 
@@ -146,6 +152,7 @@ impl Outcome {
             Outcome::Grace => Some("grace"),
             Outcome::StaleIfError => Some("stale-if-error"),
             Outcome::StaleOverloaded => Some("stale-origin-overloaded"),
+            Outcome::MaxStale => Some("max-stale"),
             Outcome::Miss(filled) | Outcome::Refreshed(filled) => filled.detail(),
             Outcome::BodyMissing(Filled::Stored) => Some("body-missing"),
             Outcome::BodyMissing(filled) => {
@@ -172,7 +179,8 @@ impl Outcome {
             | Outcome::StaleWhileRevalidate
             | Outcome::Grace
             | Outcome::StaleIfError
-            | Outcome::StaleOverloaded => None,
+            | Outcome::StaleOverloaded
+            | Outcome::MaxStale => None,
             Outcome::Miss(_) => Some(Fwd::UriMiss),
             Outcome::Refreshed(_) | Outcome::Revalidated => Some(Fwd::Stale),
             Outcome::BodyMissing(_) | Outcome::FillWaitTimeout | Outcome::StoreUnavailable => Some(Fwd::Miss),

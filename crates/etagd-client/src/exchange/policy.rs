@@ -23,6 +23,8 @@ pub enum RequestBypass {
     /// The request carries cookies that matter, and the stored entry's freshness comes only from a route
     /// rule: it may be someone else's personalised page, or this client's should not be stored.
     Cookie,
+    /// `only-if-cached` and nothing stored satisfies the request: 504 (RFC 9111 section 5.2.1.7).
+    OnlyIfCached,
 }
 
 impl RequestBypass {
@@ -34,6 +36,7 @@ impl RequestBypass {
             RequestBypass::NoHost => "no-host",
             RequestBypass::Body => "request-body",
             RequestBypass::Cookie => "cookie",
+            RequestBypass::OnlyIfCached => "only-if-cached",
         }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
-use super::{Answer, Filled, Outcome, Run, Sent, Upstream, forward};
+use super::{Answer, Filled, Hold, Outcome, Run, Sent, Upstream, forward};
 use crate::cache::{Fill, Hit, LookupRequest};
 use crate::cacheability;
 use crate::entry::EntryMeta;
@@ -29,7 +29,7 @@ where
         // the stale entry stays for the next caller.
         let stands_in = match &answer {
             Ok(Sent::Answered(response)) => if_error && response.status().is_server_error(),
-            Ok(Sent::Overloaded) => false,
+            Ok(Sent::Held(_)) => false,
             Err(_) => if_error || if_unreachable,
         };
         if stands_in {
@@ -39,11 +39,11 @@ where
         let response = match answer {
             // The origin is at its limit: a stale copy that may be served stale stands in (RFC 9111 section
             // 4.2.4 allows it only without must-revalidate), else the client gets the refusal.
-            Ok(Sent::Overloaded) if !hit.meta.must_revalidate => {
+            Ok(Sent::Held(Hold::Overloaded)) if !hit.meta.must_revalidate => {
                 drop(fill);
                 return self.serve(&hit, hit.meta.clone(), hit.age_s, Outcome::StaleOverloaded).await;
             }
-            Ok(Sent::Overloaded) => return Ok(self.overloaded()),
+            Ok(Sent::Held(hold)) => return Ok(self.held(hold)),
             Err(error) => return Err(error),
             Ok(Sent::Answered(response)) => response,
         };
@@ -78,7 +78,7 @@ where
         };
         let request = self.revalidation_request(&hit.meta);
         match self.send(request).await {
-            Err(_) | Ok(Sent::Overloaded) => self.report.outcome = Outcome::Refreshed(Filled::KeptStale),
+            Err(_) | Ok(Sent::Held(_)) => self.report.outcome = Outcome::Refreshed(Filled::KeptStale),
             Ok(Sent::Answered(response)) if response.status().is_server_error() => {
                 fill.abandon(None).await;
                 self.report.outcome = Outcome::Refreshed(Filled::KeptStale);

@@ -27,12 +27,23 @@ where
             return self.pass(Outcome::Request(super::RequestBypass::Cookie)).await;
         }
         match hit.state {
+            HitState::Fresh if self.exchange.config().client_freshness && self.wants_fresher(&hit) => {
+                // Still fresh: if the origin cannot be reached, this entry is as good as it was a moment ago.
+                self.revalidate(hit, false, true).await
+            }
             HitState::Fresh => self.serve(&hit, hit.meta.clone(), hit.age_s, Outcome::Hit).await,
             // RFC 5861 section 3, and soft invalidation: served now, refreshed once for the fleet.
             HitState::Grace | HitState::Stale { while_revalidate: true, .. } => {
                 let outcome = if hit.state == HitState::Grace { Outcome::Grace } else { Outcome::StaleWhileRevalidate };
                 self.refresh_in_background(&hit);
                 self.serve(&hit, hit.meta.clone(), hit.age_s, outcome).await
+            }
+            // RFC 9111 section 5.2.1.2: the client accepts this much staleness (never past must-revalidate).
+            HitState::Stale { stale_for_s, .. }
+                if !hit.meta.must_revalidate
+                    && self.client.max_stale.is_some_and(|limit| limit.is_none_or(|limit| stale_for_s <= limit)) =>
+            {
+                self.serve(&hit, hit.meta.clone(), hit.age_s, Outcome::MaxStale).await
             }
             // RFC 9111 section 4.2.4: a stale entry outside its windows must be validated before use.
             HitState::Stale { if_error, stale_for_s, .. } => {
@@ -41,6 +52,15 @@ where
                 self.revalidate(hit, if_error, unreachable).await
             }
         }
+    }
+
+    /// Whether the client asks for fresher than this fresh entry: `no-cache`, an age above its `max-age`, or
+    /// less freshness left than its `min-fresh` (RFC 9111 sections 5.2.1.4, 5.2.1.1, 5.2.1.3).
+    fn wants_fresher(&self, hit: &Hit) -> bool {
+        let left = hit.meta.fresh_for_s.saturating_sub(hit.age_s);
+        crate::cacheability::request_bypasses(&self.parts.headers)
+            || self.client.max_age.is_some_and(|max_age| hit.age_s > max_age)
+            || (hit.meta.fresh_for_s != u64::MAX && self.client.min_fresh.is_some_and(|min_fresh| left < min_fresh))
     }
 
     /// Answers from `meta` (the hit's entry, or what a revalidation made of it) at `age_s`.

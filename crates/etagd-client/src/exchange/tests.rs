@@ -422,3 +422,55 @@ async fn an_unreachable_origin_is_covered_by_stale_entries_that_allow_it() {
     f.upstream.fail();
     assert_eq!(f.get("/loose", &[]).await.status, 502, "past the window");
 }
+
+/// RFC 9111 sections 5.2.1.7 and 5.2.1.2: `only-if-cached` never reaches the origin (504 when nothing stored
+/// satisfies it); `max-stale` accepts a stale entry unless must-revalidate forbids it.
+#[tokio::test]
+async fn only_if_cached_and_max_stale_spare_the_origin() {
+    let f = fixture(ExchangeConfig::default());
+    let cold = f.get("/cold", &[("cache-control", "only-if-cached")]).await;
+    assert_eq!((cold.status, cold.cache_status()), (504, "etagd; fwd=request; detail=only-if-cached"));
+    assert_eq!(f.upstream.calls(), 0);
+    f.upstream.answer(200, &[("cache-control", "max-age=1")], "v1").answer(
+        200,
+        &[("cache-control", "max-age=1, must-revalidate")],
+        "strict",
+    );
+    f.get("/s", &[]).await;
+    f.get("/strict", &[]).await;
+    assert_eq!(f.get("/s", &[("cache-control", "only-if-cached")]).await.status, 200);
+    f.advance(30);
+    let accepted = f.get("/s", &[("cache-control", "max-stale=60")]).await;
+    assert_eq!((accepted.body.as_ref(), accepted.report.outcome), (&b"v1"[..], Outcome::MaxStale));
+    assert_eq!(f.get("/s", &[("cache-control", "max-stale")]).await.report.outcome, Outcome::MaxStale);
+    let calls = f.upstream.calls();
+    assert_eq!(f.get("/s", &[("cache-control", "only-if-cached")]).await.status, 504, "stale is not enough");
+    assert_eq!(f.upstream.calls(), calls);
+    f.upstream.answer(200, &[("cache-control", "max-age=1")], "v2");
+    assert_eq!(f.get("/s", &[("cache-control", "max-stale=10")]).await.body.as_ref(), b"v2", "beyond max-stale");
+    f.upstream.answer(200, &[("cache-control", "max-age=1, must-revalidate")], "strict 2");
+    assert_ne!(f.get("/strict", &[("cache-control", "max-stale")]).await.report.outcome, Outcome::MaxStale);
+}
+
+/// RFC 9111 sections 5.2.1.1, 5.2.1.3, 5.2.1.4 are preferences: ignored by default (no client can send every
+/// request to the origin), honoured with `client_freshness`.
+#[tokio::test]
+async fn client_freshness_directives_are_an_option() {
+    let ignoring = fixture(ExchangeConfig::default());
+    ignoring.upstream.answer(200, FRESH, "v1");
+    ignoring.get("/p", &[]).await;
+    for directive in ["no-cache", "max-age=0", "min-fresh=3600"] {
+        let answer = ignoring.get("/p", &[("cache-control", directive)]).await;
+        assert_eq!(answer.report.outcome, Outcome::Hit, "{directive}");
+    }
+    let honouring = fixture(ExchangeConfig { client_freshness: true, ..ExchangeConfig::default() });
+    honouring.upstream.answer(200, FRESH, "v1");
+    honouring.get("/p", &[]).await;
+    for directive in ["no-cache", "max-age=1", "min-fresh=3600"] {
+        honouring.advance(5);
+        honouring.upstream.answer(200, FRESH, "v2");
+        let answer = honouring.get("/p", &[("cache-control", directive)]).await;
+        assert_eq!(answer.report.outcome, Outcome::Refreshed(Filled::Stored), "{directive}");
+    }
+    assert_eq!(honouring.get("/p", &[("cache-control", "max-age=100")]).await.report.outcome, Outcome::Hit);
+}

@@ -21,7 +21,10 @@ where
         self.report.outcome = Outcome::Method;
         let headers = self.outbound_headers();
         let request = self.request(self.parts.method.clone(), headers);
-        let Sent::Answered(response) = self.send(request).await? else { return Ok(self.overloaded()) };
+        let response = match self.send(request).await? {
+            Sent::Answered(response) => response,
+            Sent::Held(hold) => return Ok(self.held(hold)),
+        };
         let status = response.status();
         let invalidates = self.exchange.config().triggers.unsafe_methods
             && !policy::is_safe(&self.parts.method)
