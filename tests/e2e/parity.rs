@@ -131,6 +131,15 @@ const CASES: &[Case] = &[
             get("/items", &[], 200, "etagd; fwd=uri-miss; fwd-status=200; stored; ttl=60", 1),
         ],
     },
+    // RFC 9110 section 14: a range is answered from the stored whole representation, on the fill too.
+    Case {
+        name: "range",
+        routes: &[("/ranged", FRESH)],
+        steps: &[
+            get("/ranged", &[("range", "bytes=0-3")], 206, "etagd; fwd=uri-miss; fwd-status=200; stored; ttl=60", 1),
+            get("/ranged", &[("range", "bytes=-2")], 206, "etagd; hit; ttl=60", 0),
+        ],
+    },
     // A forwarded scheme in odd case from a client that is not a trusted proxy changes nothing.
     Case {
         name: "forwarded scheme in odd case",

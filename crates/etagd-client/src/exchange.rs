@@ -29,6 +29,7 @@ mod gate;
 mod log;
 mod outcome;
 mod policy;
+mod range;
 mod revalidate;
 mod serve;
 mod triggers;

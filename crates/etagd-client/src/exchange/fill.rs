@@ -148,6 +148,14 @@ where
                     .and_then(|coding| codings.iter().find(|(c, _)| c == coding.as_str()))
                     .map_or(bytes, |(_, body)| body.clone());
                 let head = chosen.from_entry(&replay, body.len(), age);
+                // A range request that filled the whole representation is answered its range (RFC 9110 14).
+                if head.status() == StatusCode::OK && self.parts.method == Method::GET {
+                    let source = crate::body::StoredBodySource(std::sync::Arc::new(crate::entry::StoredBody {
+                        headers: Vec::new(),
+                        body,
+                    }));
+                    return Ok(super::range::apply(head, &source, &self.parts.headers));
+                }
                 Ok(head.map(|()| Body::full(body)))
             }
             Err(error) => {

@@ -84,6 +84,9 @@ fn append_forwarded_for(headers: &mut HeaderMap, ip: IpAddr) {
 pub(crate) fn for_fill(headers: &mut HeaderMap, compressing: bool) {
     headers.remove(IF_NONE_MATCH);
     headers.remove(IF_MODIFIED_SINCE);
+    // The cache stores whole representations and answers ranges from them.
+    headers.remove(http::header::RANGE);
+    headers.remove(http::header::IF_RANGE);
     if compressing {
         headers.remove(ACCEPT_ENCODING);
     }

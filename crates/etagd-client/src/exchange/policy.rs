@@ -5,13 +5,10 @@ use http::request::Parts;
 use http::{Method, StatusCode};
 
 use crate::cacheability::NoStoreReason;
-use crate::conditional;
 
 /// Why a GET or HEAD request is forwarded without the cache being read or written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestBypass {
-    /// A range request: the cache stores whole representations only, and a 206 is never stored.
-    Range,
     /// `If-Match`, `If-Unmodified-Since` or `If-Range`: preconditions on the current state of the resource,
     /// which only the origin can evaluate (RFC 9110 section 13.2.1).
     Preconditions,
@@ -31,7 +28,6 @@ impl RequestBypass {
     /// The `Cache-Status` detail.
     pub fn as_str(self) -> &'static str {
         match self {
-            RequestBypass::Range => "range",
             RequestBypass::Preconditions => "preconditions",
             RequestBypass::NoHost => "no-host",
             RequestBypass::Body => "request-body",
@@ -63,9 +59,10 @@ pub(crate) fn classify(parts: &Parts) -> Class {
         Class::Unsafe
     } else if has_body(&parts.headers) {
         Class::Bypass(RequestBypass::Body)
-    } else if parts.headers.contains_key(http::header::RANGE) {
-        Class::Bypass(RequestBypass::Range)
-    } else if conditional::has_origin_preconditions(&parts.headers) {
+    } else if parts.headers.contains_key(http::header::IF_MATCH)
+        || parts.headers.contains_key(http::header::IF_UNMODIFIED_SINCE)
+        || (parts.headers.contains_key(http::header::IF_RANGE) && !parts.headers.contains_key(http::header::RANGE))
+    {
         Class::Bypass(RequestBypass::Preconditions)
     } else {
         Class::Cacheable
@@ -150,8 +147,10 @@ mod tests {
             (Method::GET, &[("pragma", "no-cache")], Class::Cacheable),
             (Method::GET, &[("authorization", "Bearer t")], Class::Cacheable),
             (Method::GET, &[("if-none-match", "\"a\"")], Class::Cacheable),
-            // RFC 9110 section 14.2: a range request.
-            (Method::GET, &[("range", "bytes=0-9")], Class::Bypass(RequestBypass::Range)),
+            // RFC 9110 section 14: ranges are answered from storage (exchange/range.rs), If-Range with them.
+            (Method::GET, &[("range", "bytes=0-9")], Class::Cacheable),
+            (Method::GET, &[("range", "bytes=0-9"), ("if-range", "\"a\"")], Class::Cacheable),
+            (Method::GET, &[("if-range", "\"a\"")], Class::Bypass(RequestBypass::Preconditions)),
             // RFC 9110 sections 13.1.1, 13.1.4: preconditions only the origin can evaluate.
             (Method::GET, &[("if-match", "\"a\"")], Class::Bypass(RequestBypass::Preconditions)),
             (

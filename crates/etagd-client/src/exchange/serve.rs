@@ -96,8 +96,14 @@ where
                 let source = StoredBodySource(stored);
                 let len = usize::try_from(source.len()).unwrap_or(usize::MAX);
                 let head = chosen.from_entry(&source.0.headers, len, Some(age_s));
-                let body = if self.parts.method == Method::HEAD { Body::empty() } else { source.whole() };
-                Ok(head.map(|()| body))
+                if self.parts.method == Method::HEAD {
+                    return Ok(head.map(|()| Body::empty()));
+                }
+                // RFC 9110 section 14: a range of a stored complete 200 is answered from storage.
+                if head.status() == http::StatusCode::OK {
+                    return Ok(super::range::apply(head, &source, &self.parts.headers));
+                }
+                Ok(head.map(|()| source.whole()))
             }
             // The body was evicted or is unreadable: refill it (one caller fleet-wide), never fail the request.
             Ok(None) | Err(_) => {

@@ -253,10 +253,10 @@ async fn refusals_and_header_triggers() {
     f.upstream.answer(200, FRESH, "things v1");
     f.get("/t/1", &[]).await;
     f.upstream.answer(200, &[("etagd-invalidate", "things")], "done");
-    let side_effect = f.send(Method::GET, "/other", &[("range", "bytes=0-1")], None).await;
+    let side_effect = f.send(Method::GET, "/other", &[("if-match", "\"x\"")], None).await;
     assert!(!side_effect.headers.contains_key("etagd-invalidate"));
     assert_eq!(side_effect.report.invalidations, [Trigger::Header]);
-    assert_eq!(side_effect.cache_status(), "etagd; fwd=request; fwd-status=200; detail=range");
+    assert_eq!(side_effect.cache_status(), "etagd; fwd=request; fwd-status=200; detail=preconditions");
     f.upstream.answer(200, FRESH, "things v2");
     assert_eq!(f.get("/t/1", &[]).await.body.as_ref(), b"things v2");
 }
@@ -473,4 +473,33 @@ async fn client_freshness_directives_are_an_option() {
         assert_eq!(answer.report.outcome, Outcome::Refreshed(Filled::Stored), "{directive}");
     }
     assert_eq!(honouring.get("/p", &[("cache-control", "max-age=100")]).await.report.outcome, Outcome::Hit);
+}
+
+/// RFC 9110 section 14: a range of a stored complete response is answered from storage (206 with
+/// Content-Range, 416 when unsatisfiable, If-Range with a strong validator); a range request on a miss fills the
+/// whole representation (the origin is not asked for the range) and answers the range from it.
+#[tokio::test]
+async fn ranges_are_answered_from_storage() {
+    let f = fixture(ExchangeConfig::default());
+    f.upstream.answer(200, &[("cache-control", "max-age=60"), ("etag", "\"r1\"")], "0123456789");
+    let first = f.get("/r", &[("range", "bytes=2-4")]).await;
+    assert_eq!((first.status, first.body.as_ref()), (206, &b"234"[..]));
+    assert_eq!(first.headers["content-range"], "bytes 2-4/10");
+    assert!(!f.upstream.last().2.contains_key("range"), "the fill asks for the whole representation");
+    assert!(first.cache_status().contains("stored"), "{}", first.cache_status());
+    let cases: &[(&[(&str, &str)], u16, &str, Option<&str>)] = &[
+        (&[("range", "bytes=-3")], 206, "789", Some("bytes 7-9/10")),
+        (&[("range", "bytes=8-")], 206, "89", Some("bytes 8-9/10")),
+        (&[("range", "bytes=10-")], 416, "", Some("bytes */10")),
+        (&[("range", "bytes=0-1,4-5")], 200, "0123456789", None),
+        (&[("range", "bytes=0-1"), ("if-range", "\"r1\"")], 206, "01", Some("bytes 0-1/10")),
+        (&[("range", "bytes=0-1"), ("if-range", "\"r0\"")], 200, "0123456789", None),
+    ];
+    for (lines, status, body, content_range) in cases {
+        let got = f.get("/r", lines).await;
+        assert_eq!((got.status, got.body.as_ref()), (*status, body.as_bytes()), "{lines:?}");
+        assert_eq!(got.headers.get("content-range").map(|v| v.to_str().unwrap()), *content_range, "{lines:?}");
+        assert_eq!(got.report.outcome, Outcome::Hit, "{lines:?}");
+    }
+    assert_eq!(f.upstream.calls(), 1);
 }
