@@ -487,7 +487,8 @@ async fn ranges_are_answered_from_storage() {
     assert_eq!(first.headers["content-range"], "bytes 2-4/10");
     assert!(!f.upstream.last().2.contains_key("range"), "the fill asks for the whole representation");
     assert!(first.cache_status().contains("stored"), "{}", first.cache_status());
-    let cases: &[(&[(&str, &str)], u16, &str, Option<&str>)] = &[
+    type Case = (&'static [(&'static str, &'static str)], u16, &'static str, Option<&'static str>);
+    let cases: &[Case] = &[
         (&[("range", "bytes=-3")], 206, "789", Some("bytes 7-9/10")),
         (&[("range", "bytes=8-")], 206, "89", Some("bytes 8-9/10")),
         (&[("range", "bytes=10-")], 416, "", Some("bytes */10")),
