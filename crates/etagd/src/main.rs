@@ -19,7 +19,7 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
-    init_logging(config.log_format);
+    let _logs = init_logging(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(config.workers).enable_all().build()
     {
         Ok(runtime) => runtime,
@@ -66,11 +66,19 @@ async fn wait_for_signal() {
     let _ = ctrl_c.await;
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs go to stdout through a writer thread: the access log writes a line per request, and formatting it on
+/// the request's thread but handing the write to another keeps a syscall per request off the hot path. The
+/// guard flushes what is queued when `main` returns. Colour only on a terminal: escape codes in a log file or a
+/// collector's pipe are noise.
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("ETAGD_LOG").unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let ansi = std::io::stdout().is_terminal();
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+    guard
 }
