@@ -170,10 +170,12 @@ fn render(report: &ReportView) -> String {
 fn dry_run_direct(cache: &Cache, invalidation: &Invalidation, json: bool) -> Result<(), CliError> {
     let namespace = &cache.config().namespace;
     let store = cache.store();
+    // A URL's head lives on one server; a counter has a copy on every server, each written.
+    let every_server = (0..store.server_count()).map(|server| store.server_name(server)).collect::<Vec<_>>().join(",");
     let plan = |kind: &'static str, name: &str, key: String, action: String| PlannedWrite {
         kind,
         name: name.to_owned(),
-        server: store.server_of(&key),
+        server: if kind == "url" { store.server_of(&key) } else { every_server.clone() },
         key,
         action,
     };

@@ -3,12 +3,14 @@
 //! - A URL: its head record is deleted (hard) or soft-deleted with a grace period (`md <key> I T<grace>`); every
 //!   Vary variant goes with it, because variants are only reachable through a head whose URL generation they
 //!   recorded.
-//! - A tag, or the namespace: its generation counter gets a new random value (see `generation`); soft
-//!   invalidation keeps the previous value servable, stale, until the grace period ends.
+//! - A tag, or the namespace: its generation counter gets a new random value (see `generation`) in the copy on
+//!   every server, since readers check the copy beside their head record; soft invalidation keeps each server's
+//!   previous value servable, stale, until the grace period ends.
 //!
-//! Once [`Cache::invalidate`] returns, no reader anywhere gets an old entry: readers check the live counters on
-//! every lookup. A target that could not be written (its server is down) is reported, and the namespace counter
-//! is bumped instead, so the affected entries miss rather than serve stale (fail towards a miss).
+//! Once [`Cache::invalidate`] returns a complete report, no reader anywhere gets an old entry: readers check the
+//! live counters on every lookup. A target that could not be written on some server is reported with that
+//! server, and the report is incomplete: a namespace bump on the other servers does not cover the entries whose
+//! head lives on the one that missed it.
 
 use std::time::Duration;
 
@@ -18,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::{Cache, bump};
 use crate::generation::Generation;
 use crate::key::{KeyError, ResourceKey};
-use crate::store::{DeleteMode, Expiry, GetOutcome, GetRequest, SetCondition, StoreError};
+use crate::store::{DeleteMode, Expiry, GetOutcome, GetRequest, Placement, SetCondition, StoreError};
 
 /// What to invalidate.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,8 +102,7 @@ impl Cache {
         });
         let tag_writes = invalidation.tags.iter().map(|tag| async move {
             let key = self.config().namespace.tag_generation_key(tag);
-            let result = self.bump_generation(&key, grace).await.map_err(|e| e.to_string());
-            self.report("tag", tag, &key, result, None)
+            self.bump_everywhere("tag", tag, &key, grace).await
         });
         let (mut targets, tags) = futures_util::join!(join_all(url_writes), join_all(tag_writes));
         targets.extend(tags);
@@ -111,9 +112,9 @@ impl Cache {
             let key = self.config().namespace.all_generation_key();
             // An escalation is always hard: the failed targets' entries must not be served at all.
             let all_grace = if invalidation.all && !failed { grace } else { None };
-            let result = self.bump_generation(&key, all_grace).await.map_err(|e| e.to_string());
-            let landed = result.is_ok();
-            targets.push(self.report("all", "", &key, result, None));
+            let report = self.bump_everywhere("all", "", &key, all_grace).await;
+            let landed = report.ok;
+            targets.push(report);
             escalated_to_all = failed && landed;
             if escalated_to_all {
                 tracing::warn!("an invalidation target could not be written; invalidated the whole namespace instead");
@@ -146,16 +147,53 @@ impl Cache {
         }
     }
 
-    async fn bump_generation(&self, key: &str, grace: Option<Duration>) -> Result<(), StoreError> {
+    /// Bumps a counter's copy on every server (in parallel) and reports the target once: it landed when every
+    /// copy did; otherwise `server` and `error` name the servers that missed it.
+    async fn bump_everywhere(
+        &self,
+        kind: &'static str,
+        name: &str,
+        key: &str,
+        grace: Option<Duration>,
+    ) -> TargetReport {
+        let store = self.store();
+        let servers = store.server_count().max(1);
+        let results = join_all((0..servers).map(|server| self.bump_generation(key, server, grace))).await;
+        let failures: Vec<(String, StoreError)> = results
+            .into_iter()
+            .enumerate()
+            .filter_map(|(server, result)| result.err().map(|error| (store.server_name(server), error)))
+            .collect();
+        let ok = failures.is_empty();
+        if ok {
+            bump(&self.inner.counters.invalidations);
+        } else {
+            bump(&self.inner.counters.invalidation_failures);
+        }
+        let server = if ok {
+            if servers == 1 { store.server_name(0) } else { format!("all {servers} servers") }
+        } else {
+            failures.iter().map(|(server, _)| server.as_str()).collect::<Vec<_>>().join(",")
+        };
+        let error = (!ok).then(|| failures.iter().map(|(_, error)| error.to_string()).collect::<Vec<_>>().join("; "));
+        TargetReport { kind, name: name.to_owned(), server, ok, existed: None, error }
+    }
+
+    /// Bumps the copy of a counter on one server: a hard invalidation is one blind write, a soft one reads that
+    /// server's own previous value to keep it servable for the grace period.
+    async fn bump_generation(&self, key: &str, server: usize, grace: Option<Duration>) -> Result<(), StoreError> {
         let current = match grace {
-            // Only a soft invalidation needs the old value; a hard one is a single blind write.
-            Some(_) => match self.store().get_many(&[GetRequest::plain(key)]).await.pop().expect("one result")? {
-                GetOutcome::Hit(item) => Generation::decode(&item.value),
-                GetOutcome::Miss { .. } => None,
-            },
+            Some(_) => {
+                let read = GetRequest::plain(key).on_server(server);
+                match self.store().get_many(&[read]).await.pop().expect("one result")? {
+                    GetOutcome::Hit(item) => Generation::decode(&item.value),
+                    GetOutcome::Miss { .. } => None,
+                }
+            }
             None => None,
         };
         let next = Generation::invalidated(current.as_ref(), self.now_ms(), grace);
-        self.store().set(key, next.encode(), Expiry::Never, SetCondition::Always).await.map(|_| ())
+        let placement = Placement::Server(server);
+        self.store().set_placed(key, placement, next.encode(), Expiry::Never, SetCondition::Always).await.map(|_| ())
     }
 }
