@@ -36,6 +36,8 @@ struct ReportView {
     #[serde(default)]
     escalated_to_all: bool,
     complete: bool,
+    #[serde(default)]
+    fenced: Vec<String>,
 }
 
 /// One write a dry run would make.
@@ -161,6 +163,12 @@ fn render(report: &ReportView) -> String {
         None => "hard".to_owned(),
     };
     out.push_str(&format!("invalidated {landed} of {} targets ({mode})\n", report.targets.len()));
+    if !report.fenced.is_empty() {
+        out.push_str(&format!(
+            "fenced {}: every replica treats it as down until one reaches it and invalidates its share\n",
+            report.fenced.join(", ")
+        ));
+    }
     if report.escalated_to_all {
         out.push_str("some targets failed, so the whole namespace was invalidated instead: every entry misses once\n");
     }

@@ -27,6 +27,7 @@
 mod body;
 mod config;
 mod counters;
+mod fence;
 mod fill;
 mod inflight;
 mod inspect;
@@ -64,6 +65,7 @@ struct Inner {
     inflight: inflight::InFlight,
     memo: memo::Memo,
     counters: Counters,
+    fences: fence::Fences,
 }
 
 impl std::fmt::Debug for Cache {
@@ -77,7 +79,7 @@ impl Cache {
     pub fn new(store: Arc<dyn Store>, config: CacheConfig) -> Self {
         let bodies = body::body_cache(store.as_ref(), &config);
         let hints = moka::sync::Cache::new(config.hint_capacity);
-        Self {
+        let cache = Self {
             inner: Arc::new(Inner {
                 store,
                 config,
@@ -86,8 +88,11 @@ impl Cache {
                 inflight: inflight::InFlight::default(),
                 memo: memo::Memo::default(),
                 counters: Counters::default(),
+                fences: fence::Fences::default(),
             }),
-        }
+        };
+        cache.spawn_fence_poller();
+        cache
     }
 
     /// The store underneath.

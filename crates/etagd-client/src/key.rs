@@ -40,6 +40,7 @@
 //! | `etagd2:<ns>:g:all` | the namespace generation: one copy on every server, read beside the head record |
 //! | `etagd2:<ns>:g:t:<xxh3_128(tag)>` | one tag's generation: one copy on every server, read beside the head |
 //! | `etagd2:<ns>:l:<digest>` | the refresh lock of one entry (stale-while-revalidate) |
+//! | `etagd2:<ns>:f:<xxh3_128(server address)>` | a fence for a server that missed an invalidation (on the others) |
 //!
 //! `<fill id>` is 16 lowercase hex digits, unique per fill; `<coding>` is a content coding (`gzip`, `br`, `zstd`).
 //!
@@ -146,6 +147,12 @@ impl Namespace {
         self.key("g", &format!("t:{}", Digest::of(tag.as_bytes())))
     }
 
+    /// The key of the fence for one server (by its configured address): written on every other server when an
+    /// invalidation missed that server, which replicas then treat as down until it is repaired.
+    pub fn fence_key(&self, server: &str) -> String {
+        self.key("f", &Digest::of(server.as_bytes()).to_string())
+    }
+
     /// The key of the refresh lock of an entry.
     pub fn refresh_lock_key(&self, entry: &Digest) -> String {
         self.key("l", &entry.to_string())
@@ -197,6 +204,7 @@ mod tests {
             ns.all_generation_key(),
             ns.tag_generation_key("a tag with spaces\n"),
             ns.refresh_lock_key(&r.digest()),
+            ns.fence_key("memcached-0.memcached:11211"),
         ];
         for key in keys {
             assert!(key.len() <= 250 && key.bytes().all(|b| b.is_ascii_graphic()), "{key}");

@@ -46,6 +46,12 @@ pub enum StoreError {
         /// What the client library reported.
         detail: String,
     },
+    /// An invalidation missed this server, so its items are not trusted until a replica repairs it.
+    #[error("memcached {server} missed an invalidation and is fenced; its keys go to the origin until it is repaired")]
+    Fenced {
+        /// The server address as configured.
+        server: String,
+    },
     /// The value is larger than the store accepts for one item.
     #[error("item {key} is {size} bytes, above the store's item limit of {limit} bytes (raise memcached -I)")]
     TooLarge {

@@ -12,6 +12,7 @@
 //! server, and the report is incomplete: a namespace bump on the other servers does not cover the entries whose
 //! head lives on the one that missed it.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -83,8 +84,12 @@ pub struct InvalidationReport {
     pub grace_s: Option<u64>,
     /// Some target failed, so the whole namespace was invalidated instead.
     pub escalated_to_all: bool,
-    /// Every target landed (directly or through the escalation).
+    /// Every target landed, directly, through a fence or through the escalation.
     pub complete: bool,
+    /// Servers that missed a write and were fenced on the others: every replica treats them as down until one
+    /// repairs them (bumps their namespace copy). The write is covered, but it did fail (207 from the admin API).
+    #[serde(default)]
+    pub fenced: Vec<String>,
 }
 
 impl Cache {
@@ -105,24 +110,45 @@ impl Cache {
             self.bump_everywhere("tag", tag, &key, grace).await
         });
         let (mut targets, tags) = futures_util::join!(join_all(url_writes), join_all(tag_writes));
-        targets.extend(tags);
-        let failed = targets.iter().any(|target| !target.ok);
-        let mut escalated_to_all = false;
-        if invalidation.all || (failed && !invalidation.defer_escalation) {
-            let key = self.config().namespace.all_generation_key();
-            // An escalation is always hard: the failed targets' entries must not be served at all.
-            let all_grace = if invalidation.all && !failed { grace } else { None };
-            let report = self.bump_everywhere("all", "", &key, all_grace).await;
-            let landed = report.ok;
+        let store = self.store();
+        let count = store.server_count().max(1);
+        let index_of = |server: &str| (0..count).find(|&index| store.server_name(index) == server);
+        // The servers that missed a write, by position; a failure no server explains is never fenced.
+        let mut missed: BTreeSet<Option<usize>> =
+            targets.iter().filter(|target| !target.ok).map(|target| index_of(&target.server)).collect();
+        for (report, servers) in tags {
+            missed.extend(servers.into_iter().map(Some));
             targets.push(report);
-            escalated_to_all = failed && landed;
+        }
+        if invalidation.all {
+            let key = self.config().namespace.all_generation_key();
+            let all_grace = if missed.is_empty() { grace } else { None };
+            let (report, servers) = self.bump_everywhere("all", "", &key, all_grace).await;
+            missed.extend(servers.into_iter().map(Some));
+            targets.push(report);
+        }
+        // Each server that missed a write is fenced on the others, so no replica trusts it until it is repaired.
+        let mut fenced = Vec::new();
+        let mut unfenced = false;
+        for server in missed {
+            match server {
+                Some(index) if count >= 2 && self.write_fence(index).await => fenced.push(store.server_name(index)),
+                _ => unfenced = true,
+            }
+        }
+        let mut escalated_to_all = false;
+        if unfenced && !invalidation.all && !invalidation.defer_escalation {
+            // No fence could be written: the namespace bump on the servers that answer is all that is left.
+            let key = self.config().namespace.all_generation_key();
+            let (report, _) = self.bump_everywhere("all", "", &key, None).await;
+            escalated_to_all = report.ok;
+            targets.push(report);
             if escalated_to_all {
                 tracing::warn!("an invalidation target could not be written; invalidated the whole namespace instead");
             }
         }
-        let all_ok = targets.iter().filter(|t| t.kind == "all").all(|t| t.ok);
-        let complete = if escalated_to_all { true } else { !failed && all_ok };
-        Ok(InvalidationReport { targets, grace_s: grace.map(|g| g.as_secs()), escalated_to_all, complete })
+        let complete = !unfenced || escalated_to_all;
+        Ok(InvalidationReport { targets, grace_s: grace.map(|g| g.as_secs()), escalated_to_all, complete, fenced })
     }
 
     fn report(
@@ -155,15 +181,12 @@ impl Cache {
         name: &str,
         key: &str,
         grace: Option<Duration>,
-    ) -> TargetReport {
+    ) -> (TargetReport, Vec<usize>) {
         let store = self.store();
         let servers = store.server_count().max(1);
         let results = join_all((0..servers).map(|server| self.bump_generation(key, server, grace))).await;
-        let failures: Vec<(String, StoreError)> = results
-            .into_iter()
-            .enumerate()
-            .filter_map(|(server, result)| result.err().map(|error| (store.server_name(server), error)))
-            .collect();
+        let failures: Vec<(usize, StoreError)> =
+            results.into_iter().enumerate().filter_map(|(server, result)| result.err().map(|e| (server, e))).collect();
         let ok = failures.is_empty();
         if ok {
             bump(&self.inner.counters.invalidations);
@@ -173,15 +196,21 @@ impl Cache {
         let server = if ok {
             if servers == 1 { store.server_name(0) } else { format!("all {servers} servers") }
         } else {
-            failures.iter().map(|(server, _)| server.as_str()).collect::<Vec<_>>().join(",")
+            failures.iter().map(|(server, _)| store.server_name(*server)).collect::<Vec<_>>().join(",")
         };
         let error = (!ok).then(|| failures.iter().map(|(_, error)| error.to_string()).collect::<Vec<_>>().join("; "));
-        TargetReport { kind, name: name.to_owned(), server, ok, existed: None, error }
+        let missed = failures.iter().map(|(server, _)| *server).collect();
+        (TargetReport { kind, name: name.to_owned(), server, ok, existed: None, error }, missed)
     }
 
     /// Bumps the copy of a counter on one server: a hard invalidation is one blind write, a soft one reads that
     /// server's own previous value to keep it servable for the grace period.
-    async fn bump_generation(&self, key: &str, server: usize, grace: Option<Duration>) -> Result<(), StoreError> {
+    pub(super) async fn bump_generation(
+        &self,
+        key: &str,
+        server: usize,
+        grace: Option<Duration>,
+    ) -> Result<(), StoreError> {
         let current = match grace {
             Some(_) => {
                 let read = GetRequest::plain(key).on_server(server);

@@ -136,6 +136,10 @@ impl Cache {
         }
         let lease_secs = lease_secs(config.fill_lease);
         let head_key = ns.head_key(resource);
+        if let Some(error) = self.fenced(&head_key) {
+            self.store_error(&error);
+            return Lookup::Unavailable(error);
+        }
         // The counters are read from the copies on the head's server, so the batch touches one server.
         let mut requests = vec![
             GetRequest::leased(head_key.clone(), lease_secs),
