@@ -74,7 +74,7 @@ pub(crate) fn invalidation(args: &FlushArgs) -> Result<Invalidation, CliError> {
             tags.push(tag.clone());
         }
     }
-    Ok(Invalidation { urls, tags, all: args.all, grace_s: args.grace, ..Invalidation::default() })
+    Ok(Invalidation { urls, tags, all: args.all, grace_s: args.grace })
 }
 
 /// Runs `flush`.

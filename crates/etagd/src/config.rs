@@ -143,10 +143,6 @@ pub struct Args {
     /// Requests that may wait for an origin slot.
     #[arg(long, env = "ETAGD_ORIGIN_QUEUE", default_value_t = 1024)]
     pub origin_queue: usize,
-    /// Least time between two whole-namespace invalidations caused by unsafe-method or `Etagd-Invalidate`
-    /// invalidations that could not reach a Memcached server (each failure is still covered within it).
-    #[arg(long, env = "ETAGD_ESCALATION_WINDOW", value_parser = parse_duration, default_value = "10s")]
-    pub escalation_window: Duration,
 }
 
 /// Log output format.
@@ -269,8 +265,6 @@ pub struct Config {
     pub origin_limit: Option<OriginLimit>,
     /// Query parameters left out of every key.
     pub query: QueryFilter,
-    /// Least time between two trigger escalations.
-    pub escalation_window: Duration,
 }
 
 /// A configuration problem, named so the operator can fix it.
@@ -530,7 +524,6 @@ impl Config {
             trusted_proxies,
             ignore_cookies,
             query: QueryFilter { ignore: file.ignore_query, keep: None },
-            escalation_window: args.escalation_window,
             origin_limit: (args.origin_max_concurrency > 0).then(|| OriginLimit {
                 max_concurrency: args.origin_max_concurrency,
                 max_queue: args.origin_queue,
@@ -550,7 +543,6 @@ impl Config {
             ignore_cookies: self.ignore_cookies.clone(),
             origin_limit: self.origin_limit,
             query: self.query.clone(),
-            escalation_window: self.escalation_window,
             ..ExchangeConfig::default()
         }
         .with_routes(self.routes.clone())

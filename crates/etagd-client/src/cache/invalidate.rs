@@ -40,11 +40,6 @@ pub struct Invalidation {
     /// refreshes each. Absent or 0: hard.
     #[serde(default)]
     pub grace_s: Option<u64>,
-    /// The caller bounds the escalation itself: a target that cannot be written is reported, and the namespace
-    /// is not invalidated here (the exchange's triggers escalate at most once per window, so an outage of one
-    /// server does not flush everything on every anonymous POST).
-    #[serde(skip)]
-    pub defer_escalation: bool,
 }
 
 impl Invalidation {
@@ -137,7 +132,7 @@ impl Cache {
             }
         }
         let mut escalated_to_all = false;
-        if unfenced && !invalidation.all && !invalidation.defer_escalation {
+        if unfenced && !invalidation.all {
             // No fence could be written: the namespace bump on the servers that answer is all that is left.
             let key = self.config().namespace.all_generation_key();
             let (report, _) = self.bump_everywhere("all", "", &key, None).await;
