@@ -16,6 +16,9 @@ impl Cache {
     pub async fn inspect(&self, resource: &ResourceKey, headers: &HeaderMap) -> Result<Inspection, StoreError> {
         let ns = &self.inner.config.namespace;
         let head_key = ns.head_key(resource);
+        if let Some(error) = self.fenced(&head_key) {
+            return Err(error);
+        }
         let requests =
             [GetRequest::plain(head_key.clone()), GetRequest::plain(ns.all_generation_key()).near(head_key.clone())];
         let mut results = self.inner.store.get_many(&requests).await.into_iter();
