@@ -36,6 +36,8 @@ struct ReportView {
     #[serde(default)]
     escalated_to_all: bool,
     complete: bool,
+    #[serde(default)]
+    fenced: Vec<String>,
 }
 
 /// One write a dry run would make.
@@ -72,7 +74,7 @@ pub(crate) fn invalidation(args: &FlushArgs) -> Result<Invalidation, CliError> {
             tags.push(tag.clone());
         }
     }
-    Ok(Invalidation { urls, tags, all: args.all, grace_s: args.grace, ..Invalidation::default() })
+    Ok(Invalidation { urls, tags, all: args.all, grace_s: args.grace })
 }
 
 /// Runs `flush`.
@@ -161,6 +163,12 @@ fn render(report: &ReportView) -> String {
         None => "hard".to_owned(),
     };
     out.push_str(&format!("invalidated {landed} of {} targets ({mode})\n", report.targets.len()));
+    if !report.fenced.is_empty() {
+        out.push_str(&format!(
+            "fenced {}: every replica treats it as down until one reaches it and invalidates its share\n",
+            report.fenced.join(", ")
+        ));
+    }
     if report.escalated_to_all {
         out.push_str("some targets failed, so the whole namespace was invalidated instead: every entry misses once\n");
     }
@@ -170,10 +178,12 @@ fn render(report: &ReportView) -> String {
 fn dry_run_direct(cache: &Cache, invalidation: &Invalidation, json: bool) -> Result<(), CliError> {
     let namespace = &cache.config().namespace;
     let store = cache.store();
+    // A URL's head lives on one server; a counter has a copy on every server, each written.
+    let every_server = (0..store.server_count()).map(|server| store.server_name(server)).collect::<Vec<_>>().join(",");
     let plan = |kind: &'static str, name: &str, key: String, action: String| PlannedWrite {
         kind,
         name: name.to_owned(),
-        server: store.server_of(&key),
+        server: if kind == "url" { store.server_of(&key) } else { every_server.clone() },
         key,
         action,
     };

@@ -139,7 +139,7 @@ mod tests {
     #[test]
     fn renders_entries_and_absences() {
         let inspection: InspectionView = serde_json::from_value(json!({
-            "canonical": "GET\nhttp\nh\n/a\n", "head_key": "etagd1:ns:u:00", "server": "m:1", "head": "entry",
+            "canonical": "GET\nhttp\nh\n/a\n", "head_key": "etagd2:ns:u:00", "server": "m:1", "head": "entry",
             "vary": [], "pass_reason": null,
             "entry": {"etag": "\"abc\"", "status": 200, "state": "fresh", "age_s": 3, "ttl_left_s": null,
                       "body_bytes": 2048, "tags": ["a", "b"], "codings": [], "stored_at_ms": 1},

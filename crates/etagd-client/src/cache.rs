@@ -28,6 +28,7 @@
 mod body;
 mod config;
 mod counters;
+mod fence;
 mod fill;
 mod inflight;
 mod inspect;
@@ -69,6 +70,7 @@ struct Inner {
     inflight: inflight::InFlight,
     memo: memo::Memo,
     counters: Counters,
+    fences: fence::Fences,
 }
 
 impl std::fmt::Debug for Cache {
@@ -82,7 +84,7 @@ impl Cache {
     pub fn new(store: Arc<dyn Store>, config: CacheConfig) -> Self {
         let bodies = body::body_cache(store.as_ref(), &config);
         let hints = moka::sync::Cache::new(config.hint_capacity);
-        Self {
+        let cache = Self {
             inner: Arc::new(Inner {
                 store,
                 config,
@@ -91,8 +93,11 @@ impl Cache {
                 inflight: inflight::InFlight::default(),
                 memo: memo::Memo::default(),
                 counters: Counters::default(),
+                fences: fence::Fences::default(),
             }),
-        }
+        };
+        cache.spawn_fence_poller();
+        cache
     }
 
     /// The store underneath.

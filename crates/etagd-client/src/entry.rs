@@ -12,7 +12,7 @@
 //! [`EntryMeta`] holds the validator and everything needed to decide "is this current?" and to answer 304
 //! (RFC 9110 section 15.4.5 headers), typically 200-400 bytes; the body item holds everything else.
 //!
-//! ## Wire layout (schema `etagd1`)
+//! ## Wire layout (schema `etagd2`)
 //!
 //! Every value begins with the two bytes `E1` and one kind byte: `E` entry, `V` variants, `P` pass, `B` body.
 //! `E`, `V` and `P` are followed by one MessagePack value (the structs below, encoded as arrays of their fields

@@ -22,7 +22,6 @@
 
 mod config;
 mod context;
-mod escalate;
 mod fill;
 mod forward;
 mod gate;
@@ -69,7 +68,6 @@ struct Inner {
     untrusted_headers: Vec<HeaderName>,
     observer: Option<Arc<dyn Observer>>,
     gate: Option<gate::OriginGate>,
-    escalations: Arc<escalate::Escalations>,
     store_log: log::RateLimited,
     weakened_log: log::RateLimited,
 }
@@ -96,7 +94,6 @@ impl Exchange {
     pub fn new(cache: Cache, config: ExchangeConfig) -> Self {
         let untrusted_headers = UNTRUSTED_FORWARDING_HEADERS.iter().map(|name| HeaderName::from_static(name)).collect();
         let gate = config.origin_limit.map(gate::OriginGate::new);
-        let escalations = Arc::new(escalate::Escalations::new(config.escalation_window));
         Self {
             inner: Arc::new(Inner {
                 cache,
@@ -104,7 +101,6 @@ impl Exchange {
                 untrusted_headers,
                 observer: None,
                 gate,
-                escalations,
                 store_log: log::RateLimited::default(),
                 weakened_log: log::RateLimited::default(),
             }),

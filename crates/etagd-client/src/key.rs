@@ -1,6 +1,6 @@
 //! The key schema: the only place a Memcached key is built.
 //!
-//! Every item etagd stores is named `etagd1:<namespace>:<kind>:<digest>[...]`, where `etagd1` is the schema
+//! Every item etagd stores is named `etagd2:<namespace>:<kind>:<digest>[...]`, where `etagd2` is the schema
 //! version (a new entry format gets a new version, so it can never misread an old one), `<namespace>` separates
 //! deployments that share a Memcached (`[A-Za-z0-9_-]{1,32}`, default `default`), and `<digest>` is the
 //! lowercase hex xxh3-128 of a canonical text form. Whatever the URL, the key is short, ASCII and space free,
@@ -34,14 +34,21 @@
 //!
 //! | key | holds |
 //! |---|---|
-//! | `etagd1:<ns>:u:<resource digest>` | the head record: the entry itself, a Vary index, or a pass marker (see `entry`) |
-//! | `etagd1:<ns>:v:<variant digest>` | the entry of one Vary variant |
-//! | `etagd1:<ns>:b:<digest>:<fill id>[:<coding>]` | the replayed headers and body of one fill (immutable) |
-//! | `etagd1:<ns>:g:all` | the namespace generation |
-//! | `etagd1:<ns>:g:t:<xxh3_128(tag)>` | one tag's generation |
-//! | `etagd1:<ns>:l:<digest>` | the refresh lock of one entry (stale-while-revalidate) |
+//! | `etagd2:<ns>:u:<resource digest>` | the head record: the entry itself, a Vary index, or a pass marker (see `entry`) |
+//! | `etagd2:<ns>:v:<variant digest>` | the entry of one Vary variant |
+//! | `etagd2:<ns>:b:<digest>:<fill id>[:<coding>]` | the replayed headers and body of one fill (immutable) |
+//! | `etagd2:<ns>:g:all` | the namespace generation: one copy on every server, read beside the head record |
+//! | `etagd2:<ns>:g:t:<xxh3_128(tag)>` | one tag's generation: one copy on every server, read beside the head |
+//! | `etagd2:<ns>:l:<digest>` | the refresh lock of one entry (stale-while-revalidate) |
+//! | `etagd2:<ns>:f:<xxh3_128(server address)>` | a fence for a server that missed an invalidation (on the others) |
 //!
 //! `<fill id>` is 16 lowercase hex digits, unique per fill; `<coding>` is a content coding (`gzip`, `br`, `zstd`).
+//!
+//! The generation counters are not placed by their own hash: each server holds its own copy
+//! ([`crate::store::Placement::Server`] on write), and a lookup reads the copy on the head record's server
+//! ([`crate::store::GetRequest::near`]), so a lookup touches one server. `etagd2` replaced `etagd1` when this
+//! placement changed: an `etagd1` binary looks for a counter on another server than an `etagd2` one, so the two
+//! must never share items (see the README's Deploying section for the upgrade).
 
 mod query;
 mod resource;
@@ -54,7 +61,7 @@ pub use query::{MARKETING_PARAMETERS, QueryFilter};
 pub use resource::{Forwarding, ResourceKey};
 
 /// The schema version written into every key.
-pub const SCHEMA_PREFIX: &str = "etagd1";
+pub const SCHEMA_PREFIX: &str = "etagd2";
 
 /// The namespace used when none is configured.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -140,6 +147,12 @@ impl Namespace {
         self.key("g", &format!("t:{}", Digest::of(tag.as_bytes())))
     }
 
+    /// The key of the fence for one server (by its configured address): written on every other server when an
+    /// invalidation missed that server, which replicas then treat as down until it is repaired.
+    pub fn fence_key(&self, server: &str) -> String {
+        self.key("f", &Digest::of(server.as_bytes()).to_string())
+    }
+
     /// The key of the refresh lock of an entry.
     pub fn refresh_lock_key(&self, entry: &Digest) -> String {
         self.key("l", &entry.to_string())
@@ -191,10 +204,11 @@ mod tests {
             ns.all_generation_key(),
             ns.tag_generation_key("a tag with spaces\n"),
             ns.refresh_lock_key(&r.digest()),
+            ns.fence_key("memcached-0.memcached:11211"),
         ];
         for key in keys {
             assert!(key.len() <= 250 && key.bytes().all(|b| b.is_ascii_graphic()), "{key}");
-            assert!(key.starts_with("etagd1:n-1_x:"));
+            assert!(key.starts_with("etagd2:n-1_x:"));
         }
     }
 

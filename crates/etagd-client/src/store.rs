@@ -47,6 +47,12 @@ pub enum StoreError {
         /// What the client library reported.
         detail: String,
     },
+    /// An invalidation missed this server, so its items are not trusted until a replica repairs it.
+    #[error("memcached {server} missed an invalidation and is fenced; its keys go to the origin until it is repaired")]
+    Fenced {
+        /// The server address as configured.
+        server: String,
+    },
     /// The value is larger than the store accepts for one item.
     #[error("item {key} is {size} bytes, above the store's item limit of {limit} bytes (raise memcached -I)")]
     TooLarge {
@@ -108,14 +114,26 @@ pub enum Placement<'a> {
     Own,
     /// On the server that owns this other key (usually the head record's).
     Near(&'a str),
+    /// On the server at this position in configuration order (taken modulo [`Store::server_count`]): the
+    /// per-server copies of the namespace and tag counters are written to every server this way.
+    Server(usize),
 }
 
 impl<'a> Placement<'a> {
-    /// The key a store routes by for the item named `key`.
+    /// The key a store routes by for the item named `key` (for [`Placement::Server`], which names no key,
+    /// the item's own: check [`server_index`](Self::server_index) first).
     pub fn route_key(self, key: &'a str) -> &'a str {
         match self {
-            Placement::Own => key,
+            Placement::Own | Placement::Server(_) => key,
             Placement::Near(owner) => owner,
+        }
+    }
+
+    /// The server position a [`Placement::Server`] pins the item to.
+    pub fn server_index(self) -> Option<usize> {
+        match self {
+            Placement::Server(index) => Some(index),
+            _ => None,
         }
     }
 }
@@ -130,17 +148,19 @@ pub struct GetRequest {
     pub lease_secs: Option<u32>,
     /// Read from the server owning this key instead of the item's own (see [`Placement`]); `None`: its own.
     pub route: Option<String>,
+    /// Read from the server at this position instead ([`Placement::Server`]); wins over `route`.
+    pub server: Option<usize>,
 }
 
 impl GetRequest {
     /// A plain read.
     pub fn plain(key: impl Into<String>) -> Self {
-        Self { key: key.into(), lease_secs: None, route: None }
+        Self { key: key.into(), lease_secs: None, route: None, server: None }
     }
 
     /// A read that takes a lease on a miss or a stale item.
     pub fn leased(key: impl Into<String>, lease_secs: u32) -> Self {
-        Self { key: key.into(), lease_secs: Some(lease_secs.max(1)), route: None }
+        Self { key: key.into(), lease_secs: Some(lease_secs.max(1)), route: None, server: None }
     }
 
     /// Reads the item from the server owning `owner` ([`Placement::Near`]), where it was written.
@@ -150,8 +170,18 @@ impl GetRequest {
         self
     }
 
+    /// Reads the item from the server at this position ([`Placement::Server`]), where it was written.
+    #[must_use]
+    pub fn on_server(mut self, index: usize) -> Self {
+        self.server = Some(index);
+        self
+    }
+
     /// Where the item lives.
     pub fn placement(&self) -> Placement<'_> {
+        if let Some(index) = self.server {
+            return Placement::Server(index);
+        }
         self.route.as_deref().map_or(Placement::Own, Placement::Near)
     }
 }
@@ -327,6 +357,18 @@ pub trait Store: Send + Sync + 'static {
     /// The server a key lives on, or `embedded` (for error reports). For an item placed
     /// [`Near`](Placement::Near) another key, ask for that key.
     fn server_of(&self, key: &str) -> String;
+
+    /// How many servers the store routes over ([`Placement::Server`] positions are `0..server_count()`); one
+    /// for the in-process store.
+    fn server_count(&self) -> usize {
+        1
+    }
+
+    /// The address of the server at a position, or `embedded`.
+    fn server_name(&self, index: usize) -> String {
+        let _ = index;
+        self.server_of("")
+    }
 
     /// The largest value the store accepts for one item, as known now: the Memcached store reads each server's
     /// own limit (`item_size_max`, less headroom) and reports the smallest, so ask again rather than keep it.

@@ -553,6 +553,38 @@ async fn a_lease_won_by_a_reader_that_gave_up_is_released() {
     }
 }
 
+/// A counter has one copy per server: `Placement::Server(i)` writes the copy on server `i` (configuration order),
+/// `GetRequest::on_server(i)` reads it back, and each copy is independent of the others.
+#[tokio::test]
+async fn an_item_pinned_to_a_server_has_one_copy_per_server() {
+    let servers = [Memcached::start(), Memcached::start(), Memcached::start()];
+    let addrs: Vec<String> = servers.iter().map(Memcached::addr).collect();
+    let store = MemcachedStore::connect(relaxed_config(addrs.clone())).await.expect("connect");
+    assert_eq!(store.server_count(), 3);
+    let key = format!("{}:g:all", unique_namespace());
+    for (index, addr) in addrs.iter().enumerate() {
+        assert_eq!(store.server_name(index), *addr);
+        let value = Bytes::from(format!("copy {index}"));
+        let stored = store.set_placed(&key, Placement::Server(index), value, Expiry::Secs(60), SetCondition::Always);
+        assert_eq!(stored.await.expect("write"), SetOutcome::Stored);
+    }
+    for (index, addr) in addrs.iter().enumerate() {
+        let single = MemcachedStore::connect(relaxed_config(vec![addr.clone()])).await.expect("connect");
+        let found = single.get_many(&[GetRequest::plain(&key)]).await.remove(0).expect("read");
+        assert_eq!(hit(found).value, Bytes::from(format!("copy {index}")), "server {index} holds its own copy");
+        let pinned = store.get_many(&[GetRequest::plain(&key).on_server(index)]).await.remove(0).expect("read");
+        assert_eq!(hit(pinned).value, Bytes::from(format!("copy {index}")));
+    }
+    // Read beside a head: the copy on that head's server.
+    let head = format!("{key}:u:1");
+    let home = addrs.iter().position(|addr| *addr == store.server_of(&head)).expect("a configured server");
+    let near = store.get_many(&[GetRequest::plain(&key).near(&head)]).await.remove(0).expect("read");
+    assert_eq!(hit(near).value, Bytes::from(format!("copy {home}")));
+    assert!(store.delete_placed(&key, Placement::Server(home), DeleteMode::Hard).await.expect("delete"));
+    let gone = store.get_many(&[GetRequest::plain(&key).on_server(home)]).await.remove(0).expect("read");
+    assert_eq!(gone, GetOutcome::Miss { lease: Lease::None });
+}
+
 #[tokio::test]
 async fn a_silent_server_times_out_instead_of_hanging() {
     let silent = SilentServer::start();

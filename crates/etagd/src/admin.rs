@@ -148,7 +148,8 @@ async fn invalidate(State(state): State<AdminState>, headers: HeaderMap, body: a
     state.metrics.invalidations.get_or_create(&SourceLabel { source: "admin" }).inc();
     match state.cache.invalidate(&invalidation).await {
         Ok(report) => {
-            let status = if report.complete { StatusCode::OK } else { StatusCode::MULTI_STATUS };
+            let status =
+                if report.complete && report.fenced.is_empty() { StatusCode::OK } else { StatusCode::MULTI_STATUS };
             (status, Json(report)).into_response()
         }
         Err(error) => AdminError(StatusCode::BAD_REQUEST, error.to_string()).into_response(),

@@ -149,10 +149,6 @@ pub struct Args {
     /// Requests that may wait for an origin slot.
     #[arg(long, env = "ETAGD_ORIGIN_QUEUE", default_value_t = 1024)]
     pub origin_queue: usize,
-    /// Least time between two whole-namespace invalidations caused by unsafe-method or `Etagd-Invalidate`
-    /// invalidations that could not reach a Memcached server (each failure is still covered within it).
-    #[arg(long, env = "ETAGD_ESCALATION_WINDOW", value_parser = parse_duration, default_value = "10s")]
-    pub escalation_window: Duration,
 }
 
 /// Log output format.
@@ -289,8 +285,6 @@ pub struct Config {
     pub targeted_fields: Vec<http::HeaderName>,
     /// Remove the targeted fields from answers.
     pub strip_targeted: bool,
-    /// Least time between two trigger escalations.
-    pub escalation_window: Duration,
 }
 
 /// A configuration problem, named so the operator can fix it.
@@ -553,7 +547,6 @@ impl Config {
             trusted_proxies,
             ignore_cookies,
             query: QueryFilter { ignore: file.ignore_query, keep: None },
-            escalation_window: args.escalation_window,
             targeted_fields,
             stale_if_unreachable_s,
             client_freshness: file.honour_client_freshness,
@@ -577,7 +570,6 @@ impl Config {
             ignore_cookies: self.ignore_cookies.clone(),
             origin_limit: self.origin_limit,
             query: self.query.clone(),
-            escalation_window: self.escalation_window,
             targeted_fields: self.targeted_fields.clone(),
             stale_if_unreachable_s: self.stale_if_unreachable_s,
             client_freshness: self.client_freshness,

@@ -56,6 +56,9 @@ pub struct CacheConfig {
     pub body_cache_bytes: u64,
     /// Resources whose tags and Vary names this process remembers to batch their reads.
     pub hint_capacity: u64,
+    /// How often the background poller reads the fences of servers that missed an invalidation (remote stores
+    /// of two or more servers); a fenced server's entries go to the origin until it is repaired.
+    pub fence_poll: Duration,
     /// The clock.
     pub clock: Arc<dyn Clock>,
 }
@@ -72,6 +75,7 @@ impl Default for CacheConfig {
             clock_skew: Duration::from_secs(1),
             body_cache_bytes: 64 << 20,
             hint_capacity: 100_000,
+            fence_poll: Duration::from_secs(1),
             clock: Arc::new(SystemClock),
         }
     }

@@ -346,7 +346,10 @@ impl Fill {
             }
         }
         if !late.is_empty() {
-            let requests: Vec<GetRequest> = late.iter().map(|(_, key)| GetRequest::plain(key.clone())).collect();
+            // Each server holds its own copy of every counter: the one beside the head is the one readers check.
+            let head_key = ns.head_key(&self.resource);
+            let requests: Vec<GetRequest> =
+                late.iter().map(|(_, key)| GetRequest::plain(key.clone()).near(head_key.clone())).collect();
             let results = self.cache.store().get_many(&requests).await;
             for ((name, key), result) in late.iter().zip(results) {
                 let generation = match result? {
@@ -355,7 +358,7 @@ impl Fill {
                 };
                 let generation = match generation {
                     Some(generation) => generation,
-                    None => self.create_generation(key).await?,
+                    None => self.create_generation(key, &head_key).await?,
                 };
                 if !generation.predates(self.started_ms, self.cache.config().clock_skew) {
                     return Err(CommitError::Invalidated);
@@ -367,13 +370,16 @@ impl Fill {
     }
 
     /// Creates a missing (or unreadable) counter; if another caller created it first, reads theirs.
-    async fn create_generation(&self, key: &str) -> Result<Generation, CommitError> {
+    /// The copy created is the one on the head record's server (`head_key`), where readers of the entry look.
+    async fn create_generation(&self, key: &str, head_key: &str) -> Result<Generation, CommitError> {
         let store = self.cache.store();
         let created = Generation::created();
-        match store.set(key, created.encode(), Expiry::Never, SetCondition::Add).await? {
+        let near = Placement::Near(head_key);
+        match store.set_placed(key, near, created.encode(), Expiry::Never, SetCondition::Add).await? {
             SetOutcome::Stored => Ok(created),
             SetOutcome::NotStored => {
-                let outcome = store.get_many(&[GetRequest::plain(key)]).await.pop().expect("one result")?;
+                let read = GetRequest::plain(key).near(head_key);
+                let outcome = store.get_many(&[read]).await.pop().expect("one result")?;
                 match outcome {
                     GetOutcome::Hit(item) => Generation::decode(&item.value).ok_or(CommitError::Raced),
                     GetOutcome::Miss { .. } => Err(CommitError::Raced),

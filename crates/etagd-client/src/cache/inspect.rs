@@ -15,7 +15,12 @@ impl Cache {
     /// What is stored for a resource, read without taking any lease (for `/entries` and `etagctl inspect`).
     pub async fn inspect(&self, resource: &ResourceKey, headers: &HeaderMap) -> Result<Inspection, StoreError> {
         let ns = &self.inner.config.namespace;
-        let requests = [GetRequest::plain(ns.head_key(resource)), GetRequest::plain(ns.all_generation_key())];
+        let head_key = ns.head_key(resource);
+        if let Some(error) = self.fenced(&head_key) {
+            return Err(error);
+        }
+        let requests =
+            [GetRequest::plain(head_key.clone()), GetRequest::plain(ns.all_generation_key()).near(head_key.clone())];
         let mut results = self.inner.store.get_many(&requests).await.into_iter();
         let head = results.next().expect("one result")?;
         let mut live = Live { all: self.generation_of(results.next().expect("one result")?), tags: HashMap::new() };
@@ -71,7 +76,7 @@ impl Cache {
                 }
             }
         };
-        self.read_tags(&meta.tags, &mut live).await;
+        self.read_tags(&meta.tags, &head_key, &mut live).await;
         let check = Self::validity(&meta, &live, url_generation, now_ms);
         let age_s = meta.initial_age_s.saturating_add(now_ms.saturating_sub(meta.stored_at_ms) / 1000);
         let state = match check {

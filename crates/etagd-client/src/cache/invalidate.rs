@@ -3,13 +3,16 @@
 //! - A URL: its head record is deleted (hard) or soft-deleted with a grace period (`md <key> I T<grace>`); every
 //!   Vary variant goes with it, because variants are only reachable through a head whose URL generation they
 //!   recorded.
-//! - A tag, or the namespace: its generation counter gets a new random value (see `generation`); soft
-//!   invalidation keeps the previous value servable, stale, until the grace period ends.
+//! - A tag, or the namespace: its generation counter gets a new random value (see `generation`) in the copy on
+//!   every server, since readers check the copy beside their head record; soft invalidation keeps each server's
+//!   previous value servable, stale, until the grace period ends.
 //!
-//! Once [`Cache::invalidate`] returns, no reader anywhere gets an old entry: readers check the live counters on
-//! every lookup. A target that could not be written (its server is down) is reported, and the namespace counter
-//! is bumped instead, so the affected entries miss rather than serve stale (fail towards a miss).
+//! Once [`Cache::invalidate`] returns a complete report, no reader anywhere gets an old entry: readers check the
+//! live counters on every lookup. A target that could not be written on some server is reported with that
+//! server, and the report is incomplete: a namespace bump on the other servers does not cover the entries whose
+//! head lives on the one that missed it.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -18,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::{Cache, bump};
 use crate::generation::Generation;
 use crate::key::{KeyError, ResourceKey};
-use crate::store::{DeleteMode, Expiry, GetOutcome, GetRequest, SetCondition, SetOutcome, StoreError};
+use crate::store::{DeleteMode, Expiry, GetOutcome, GetRequest, Placement, SetCondition, SetOutcome, StoreError};
 
 /// What to invalidate.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,11 +40,6 @@ pub struct Invalidation {
     /// refreshes each. Absent or 0: hard.
     #[serde(default)]
     pub grace_s: Option<u64>,
-    /// The caller bounds the escalation itself: a target that cannot be written is reported, and the namespace
-    /// is not invalidated here (the exchange's triggers escalate at most once per window, so an outage of one
-    /// server does not flush everything on every anonymous POST).
-    #[serde(skip)]
-    pub defer_escalation: bool,
 }
 
 impl Invalidation {
@@ -81,8 +79,12 @@ pub struct InvalidationReport {
     pub grace_s: Option<u64>,
     /// Some target failed, so the whole namespace was invalidated instead.
     pub escalated_to_all: bool,
-    /// Every target landed (directly or through the escalation).
+    /// Every target landed, directly, through a fence or through the escalation.
     pub complete: bool,
+    /// Servers that missed a write and were fenced on the others: every replica treats them as down until one
+    /// repairs them (bumps their namespace copy). The write is covered, but it did fail (207 from the admin API).
+    #[serde(default)]
+    pub fenced: Vec<String>,
 }
 
 impl Cache {
@@ -100,28 +102,48 @@ impl Cache {
         });
         let tag_writes = invalidation.tags.iter().map(|tag| async move {
             let key = self.config().namespace.tag_generation_key(tag);
-            let result = self.bump_generation(&key, grace).await.map_err(|e| e.to_string());
-            self.report("tag", tag, &key, result, None)
+            self.bump_everywhere("tag", tag, &key, grace).await
         });
         let (mut targets, tags) = futures_util::join!(join_all(url_writes), join_all(tag_writes));
-        targets.extend(tags);
-        let failed = targets.iter().any(|target| !target.ok);
-        let mut escalated_to_all = false;
-        if invalidation.all || (failed && !invalidation.defer_escalation) {
+        let store = self.store();
+        let count = store.server_count().max(1);
+        let index_of = |server: &str| (0..count).find(|&index| store.server_name(index) == server);
+        // The servers that missed a write, by position; a failure no server explains is never fenced.
+        let mut missed: BTreeSet<Option<usize>> =
+            targets.iter().filter(|target| !target.ok).map(|target| index_of(&target.server)).collect();
+        for (report, servers) in tags {
+            missed.extend(servers.into_iter().map(Some));
+            targets.push(report);
+        }
+        if invalidation.all {
             let key = self.config().namespace.all_generation_key();
-            // An escalation is always hard: the failed targets' entries must not be served at all.
-            let all_grace = if invalidation.all && !failed { grace } else { None };
-            let result = self.bump_generation(&key, all_grace).await.map_err(|e| e.to_string());
-            let landed = result.is_ok();
-            targets.push(self.report("all", "", &key, result, None));
-            escalated_to_all = failed && landed;
+            let all_grace = if missed.is_empty() { grace } else { None };
+            let (report, servers) = self.bump_everywhere("all", "", &key, all_grace).await;
+            missed.extend(servers.into_iter().map(Some));
+            targets.push(report);
+        }
+        // Each server that missed a write is fenced on the others, so no replica trusts it until it is repaired.
+        let mut fenced = Vec::new();
+        let mut unfenced = false;
+        for server in missed {
+            match server {
+                Some(index) if count >= 2 && self.write_fence(index).await => fenced.push(store.server_name(index)),
+                _ => unfenced = true,
+            }
+        }
+        let mut escalated_to_all = false;
+        if unfenced && !invalidation.all {
+            // No fence could be written: the namespace bump on the servers that answer is all that is left.
+            let key = self.config().namespace.all_generation_key();
+            let (report, _) = self.bump_everywhere("all", "", &key, None).await;
+            escalated_to_all = report.ok;
+            targets.push(report);
             if escalated_to_all {
                 tracing::warn!("an invalidation target could not be written; invalidated the whole namespace instead");
             }
         }
-        let all_ok = targets.iter().filter(|t| t.kind == "all").all(|t| t.ok);
-        let complete = if escalated_to_all { true } else { !failed && all_ok };
-        Ok(InvalidationReport { targets, grace_s: grace.map(|g| g.as_secs()), escalated_to_all, complete })
+        let complete = !unfenced || escalated_to_all;
+        Ok(InvalidationReport { targets, grace_s: grace.map(|g| g.as_secs()), escalated_to_all, complete, fenced })
     }
 
     fn report(
@@ -146,29 +168,69 @@ impl Cache {
         }
     }
 
-    async fn bump_generation(&self, key: &str, grace: Option<Duration>) -> Result<(), StoreError> {
-        let Some(grace) = grace else {
-            // A hard invalidation is a single blind write: whatever was there, the new value supersedes it.
-            let next = Generation::invalidated(None, self.now_ms(), None);
-            return self.store().set(key, next.encode(), Expiry::Never, SetCondition::Always).await.map(|_| ());
+    /// Bumps a counter's copy on every server (in parallel) and reports the target once: it landed when every
+    /// copy did; otherwise `server` and `error` name the servers that missed it.
+    async fn bump_everywhere(
+        &self,
+        kind: &'static str,
+        name: &str,
+        key: &str,
+        grace: Option<Duration>,
+    ) -> (TargetReport, Vec<usize>) {
+        let store = self.store();
+        let servers = store.server_count().max(1);
+        let results = join_all((0..servers).map(|server| self.bump_generation(key, server, grace))).await;
+        let failures: Vec<(usize, StoreError)> =
+            results.into_iter().enumerate().filter_map(|(server, result)| result.err().map(|e| (server, e))).collect();
+        let ok = failures.is_empty();
+        if ok {
+            bump(&self.inner.counters.invalidations);
+        } else {
+            bump(&self.inner.counters.invalidation_failures);
+        }
+        let server = if ok {
+            if servers == 1 { store.server_name(0) } else { format!("all {servers} servers") }
+        } else {
+            failures.iter().map(|(server, _)| store.server_name(*server)).collect::<Vec<_>>().join(",")
         };
-        // A soft one reads the counter and writes it back under the CAS it read, so that a hard invalidation
-        // landing in between is never overwritten (its old value would then be servable in grace again).
+        let error = (!ok).then(|| failures.iter().map(|(_, error)| error.to_string()).collect::<Vec<_>>().join("; "));
+        let missed = failures.iter().map(|(server, _)| *server).collect();
+        (TargetReport { kind, name: name.to_owned(), server, ok, existed: None, error }, missed)
+    }
+
+    /// Bumps the copy of a counter on one server. A hard invalidation is one blind write; a soft one reads that
+    /// server's own previous value (to keep it servable for the grace period) and writes back under the CAS it
+    /// read, so that a hard invalidation landing in between is never overwritten.
+    pub(super) async fn bump_generation(
+        &self,
+        key: &str,
+        server: usize,
+        grace: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        let placement = Placement::Server(server);
+        let hard = || {
+            let next = Generation::invalidated(None, self.now_ms(), None);
+            self.store().set_placed(key, placement, next.encode(), Expiry::Never, SetCondition::Always)
+        };
+        let Some(grace) = grace else {
+            return hard().await.map(|_| ());
+        };
         for _ in 0..SOFT_ATTEMPTS {
-            let read = self.store().get_many(&[GetRequest::plain(key)]).await.pop().expect("one result")?;
-            let (current, condition) = match read {
+            let read = GetRequest::plain(key).on_server(server);
+            let (current, condition) = match self.store().get_many(&[read]).await.pop().expect("one result")? {
                 GetOutcome::Hit(item) => (Generation::decode(&item.value), SetCondition::Cas(item.cas)),
                 GetOutcome::Miss { .. } => (None, SetCondition::Add),
             };
             let next = Generation::invalidated(current.as_ref(), self.now_ms(), Some(grace));
-            if self.store().set(key, next.encode(), Expiry::Never, condition).await? == SetOutcome::Stored {
+            if self.store().set_placed(key, placement, next.encode(), Expiry::Never, condition).await?
+                == SetOutcome::Stored
+            {
                 return Ok(());
             }
         }
         // Contended throughout: invalidate hard rather than not at all (stricter than asked, never staler).
-        tracing::debug!(key, "soft invalidation kept racing other writers; invalidated hard instead");
-        let next = Generation::invalidated(None, self.now_ms(), None);
-        self.store().set(key, next.encode(), Expiry::Never, SetCondition::Always).await.map(|_| ())
+        tracing::debug!(key, server, "soft invalidation kept racing other writers; invalidated hard instead");
+        hard().await.map(|_| ())
     }
 }
 

@@ -30,15 +30,16 @@ impl Cache {
         }
     }
 
-    /// Reads the counters of tags not read yet (one round for all of them).
-    pub(super) async fn read_tags(&self, tags: &[String], live: &mut Live) {
+    /// Reads the counters of tags not read yet (one round for all of them), from the copies on the server of
+    /// the head record `head_key`.
+    pub(super) async fn read_tags(&self, tags: &[String], head_key: &str, live: &mut Live) {
         let missing: Vec<&String> = tags.iter().filter(|tag| !live.tags.contains_key(*tag)).collect();
         if missing.is_empty() {
             return;
         }
         let ns = &self.inner.config.namespace;
         let requests: Vec<GetRequest> =
-            missing.iter().map(|tag| GetRequest::plain(ns.tag_generation_key(tag))).collect();
+            missing.iter().map(|tag| GetRequest::plain(ns.tag_generation_key(tag)).near(head_key)).collect();
         let results = self.inner.store.get_many(&requests).await;
         for (tag, result) in missing.into_iter().zip(results) {
             let generation = match result {

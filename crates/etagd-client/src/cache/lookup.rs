@@ -136,9 +136,16 @@ impl Cache {
         }
         let lease_secs = lease_secs(config.fill_lease);
         let head_key = ns.head_key(resource);
-        let mut requests =
-            vec![GetRequest::leased(head_key.clone(), lease_secs), GetRequest::plain(ns.all_generation_key())];
-        requests.extend(tags.iter().map(|tag| GetRequest::plain(ns.tag_generation_key(tag))));
+        if let Some(error) = self.fenced(&head_key) {
+            self.store_error(&error);
+            return Lookup::Unavailable(error);
+        }
+        // The counters are read from the copies on the head's server, so the batch touches one server.
+        let mut requests = vec![
+            GetRequest::leased(head_key.clone(), lease_secs),
+            GetRequest::plain(ns.all_generation_key()).near(head_key.clone()),
+        ];
+        requests.extend(tags.iter().map(|tag| GetRequest::plain(ns.tag_generation_key(tag)).near(head_key.clone())));
         let hinted_variant = hint
             .as_ref()
             .filter(|hint| !hint.vary.is_empty())
@@ -351,7 +358,7 @@ impl Cache {
                     }
                 };
                 self.remember(resource, &index.vary, &meta.tags);
-                self.read_tags(&meta.tags, &mut live).await;
+                self.read_tags(&meta.tags, &ns_head_key(self, resource), &mut live).await;
                 plan.variant_cas(variant.cas);
                 let slot = Slot {
                     entry_digest: digest,
@@ -378,7 +385,7 @@ impl Cache {
     ) -> Lookup {
         let resource = request.resource;
         self.remember(resource, &[], &meta.tags);
-        self.read_tags(&meta.tags, &mut live).await;
+        self.read_tags(&meta.tags, &ns_head_key(self, resource), &mut live).await;
         let slot = Slot {
             entry_digest: resource.digest(),
             head_key: self.inner.config.namespace.head_key(resource),
@@ -478,6 +485,10 @@ impl Cache {
         }
         Some(Fill::new(self, request, plan, slot.generations.clone(), self.now_ms()))
     }
+}
+
+fn ns_head_key(cache: &Cache, resource: &ResourceKey) -> String {
+    cache.inner.config.namespace.head_key(resource)
 }
 
 fn lease_secs(lease: Duration) -> u32 {

@@ -114,9 +114,6 @@ pub struct ExchangeConfig {
     pub strip_targeted: bool,
     /// The cap on concurrent origin requests (`None`: no cap).
     pub origin_limit: Option<OriginLimit>,
-    /// The least time between two namespace invalidations caused by trigger invalidations that could not reach
-    /// a server (see `escalate.rs`).
-    pub escalation_window: Duration,
     /// How long an origin 5xx sends the resource straight to the origin (short: the next good answer should be
     /// stored soon, but waiters must stop queueing behind a failing fill).
     pub server_error_pass: Duration,
@@ -140,7 +137,6 @@ impl Default for ExchangeConfig {
             targeted_fields: Policy::default().targeted,
             strip_targeted: false,
             origin_limit: Some(OriginLimit::default()),
-            escalation_window: Duration::from_secs(10),
             server_error_pass: Duration::from_secs(1),
         }
     }

@@ -54,15 +54,13 @@ where
         }
     }
 
-    async fn invalidate(&mut self, mut invalidation: Invalidation, trigger: Trigger) {
+    async fn invalidate(&mut self, invalidation: Invalidation, trigger: Trigger) {
         self.report.invalidations.push(trigger);
-        // Any anonymous client can trigger these: the escalation for an unreachable server is bounded.
-        invalidation.defer_escalation = true;
+        // A server this misses is fenced on the others (see `cache/fence.rs`): no namespace flush per POST.
         let exchange = self.exchange.clone();
         match exchange.cache().invalidate(&invalidation).await {
             Ok(report) if !report.complete => {
                 tracing::warn!(?report, "invalidation did not reach every Memcached server");
-                exchange.inner.escalations.escalate(exchange.cache()).await;
             }
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "invalidation skipped"),

@@ -138,6 +138,14 @@ impl MemcachedStore {
     fn node_for(&self, key: &str) -> &ServerNode {
         &self.nodes[self.routing.server(key)]
     }
+
+    /// The position of the server an item placed so lives on.
+    fn index_of(&self, key: &str, placement: Placement<'_>) -> usize {
+        match placement.server_index() {
+            Some(index) => index % self.nodes.len(),
+            None => self.routing.server(placement.route_key(key)),
+        }
+    }
 }
 
 #[async_trait]
@@ -150,7 +158,7 @@ impl Store for MemcachedStore {
         }
         let mut groups: Vec<Vec<usize>> = vec![Vec::new(); self.nodes.len()];
         for (index, request) in requests.iter().enumerate() {
-            groups[self.routing.server(request.placement().route_key(&request.key))].push(index);
+            groups[self.index_of(&request.key, request.placement())].push(index);
         }
         let exchanges = groups.iter().enumerate().filter(|(_, indices)| !indices.is_empty()).map(|(node, indices)| {
             let batch: Vec<&GetRequest> = indices.iter().map(|&index| &requests[index]).collect();
@@ -173,14 +181,14 @@ impl Store for MemcachedStore {
         expiry: Expiry,
         condition: SetCondition,
     ) -> Result<SetOutcome, StoreError> {
-        let node = self.node_for(placement.route_key(key));
+        let node = &self.nodes[self.index_of(key, placement)];
         let limit = node.item_limit();
         super::check_size(key, &value, limit)?;
         node.set(key, &value, expiry, condition, limit).await
     }
 
     async fn delete_placed(&self, key: &str, placement: Placement<'_>, mode: DeleteMode) -> Result<bool, StoreError> {
-        self.node_for(placement.route_key(key)).delete(key, mode).await
+        self.nodes[self.index_of(key, placement)].delete(key, mode).await
     }
 
     async fn touch_placed(
@@ -202,6 +210,14 @@ impl Store for MemcachedStore {
 
     fn server_of(&self, key: &str) -> String {
         self.node_for(key).addr.clone()
+    }
+
+    fn server_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn server_name(&self, index: usize) -> String {
+        self.nodes[index % self.nodes.len()].addr.clone()
     }
 
     /// The smallest of the servers' limits (each read from the server), so that a value of this size fits
