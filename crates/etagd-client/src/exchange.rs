@@ -68,6 +68,7 @@ struct Inner {
     untrusted_headers: Vec<HeaderName>,
     observer: Option<Arc<dyn Observer>>,
     gate: Option<gate::OriginGate>,
+    dates: log::DateCache,
     store_log: log::RateLimited,
     weakened_log: log::RateLimited,
 }
@@ -101,6 +102,7 @@ impl Exchange {
                 untrusted_headers,
                 observer: None,
                 gate,
+                dates: log::DateCache::default(),
                 store_log: log::RateLimited::default(),
                 weakened_log: log::RateLimited::default(),
             }),
@@ -251,18 +253,18 @@ where
     /// The request's resource as it is stored (ignored query parameters left out).
     fn request_key(&self) -> Result<ResourceKey, crate::key::KeyError> {
         let key = ResourceKey::from_request(&self.parts, self.context.forwarding)?;
-        Ok(self.exchange.config().storage_key(&key))
+        Ok(self.exchange.config().storage_key(key))
     }
 
     async fn cacheable(&mut self) -> Answer<U::Error> {
         let exchange = self.exchange.clone();
-        let key = self.key.clone().expect("a cacheable request has a key");
+        let key = self.key.as_ref().expect("a cacheable request has a key");
         let route = exchange.config().route_for(key.path());
         self.client = crate::cache_control::CacheControl::from_headers(&self.parts.headers);
         self.only_if_cached = self.client.only_if_cached;
         self.personal =
             policy::is_personal(&self.parts.headers, &[&exchange.config().ignore_cookies, &route.ignore_cookies]);
-        let lookup = LookupRequest { resource: &key, headers: &self.parts.headers, route_tags: &route.tags };
+        let lookup = LookupRequest { resource: key, headers: &self.parts.headers, route_tags: &route.tags };
         let started = Instant::now();
         let found = exchange.cache().lookup_waiting(lookup).await;
         self.report.lookup = Some(started.elapsed());
@@ -406,8 +408,7 @@ where
             if report.outcome.is_hit() && !response.headers().contains_key(DATE) {
                 // An answer from storage is made now (RFC 9110 section 6.6.1); the layer may sit under a server
                 // that adds no Date of its own.
-                let date = httpdate::fmt_http_date(self.exchange.now());
-                response.headers_mut().insert(DATE, HeaderValue::from_str(&date).expect("an HTTP date is ASCII"));
+                response.headers_mut().insert(DATE, self.exchange.inner.dates.now(self.exchange.now()));
             }
             report.status = response.status().as_u16();
             response

@@ -141,7 +141,7 @@ async fn invalidate(State(state): State<AdminState>, headers: HeaderMap, body: a
     // URLs are named as the exchange stores them (query parameters it ignores left out).
     for url in &mut invalidation.urls {
         match ResourceKey::from_url(url) {
-            Ok(resource) => *url = state.exchange.storage_key(&resource).url(),
+            Ok(resource) => *url = state.exchange.storage_key(resource).url(),
             Err(error) => return AdminError(StatusCode::BAD_REQUEST, error.to_string()).into_response(),
         }
     }
@@ -170,7 +170,7 @@ async fn entries(State(state): State<AdminState>, headers: HeaderMap, Query(quer
             .into_response();
     };
     let resource = match ResourceKey::from_url(&url) {
-        Ok(resource) => state.exchange.storage_key(&resource),
+        Ok(resource) => state.exchange.storage_key(resource),
         Err(error) => return AdminError(StatusCode::BAD_REQUEST, error.to_string()).into_response(),
     };
     match state.cache.inspect(&resource, &HeaderMap::new()).await {

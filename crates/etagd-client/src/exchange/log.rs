@@ -131,6 +131,26 @@ pub(crate) fn access(report: &Report) {
     );
 }
 
+/// The `Date` of answers from storage, formatted once a second rather than once a request (as hyper does for
+/// its own).
+#[derive(Debug, Default)]
+pub(crate) struct DateCache(parking_lot::Mutex<Option<(u64, http::HeaderValue)>>);
+
+impl DateCache {
+    pub(crate) fn now(&self, now: std::time::SystemTime) -> http::HeaderValue {
+        let second = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let mut cached = self.0.lock();
+        match &*cached {
+            Some((at, value)) if *at == second => value.clone(),
+            _ => {
+                let value = http::HeaderValue::from_str(&httpdate::fmt_http_date(now)).expect("an HTTP date is ASCII");
+                *cached = Some((second, value.clone()));
+                value
+            }
+        }
+    }
+}
+
 /// Lets a message through at most once a minute, so a Memcached outage does not flood the logs.
 #[derive(Debug, Default)]
 pub(crate) struct RateLimited(AtomicU64);

@@ -33,7 +33,7 @@ where
             let mut urls = vec![key.url()];
             for name in [LOCATION, CONTENT_LOCATION] {
                 let named = response.headers().get(name).and_then(|v| v.to_str().ok()).and_then(|v| key.resolve(v));
-                let named = named.map(|target| self.exchange.config().storage_key(&target));
+                let named = named.map(|target| self.exchange.config().storage_key(target));
                 if let Some(url) = named.map(|target| target.url()) {
                     if !urls.contains(&url) {
                         urls.push(url);
