@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Two etagd binaries side by side in one run, for "did this change cost speed": same memcached, same demo origin,
+# wrk against each in turn (order rotated every round), medians printed with the ratio B/A. A third variant runs
+# binary B with ETAGD_LOG=warn, to show what the per-request access log costs.
+#
+#   bench/compare.sh OLD_ETAGD NEW_ETAGD [ROUNDS] [SECONDS]
+#
+# Build the old binary from a worktree of the commit to compare against (git worktree add /tmp/old <commit>;
+# cargo build --release -p etagd there); the new one is target/release/etagd. Loopback only; bounded in time.
+set -euo pipefail
+OLD=${1:?usage: bench/compare.sh OLD_ETAGD NEW_ETAGD [ROUNDS] [SECONDS]}
+NEW=${2:?usage: bench/compare.sh OLD_ETAGD NEW_ETAGD [ROUNDS] [SECONDS]}
+ROUNDS=${3:-3}
+SECONDS_PER_RUN=${4:-5}
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+read -r MC_PORT ORIGIN_PORT A_PORT A_ADMIN B_PORT B_ADMIN C_PORT C_ADMIN <<<"$(free_ports 8)"
+memcached "${as_root[@]}" -l 127.0.0.1 -p "$MC_PORT" -U 0 -m 256 &
+PIDS+=($!)
+"${CARGO_TARGET_DIR:-$REPO/target}/release/demo-origin" --listen "127.0.0.1:$ORIGIN_PORT" >"$TMP/origin.log" 2>&1 &
+PIDS+=($!)
+start() { # name binary port admin [env...]
+  local name=$1 binary=$2 port=$3 admin=$4
+  shift 4
+  env "$@" "$binary" --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
+    --upstream "http://127.0.0.1:$ORIGIN_PORT" --memcached "127.0.0.1:$MC_PORT" --namespace "$name" \
+    >"$TMP/$name.log" 2>&1 &
+  PIDS+=($!)
+}
+start old "$OLD" "$A_PORT" "$A_ADMIN"
+start new "$NEW" "$B_PORT" "$B_ADMIN"
+start new-nolog "$NEW" "$C_PORT" "$C_ADMIN" ETAGD_LOG=warn
+for port in "$A_PORT" "$B_PORT" "$C_PORT"; do
+  for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$port/bytes/2048" && break || sleep 0.1; done
+done
+ETAG=$(curl -s -D - -o /dev/null "http://127.0.0.1:$B_PORT/bytes/2048" | awk -F': ' 'tolower($1)=="etag"{print $2}' | tr -d '\r')
+
+run() { # scenario name port
+  local headers=()
+  [ "$1" = 304 ] && headers=(-H "If-None-Match: $ETAG")
+  wrk -t1 -c32 -d"${SECONDS_PER_RUN}s" "${headers[@]}" "http://127.0.0.1:$3/bytes/2048" 2>/dev/null |
+    awk -v s="$1" -v n="$2" '/Requests\/sec/{print s, n, $2}'
+}
+servers=("old:$A_PORT" "new:$B_PORT" "new-nolog:$C_PORT")
+: >"$TMP/results"
+for round in $(seq "$ROUNDS"); do
+  for scenario in 304 hit-2k; do
+    for i in 0 1 2; do
+      item=${servers[$(((i + round) % 3))]}
+      run "$scenario" "${item%%:*}" "${item##*:}" | tee -a "$TMP/results"
+    done
+  done
+done
+python3 - "$TMP/results" <<'EOF'
+import statistics, sys
+rows = [line.split() for line in open(sys.argv[1]) if line.strip()]
+for scenario in ("304", "hit-2k"):
+    med = {n: statistics.median(float(r[2]) for r in rows if r[0] == scenario and r[1] == n) for n in ("old", "new", "new-nolog")}
+    print(f"{scenario}: old {med['old']:.0f}/s, new {med['new']:.0f}/s ({med['new'] / med['old']:.2f}x), "
+          f"new without the access log {med['new-nolog']:.0f}/s ({med['new-nolog'] / med['old']:.2f}x)")
+EOF
