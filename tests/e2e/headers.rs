@@ -124,3 +124,39 @@ async fn a_get_with_a_body_keeps_the_origin_connection_in_step() {
     })
     .await;
 }
+
+/// Issue 14, RFC 7239 section 8.3: an origin that renders links from `X-Forwarded-Host` (as every framework can)
+/// cannot be made to store a page linking to a client's host under the shared key. From a trusted proxy the
+/// forwarded host is believed, and keyed, so its page never reaches requests for the real host either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_host_cannot_poison_the_shared_page() {
+    guard(async {
+        let memcached = Memcached::start();
+        let origin = Origin::start().await;
+        origin.route(
+            "/links",
+            Route::cacheable().body(|ask| {
+                let host = ask.headers.get("x-forwarded-host").and_then(|v| v.to_str().ok()).unwrap_or("?");
+                format!("<a href=\"https://{host}/next\">").into()
+            }),
+        );
+        let fleet = Fleet::new(&origin, &[&memcached]);
+        let untrusting = fleet.replica(&[]).await;
+        let attack = untrusting.get("/links", &[("x-forwarded-host", "evil.example")]).await;
+        assert_eq!(attack.text(), "<a href=\"https://app.test/next\">", "the client's header never reached the app");
+        let victim = untrusting.get("/links", &[]).await;
+        assert!(victim.is_fresh_hit());
+        assert_eq!(victim.text(), "<a href=\"https://app.test/next\">");
+        untrusting.shutdown().await;
+
+        // The test client connects from 127.0.0.1: as a trusted proxy, its forwarded host is a resource of its own.
+        let fleet = Fleet::new(&origin, &[&memcached]);
+        let trusting = fleet.replica(&["--trusted-proxies", "127.0.0.1"]).await;
+        let proxied = trusting.get("/links", &[("x-forwarded-host", "shop.example")]).await;
+        assert_eq!(proxied.text(), "<a href=\"https://shop.example/next\">");
+        let direct = trusting.get("/links", &[]).await;
+        assert_eq!(direct.text(), "<a href=\"https://app.test/next\">", "another host, another entry");
+        trusting.shutdown().await;
+    })
+    .await;
+}

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::header::{CONTENT_TYPE, DATE};
 use http::request::Parts;
-use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 
 pub use config::{DEFAULT_MAX_BODY_BYTES, ExchangeConfig, OriginLimit, Route, Triggers};
 pub use context::{BadTrustedProxy, InformationalHook, RequestContext, TrustedProxies};
@@ -65,7 +65,6 @@ pub struct Exchange {
 struct Inner {
     cache: Cache,
     config: ExchangeConfig,
-    untrusted_headers: Vec<HeaderName>,
     observer: Option<Arc<dyn Observer>>,
     gate: Option<gate::OriginGate>,
     dates: log::DateCache,
@@ -93,13 +92,11 @@ pub struct Exchanged<E> {
 impl Exchange {
     /// An exchange over `cache`.
     pub fn new(cache: Cache, config: ExchangeConfig) -> Self {
-        let untrusted_headers = UNTRUSTED_FORWARDING_HEADERS.iter().map(|name| HeaderName::from_static(name)).collect();
         let gate = config.origin_limit.map(gate::OriginGate::new);
         Self {
             inner: Arc::new(Inner {
                 cache,
                 config,
-                untrusted_headers,
                 observer: None,
                 gate,
                 dates: log::DateCache::default(),
@@ -107,14 +104,6 @@ impl Exchange {
                 weakened_log: log::RateLimited::default(),
             }),
         }
-    }
-
-    /// Replaces the list of request headers dropped from untrusted peers (default:
-    /// [`UNTRUSTED_FORWARDING_HEADERS`]).
-    #[must_use]
-    pub fn with_untrusted_headers(mut self, names: Vec<HeaderName>) -> Self {
-        self.inner_mut().untrusted_headers = names;
-        self
     }
 
     /// Hands every [`Report`] (foreground and background) to `observer`, e.g. to update metrics.
@@ -298,7 +287,8 @@ where
 
     /// The client's headers as the origin should see them.
     fn outbound_headers(&self) -> http::HeaderMap {
-        forward::outbound(&self.parts.headers, self.key.as_ref(), &self.context, &self.exchange.inner.untrusted_headers)
+        let untrusted = &self.exchange.inner.config.untrusted_headers;
+        forward::outbound(&self.parts.headers, self.key.as_ref(), &self.context, untrusted)
     }
 
     /// A request upstream for the client's target, with the client's body the first time and an empty one after.

@@ -17,6 +17,8 @@
 //! ignore_query = ["utm_*", "gclid", "fbclid"]  # left out of every key; the app still gets the full URL
 //! targeted_cache_control = ["etagd-cache-control", "cdn-cache-control"]  # RFC 9213 fields obeyed, in order
 //! strip_targeted_cache_control = false  # true: remove them from answers (default: passed on downstream)
+//! untrusted_headers = ["forwarded", "x-forwarded-host", ...]  # dropped from peers not in --trusted-proxies;
+//!                                # replaces the built-in list (etagd_client::exchange::UNTRUSTED_FORWARDING_HEADERS)
 //!
 //! [[route]]
 //! prefix = "/api/servers"        # path prefix
@@ -188,6 +190,7 @@ struct FileConfig {
     #[serde(default)]
     ignore_query: Vec<String>,
     targeted_cache_control: Option<Vec<String>>,
+    untrusted_headers: Option<Vec<String>>,
     #[serde(default)]
     strip_targeted_cache_control: bool,
     #[serde(default, rename = "route")]
@@ -281,6 +284,8 @@ pub struct Config {
     pub client_freshness: bool,
     /// How long past freshness a stale entry stands in when the app cannot be reached.
     pub stale_if_unreachable_s: u32,
+    /// Request headers dropped from untrusted peers.
+    pub untrusted_headers: Vec<http::HeaderName>,
     /// Targeted cache-control fields obeyed, in order (RFC 9213).
     pub targeted_fields: Vec<http::HeaderName>,
     /// Remove the targeted fields from answers.
@@ -461,15 +466,22 @@ impl Config {
         }
         routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
         let ignore_cookies = cookie_names("ignore_cookies", file.ignore_cookies)?;
+        let header_names = |name: &str, names: Vec<String>| -> Result<Vec<http::HeaderName>, ConfigError> {
+            names
+                .iter()
+                .map(|header| {
+                    http::HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes())
+                        .map_err(|_| invalid(name, format!("{header:?} is not a header field name")))
+                })
+                .collect()
+        };
+        let untrusted_headers = match file.untrusted_headers {
+            None => ExchangeConfig::default().untrusted_headers,
+            Some(names) => header_names("untrusted_headers", names)?,
+        };
         let targeted_fields = match file.targeted_cache_control {
             None => etagd_client::cacheability::Policy::default().targeted,
-            Some(names) => names
-                .iter()
-                .map(|name| {
-                    http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
-                        .map_err(|_| invalid("targeted_cache_control", format!("{name:?} is not a header field name")))
-                })
-                .collect::<Result<_, _>>()?,
+            Some(names) => header_names("targeted_cache_control", names)?,
         };
         let trusted_proxies =
             TrustedProxies::parse(&args.trusted_proxies).map_err(|e| invalid("--trusted-proxies", e.to_string()))?;
@@ -548,6 +560,7 @@ impl Config {
             ignore_cookies,
             query: QueryFilter { ignore: file.ignore_query, keep: None },
             targeted_fields,
+            untrusted_headers,
             stale_if_unreachable_s,
             client_freshness: file.honour_client_freshness,
             strip_targeted: file.strip_targeted_cache_control,
@@ -571,6 +584,7 @@ impl Config {
             origin_limit: self.origin_limit,
             query: self.query.clone(),
             targeted_fields: self.targeted_fields.clone(),
+            untrusted_headers: self.untrusted_headers.clone(),
             stale_if_unreachable_s: self.stale_if_unreachable_s,
             client_freshness: self.client_freshness,
             strip_targeted: self.strip_targeted,

@@ -100,6 +100,9 @@ pub struct ExchangeConfig {
     pub triggers: Triggers,
     /// Peers whose forwarding headers are believed and keyed.
     pub trusted_proxies: TrustedProxies,
+    /// Request headers dropped from peers that are not trusted proxies (default:
+    /// `exchange::UNTRUSTED_FORWARDING_HEADERS`).
+    pub untrusted_headers: Vec<http::HeaderName>,
     /// Cookies that never make a request personal (names, or prefixes ending in `*`: analytics cookies such as
     /// `_ga`, `_ga_*`, `_gid`). Any other cookie does: such a request is neither served from nor stored into an
     /// entry whose freshness comes only from a route rule. Empty by default: every cookie counts.
@@ -132,6 +135,10 @@ impl Default for ExchangeConfig {
             compression: CompressionPolicy::default(),
             triggers: Triggers::default(),
             trusted_proxies: TrustedProxies::default(),
+            untrusted_headers: super::UNTRUSTED_FORWARDING_HEADERS
+                .iter()
+                .map(|name| http::HeaderName::from_static(name))
+                .collect(),
             ignore_cookies: Vec::new(),
             query: QueryFilter::default(),
             targeted_fields: Policy::default().targeted,
