@@ -12,6 +12,7 @@
 //! stale_if_error = "0s"
 //! stale_if_unreachable = "5m"   # a stale entry stands in while the app cannot be reached at all
 //! honour_client_freshness = false  # true: a client's no-cache / max-age / min-fresh revalidate with the app
+//! heuristic_freshness = false   # true: 10 % of the age since Last-Modified when no freshness is given
 //! compress_types = ["text/*", "application/json"]  # what etagd compresses (see --compress)
 //! ignore_cookies = ["_ga", "_ga_*", "_gid"]  # cookies that never make a request personal (default: none)
 //! ignore_query = ["utm_*", "gclid", "fbclid"]  # left out of every key; the app still gets the full URL
@@ -184,6 +185,8 @@ struct FileConfig {
     stale_if_unreachable: Option<String>,
     #[serde(default)]
     honour_client_freshness: bool,
+    #[serde(default)]
+    heuristic_freshness: bool,
     compress_types: Option<Vec<String>>,
     #[serde(default)]
     ignore_cookies: Vec<String>,
@@ -282,6 +285,8 @@ pub struct Config {
     pub query: QueryFilter,
     /// Honour a client's no-cache, max-age and min-fresh.
     pub client_freshness: bool,
+    /// Heuristic freshness from Last-Modified.
+    pub heuristic_freshness: bool,
     /// How long past freshness a stale entry stands in when the app cannot be reached.
     pub stale_if_unreachable_s: u32,
     /// Request headers dropped from untrusted peers.
@@ -563,6 +568,7 @@ impl Config {
             untrusted_headers,
             stale_if_unreachable_s,
             client_freshness: file.honour_client_freshness,
+            heuristic_freshness: file.heuristic_freshness,
             strip_targeted: file.strip_targeted_cache_control,
             origin_limit: (args.origin_max_concurrency > 0).then(|| OriginLimit {
                 max_concurrency: args.origin_max_concurrency,
@@ -587,6 +593,7 @@ impl Config {
             untrusted_headers: self.untrusted_headers.clone(),
             stale_if_unreachable_s: self.stale_if_unreachable_s,
             client_freshness: self.client_freshness,
+            heuristic_freshness: self.heuristic_freshness,
             strip_targeted: self.strip_targeted,
             ..ExchangeConfig::default()
         }

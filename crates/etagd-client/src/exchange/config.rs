@@ -92,6 +92,10 @@ pub struct ExchangeConfig {
     /// any client send every request to the origin. `max-stale` and `only-if-cached`, which spare the origin,
     /// are always honoured.
     pub client_freshness: bool,
+    /// Heuristic freshness (RFC 9111 section 4.2.2: 10 % of the time since `Last-Modified`, capped at a day)
+    /// for responses without explicit freshness. Off by default: on a shared cache a guess made once is served
+    /// to everyone until it expires, and an origin that wants caching says so.
+    pub heuristic_freshness: bool,
     /// Bodies up to this size are stored; larger ones stream through.
     pub max_body_bytes: usize,
     /// Codings produced once per fill (empty: none).
@@ -131,6 +135,7 @@ impl Default for ExchangeConfig {
             stale_if_error_s: 0,
             stale_if_unreachable_s: 300,
             client_freshness: false,
+            heuristic_freshness: false,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             compression: CompressionPolicy::default(),
             triggers: Triggers::default(),
@@ -183,7 +188,7 @@ impl ExchangeConfig {
             route_ttl_s: route.ttl_s,
             default_stale_while_revalidate_s: route.stale_while_revalidate_s.unwrap_or(self.stale_while_revalidate_s),
             default_stale_if_error_s: route.stale_if_error_s.unwrap_or(self.stale_if_error_s),
-            heuristic_freshness: false,
+            heuristic_freshness: self.heuristic_freshness,
             targeted: self.targeted_fields.clone(),
         }
     }

@@ -504,3 +504,16 @@ async fn ranges_are_answered_from_storage() {
     }
     assert_eq!(f.upstream.calls(), 1);
 }
+
+/// RFC 9111 section 4.2.2: heuristic freshness is an option, off by default.
+#[tokio::test]
+async fn heuristic_freshness_is_an_option() {
+    let last_modified = ("last-modified", "Sat, 01 Jan 2000 00:00:00 GMT");
+    let off = fixture(ExchangeConfig::default());
+    off.upstream.answer(200, &[last_modified], "guess");
+    assert_eq!(off.get("/h", &[]).await.cache_status(), "etagd; fwd=uri-miss; fwd-status=200; detail=no-freshness");
+    let on = fixture(ExchangeConfig { heuristic_freshness: true, ..ExchangeConfig::default() });
+    on.upstream.answer(200, &[last_modified], "guess");
+    assert!(on.get("/h", &[]).await.report.outcome.stored());
+    assert_eq!(on.get("/h", &[]).await.report.outcome, Outcome::Hit);
+}
