@@ -6,6 +6,8 @@ CARGO ?= cargo
 .PHONY: test test-deps
 
 test: test-deps
+	# The e2e tests start the binaries themselves: build them first, outside any test's hang guard.
+	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 

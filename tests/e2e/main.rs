@@ -17,6 +17,7 @@
 //! | `parity` | the sidecar and the tower layer answer one table of cases alike |
 //! | `failover` | memcached servers dying: the origin answers, the rest of the cache keeps working |
 //! | `hygiene` | slow request heads closed, oversized heads 431, the in-flight cap 503, stalled origin bodies cut |
+//! | `revalidation` | a 304 or a HEAD answer updates the stored response's replayed fields (RFC 9111 4.3.4, 4.3.5) |
 //! | `prometheus` | a real Prometheus server scrapes etagd and its query API returns requests by outcome |
 
 mod admin;
@@ -30,6 +31,7 @@ mod hygiene;
 mod invalidation;
 mod parity;
 mod prometheus;
+mod revalidation;
 mod sharing;
 mod stale;
 mod storage_rules;

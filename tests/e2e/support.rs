@@ -271,6 +271,8 @@ async fn answer(state: &OriginState, method: &Method, uri: &Uri, headers: Header
     if let Some(gate) = &route.gate {
         let _permit = gate.acquire().await.expect("the gate is never closed");
     }
+    // A HEAD answer describes the GET's body (RFC 9110 section 9.3.2), its length included.
+    let head_length = (*method == Method::HEAD && !not_modified && !route.chunked).then_some(body.len());
     let body = if *method == Method::HEAD || not_modified {
         Body::empty()
     } else if route.chunked {
@@ -281,6 +283,9 @@ async fn answer(state: &OriginState, method: &Method, uri: &Uri, headers: Header
         Body::from(body)
     };
     let mut response = Response::new(body);
+    if let Some(length) = head_length {
+        response.headers_mut().insert(axum::http::header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
     let status = if not_modified { 304 } else { route.status };
     *response.status_mut() = StatusCode::from_u16(status).expect("routes use valid statuses");
     for (name, value) in &route.headers {

@@ -71,7 +71,6 @@ fn fill(rt: &Runtime, cache: &Cache, url: &str, tags: &[&str], etag: &str) -> St
         let response = FillResponse {
             status: 200,
             headers: vec![("content-type".to_owned(), Bytes::from_static(b"text/plain"))],
-            headers_304: Vec::new(),
             body: Bytes::from_static(b"hello from the origin"),
             freshness: Freshness {
                 fresh_for_s: 300,

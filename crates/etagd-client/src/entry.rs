@@ -6,18 +6,21 @@
 //!   [`HeadRecord::Variants`] (it varies: the names, and the URL generation its variants were stored under) or
 //!   [`HeadRecord::Pass`] (recently uncacheable: go straight to the origin, like Varnish's hit-for-pass);
 //! - for a varying response, the **variant entry** at `v:<variant>`: an [`EntryMeta`];
-//! - the **body** at `b:<entry>:<fill id>[:<coding>]`: replayed headers and the body bytes, immutable once
+//! - the **body** at `b:<entry>:<fill id>[:<coding>]`: the body bytes and their checksum, immutable once
 //!   written, so a process may keep it in memory keyed by its name.
 //!
-//! [`EntryMeta`] holds the validator and everything needed to decide "is this current?" and to answer 304
-//! (RFC 9110 section 15.4.5 headers), typically 200-400 bytes; the body item holds everything else.
+//! [`EntryMeta`] holds the validator, everything needed to decide "is this current?", and the header fields
+//! replayed with the body (hop-by-hop fields and the per-answer `ETag`, `Age`, `Content-Length` left out):
+//! typically 300-800 bytes. The headers live here rather than in the body item so that a revalidation's 304 can
+//! update them (RFC 9111 section 4.3.4) by rewriting this small record, never the immutable body, and so that a
+//! 304 to the client is answered from the one record the lookup read.
 //!
 //! ## Wire layout (schema `etagd2`)
 //!
 //! Every value begins with the two bytes `E1` and one kind byte: `E` entry, `V` variants, `P` pass, `B` body.
 //! `E`, `V` and `P` are followed by one MessagePack value (the structs below, encoded as arrays of their fields
-//! in declaration order). `B` is followed by a 4-byte little-endian length `n`, `n` bytes of MessagePack
-//! [`BodyHead`], then the raw body bytes to the end of the item. Any other prefix is a corrupt entry and reads
+//! in declaration order). `B` is followed by the 8-byte little-endian xxh3-64 of the body, then the raw body
+//! bytes to the end of the item. Any other prefix is a corrupt entry and reads
 //! as a miss.
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -82,8 +85,9 @@ pub struct EntryMeta {
     pub stale_if_error_s: u32,
     /// `must-revalidate`/`proxy-revalidate`/`no-cache`: never serve it stale, and (no-cache) revalidate always.
     pub must_revalidate: bool,
-    /// Headers a 304 must repeat (RFC 9110 section 15.4.5): cache-control, content-location, expires, vary.
-    pub headers_304: Vec<(String, String)>,
+    /// The header fields replayed with the body, in order, names lowercase; multi-line fields as several lines.
+    /// A revalidation's 304 replaces the fields it carries (RFC 9111 section 4.3.4).
+    pub headers: Vec<(String, serde_bytes::ByteBuf)>,
     /// Lowercase names of the request headers the response varies on.
     pub vary: Vec<String>,
     /// Tags from `Surrogate-Key` and route rules.
@@ -126,20 +130,9 @@ pub struct PassMarker {
     pub reason: String,
 }
 
-/// The header section of a body item.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BodyHead {
-    /// Headers to replay with the body, hop-by-hop ones removed.
-    pub headers: Vec<(String, serde_bytes::ByteBuf)>,
-    /// xxh3-64 of the body bytes, checked on read.
-    pub checksum: u64,
-}
-
 /// A decoded body item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredBody {
-    /// Headers to replay.
-    pub headers: Vec<(String, Bytes)>,
     /// The body bytes (a slice of the stored item, not a copy).
     pub body: Bytes,
 }
@@ -202,20 +195,11 @@ impl EntryMeta {
 
 impl StoredBody {
     /// Encodes a body item.
-    pub fn encode(headers: &[(String, Bytes)], body: &[u8]) -> Bytes {
-        let head = BodyHead {
-            headers: headers
-                .iter()
-                .map(|(name, value)| (name.clone(), serde_bytes::ByteBuf::from(value.to_vec())))
-                .collect(),
-            checksum: xxh3_64(body),
-        };
-        let head = rmp_serde::to_vec(&head).expect("body head always serializes");
-        let mut out = BytesMut::with_capacity(3 + 4 + head.len() + body.len());
+    pub fn encode(body: &[u8]) -> Bytes {
+        let mut out = BytesMut::with_capacity(3 + 8 + body.len());
         out.put_slice(MAGIC);
         out.put_u8(KIND_BODY);
-        out.put_u32_le(u32::try_from(head.len()).expect("header section below 4 GiB"));
-        out.put_slice(&head);
+        out.put_u64_le(xxh3_64(body));
         out.put_slice(body);
         out.freeze()
     }
@@ -226,22 +210,43 @@ impl StoredBody {
         if kind != KIND_BODY {
             return Err(EntryError::UnknownFormat);
         }
-        if rest.len() < 4 {
-            return Err(EntryError::Corrupt("truncated body header".into()));
+        if rest.len() < 8 {
+            return Err(EntryError::Corrupt("truncated body checksum".into()));
         }
-        let head_len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
-        let head_start: usize = 3 + 4;
-        let body_start = head_start
-            .checked_add(head_len)
-            .filter(|&end| end <= bytes.len())
-            .ok_or_else(|| EntryError::Corrupt("body header length past the end".into()))?;
-        let head: BodyHead = decode_msgpack(&bytes[head_start..body_start])?;
-        let body = bytes.slice(body_start..);
-        if xxh3_64(&body) != head.checksum {
+        let checksum = u64::from_le_bytes(rest[..8].try_into().expect("8 bytes"));
+        let body = bytes.slice(3 + 8..);
+        if xxh3_64(&body) != checksum {
             return Err(EntryError::Checksum);
         }
-        let headers = head.headers.into_iter().map(|(name, value)| (name, Bytes::from(value.into_vec()))).collect();
-        Ok(Self { headers, body })
+        Ok(Self { body })
+    }
+}
+
+impl EntryMeta {
+    /// The stored lines of one replayed field (`name` lowercase).
+    pub fn header<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.headers.iter().filter(move |(n, _)| n == name).map(|(_, value)| value.as_slice())
+    }
+
+    /// The replayed headers as a map, lines that no longer parse dropped.
+    pub fn header_map(&self) -> http::HeaderMap {
+        let mut map = http::HeaderMap::with_capacity(self.headers.len());
+        for (name, value) in &self.headers {
+            if let (Ok(name), Ok(value)) =
+                (http::HeaderName::from_bytes(name.as_bytes()), http::HeaderValue::from_bytes(value))
+            {
+                map.append(name, value);
+            }
+        }
+        map
+    }
+
+    /// Stores `map` as the replayed headers.
+    pub fn set_headers(&mut self, map: &http::HeaderMap) {
+        self.headers = map
+            .iter()
+            .map(|(name, value)| (name.as_str().to_owned(), serde_bytes::ByteBuf::from(value.as_bytes().to_vec())))
+            .collect();
     }
 }
 
@@ -262,7 +267,16 @@ pub(crate) mod tests {
             stale_while_revalidate_s: 30,
             stale_if_error_s: 600,
             must_revalidate: false,
-            headers_304: vec![("cache-control".into(), "public, max-age=300".into())],
+            headers: [
+                ("content-type", "application/json"),
+                ("cache-control", "public, max-age=300"),
+                ("date", "Tue, 24 Nov 2026 10:00:00 GMT"),
+                ("last-modified", "Tue, 24 Nov 2026 10:00:00 GMT"),
+                ("vary", "Accept-Encoding"),
+            ]
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), serde_bytes::ByteBuf::from(value.as_bytes().to_vec())))
+            .collect(),
             vary: vec![],
             tags: vec!["server".into(), "list".into()],
             generations: Generations { all: 7, url: 0, tags: vec![1, 2] },
@@ -285,27 +299,26 @@ pub(crate) mod tests {
 
     #[test]
     fn meta_stays_small_whatever_the_body() {
+        // Every lookup reads this record: typical headers keep it well under a kilobyte, however large the body.
         let len = sample_meta().encode().len();
-        assert!(len < 400, "entry meta is {len} bytes");
+        assert!(len < 700, "entry meta is {len} bytes");
     }
 
     #[test]
     fn body_round_trips_without_reencoding() {
         let body: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
-        let headers = vec![("content-type".to_owned(), Bytes::from_static(b"application/octet-stream\xff"))];
-        let encoded = StoredBody::encode(&headers, &body);
+        let encoded = StoredBody::encode(&body);
         let decoded = StoredBody::decode(encoded).unwrap();
         assert_eq!(decoded.body, body);
-        assert_eq!(decoded.headers, headers);
     }
 
     #[test]
     fn garbage_is_an_error_never_a_panic() {
-        let good = StoredBody::encode(&[], b"hello");
+        let good = StoredBody::encode(b"hello");
         let mut flipped = good.to_vec();
         *flipped.last_mut().unwrap() ^= 1;
         assert!(matches!(StoredBody::decode(Bytes::from(flipped)), Err(EntryError::Checksum)));
-        let cases: [&[u8]; 7] = [b"", b"E", b"E1", b"E1B", b"E1B\xff\xff\xff\xff", b"E1E\x00", b"XYZ"];
+        let cases: [&[u8]; 7] = [b"", b"E", b"E1", b"E1B", b"E1B\xff\xff\xff\xff\xff\xff\xff", b"E1E\x00", b"XYZ"];
         for case in cases {
             assert!(HeadRecord::decode(case).is_err());
             assert!(EntryMeta::decode(case).is_err());

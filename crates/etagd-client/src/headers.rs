@@ -108,20 +108,47 @@ fn push_tags(tags: &mut Vec<String>, value: &str) {
     }
 }
 
-/// The header lines a 304 must repeat when the stored 200 has them (RFC 9110 section 15.4.5): `Cache-Control`,
-/// `Content-Location`, `Expires`, `Vary`, each line kept, names lowercase, non-UTF-8 values skipped.
-///
-/// `ETag` and `Date` are not included: the caller writes the current validator and the current date.
-pub fn headers_for_304(headers: &HeaderMap) -> Vec<(String, String)> {
-    let mut repeated = Vec::new();
-    for name in &REPEATED_ON_304 {
-        for value in headers.get_all(name) {
-            if let Ok(text) = std::str::from_utf8(value.as_bytes()) {
-                repeated.push((name.as_str().to_owned(), text.to_owned()));
-            }
+/// Whether a stored 200's field `name` (lowercase) is repeated on a 304 (RFC 9110 section 15.4.5):
+/// `Cache-Control`, `Content-Location`, `Expires`, `Vary`. `ETag` and `Date` are not included: the caller writes
+/// the current validator and the current date.
+pub fn repeated_on_304(name: &str) -> bool {
+    REPEATED_ON_304.iter().any(|repeated| repeated.as_str() == name)
+}
+
+/// Fields of a 304 (or of a HEAD answer standing for one) that never replace a stored field: `Content-Length`
+/// (RFC 9111 section 3.2), the validator and `Vary` (the 304 confirms the validator it was asked about, and the
+/// per-coding representations and their tags are etagd's own), the fields describing bytes the 304 did not
+/// carry, and those etagd consumes or writes on every answer.
+const NOT_UPDATED_BY_304: [&str; 9] = [
+    "content-length",
+    "etag",
+    "vary",
+    "content-encoding",
+    "content-range",
+    "age",
+    "cache-status",
+    SURROGATE_KEY,
+    ETAGD_INVALIDATE,
+];
+
+/// Whether a field of a 304 replaces the stored response's field of that name (RFC 9111 section 4.3.4);
+/// hop-by-hop fields never do. Call [`strip_hop_by_hop`] first for the fields `Connection` names.
+pub fn updates_stored(name: &HeaderName) -> bool {
+    !is_hop_by_hop(name) && !NOT_UPDATED_BY_304.contains(&name.as_str())
+}
+
+/// The stored header fields `stored` updated with a 304's `answer` (RFC 9111 section 4.3.4): each field the
+/// answer carries replaces every stored line of that name, and keeps all of its own lines (a multi-line field
+/// stays whole).
+pub fn updated_with_304(stored: &HeaderMap, answer: &HeaderMap) -> HeaderMap {
+    let mut merged = stored.clone();
+    for name in answer.keys().filter(|name| updates_stored(name)) {
+        merged.remove(name);
+        for value in answer.get_all(name) {
+            merged.append(name.clone(), value.clone());
         }
     }
-    repeated
+    merged
 }
 
 /// The field names a response varies on (RFC 9110 section 12.5.5), combining every `Vary` line: lowercase,
@@ -271,39 +298,49 @@ mod tests {
     }
 
     #[test]
-    fn repeated_on_304() {
-        let check = |lines: &[(&str, &[u8])], expected: &[(&str, &str)]| {
-            let got = headers_for_304(&map(lines));
-            let expected: Vec<(String, String)> =
-                expected.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect();
-            assert_eq!(got, expected, "lines: {lines:?}");
-        };
-        check(&[], &[]);
-        check(
-            &[
-                ("content-type", b"text/html"),
-                ("content-length", b"5"),
-                ("etag", b"\"a\""),
-                ("date", b"Tue, 24 Nov 2026 10:00:00 GMT"),
-                ("vary", b"Accept-Encoding"),
-                ("expires", b"Tue, 24 Nov 2026 11:00:00 GMT"),
-                ("content-location", b"/a.en"),
-                ("cache-control", b"public"),
-                ("cache-control", b"max-age=60"),
-                ("set-cookie", b"a=b"),
-            ],
-            &[
-                ("cache-control", "public"),
-                ("cache-control", "max-age=60"),
-                ("content-location", "/a.en"),
-                ("expires", "Tue, 24 Nov 2026 11:00:00 GMT"),
-                ("vary", "Accept-Encoding"),
-            ],
-        );
-        check(
-            &[("cache-control", b"\xffbad"), ("vary", b""), ("content-location", b"/caf\xc3\xa9")],
-            &[("content-location", "/caf\u{e9}"), ("vary", "")],
-        );
+    fn repeated_on_304_names() {
+        // RFC 9110 section 15.4.5.
+        for name in ["cache-control", "content-location", "expires", "vary"] {
+            assert!(repeated_on_304(name), "{name}");
+        }
+        for name in ["content-type", "content-length", "etag", "date", "set-cookie", "last-modified"] {
+            assert!(!repeated_on_304(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_304_replaces_whole_fields_but_never_framing_or_validators() {
+        // RFC 9111 section 4.3.4: every field of the 304 replaces all stored lines of its name; section 3.2:
+        // Content-Length is never updated; hop-by-hop fields never apply.
+        let stored = map(&[
+            ("content-type", b"text/html"),
+            ("cache-control", b"public"),
+            ("cache-control", b"max-age=1"),
+            ("x-multi", b"1"),
+            ("x-multi", b"2"),
+            ("vary", b"Accept-Encoding"),
+            ("content-length", b"5"),
+        ]);
+        let answer = map(&[
+            ("cache-control", b"max-age=3600"),
+            ("x-multi", b"3"),
+            ("x-multi", b"4"),
+            ("x-new", b"n"),
+            ("content-length", b"0"),
+            ("etag", b"\"other\""),
+            ("vary", b"*"),
+            ("keep-alive", b"timeout=5"),
+            ("surrogate-key", b"t"),
+        ]);
+        let merged = updated_with_304(&stored, &answer);
+        let lines = |name: &str| -> Vec<&[u8]> { merged.get_all(name).iter().map(|v| v.as_bytes()).collect() };
+        assert_eq!(lines("cache-control"), [b"max-age=3600".as_slice()]);
+        assert_eq!(lines("x-multi"), [b"3".as_slice(), b"4"]);
+        assert_eq!(lines("x-new"), [b"n".as_slice()]);
+        assert_eq!(lines("content-type"), [b"text/html".as_slice()]);
+        assert_eq!(lines("content-length"), [b"5".as_slice()]);
+        assert_eq!(lines("vary"), [b"Accept-Encoding".as_slice()]);
+        assert!(lines("etag").is_empty() && lines("keep-alive").is_empty() && lines("surrogate-key").is_empty());
     }
 
     #[test]

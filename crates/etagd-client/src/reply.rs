@@ -316,8 +316,8 @@ impl<'a> Representation<'a> {
         let mut response = Response::new(());
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         let headers = response.headers_mut();
-        for (name, value) in &self.meta.headers_304 {
-            append(headers, name.as_bytes(), value.as_bytes());
+        for (name, value) in self.meta.headers.iter().filter(|(name, _)| headers::repeated_on_304(name)) {
+            append(headers, name.as_bytes(), value);
         }
         let etag = match &self.etag {
             Some(etag) if self.echo_weakened && self.weakened => {
@@ -337,13 +337,13 @@ impl<'a> Representation<'a> {
         response
     }
 
-    /// A full answer from storage: the entry's status, the replayed headers of the stored body (`replay`), then
-    /// [`stamp`](Self::stamp). `Content-Length` is `body_len` also for HEAD.
-    pub fn from_entry(&self, replay: &[(String, Bytes)], body_len: usize, age_s: Option<u64>) -> Response<()> {
+    /// A full answer from storage: the entry's status, its replayed headers, then [`stamp`](Self::stamp).
+    /// `Content-Length` is `body_len` also for HEAD.
+    pub fn from_entry(&self, body_len: usize, age_s: Option<u64>) -> Response<()> {
         let mut response = Response::new(());
         *response.status_mut() = StatusCode::from_u16(self.meta.status).unwrap_or(StatusCode::OK);
         let headers = response.headers_mut();
-        for (name, value) in replay {
+        for (name, value) in &self.meta.headers {
             append(headers, name.as_bytes(), value);
         }
         self.stamp(headers, body_len, age_s);
@@ -379,7 +379,7 @@ fn append(headers: &mut HeaderMap, name: &[u8], value: &[u8]) {
 
 /// Prepares a storable origin answer for [`Fill::commit`](crate::cache::Fill::commit): the headers to replay
 /// (all but hop-by-hop fields, `ETag`, `Age`, `Content-Length`, `Cache-Status`, `Surrogate-Key` and
-/// `Etagd-Invalidate`), the headers a 304 repeats, the origin's `ETag` and `Last-Modified`, and the `Vary` names.
+/// `Etagd-Invalidate`), the origin's `ETag` and `Last-Modified`, and the `Vary` names.
 ///
 /// With `codings` (encoded copies of `body`), the answer varies on `Accept-Encoding` for clients
 /// ([`vary_on_accept_encoding`]) but not in storage: etagd negotiates the coding itself, from one entry.
@@ -401,7 +401,6 @@ pub fn prepare_fill(
     let text = |name: HeaderName| headers.get(name).and_then(|value| value.to_str().ok()).map(str::to_owned);
     let etag = text(ETAG).as_deref().and_then(EntityTag::parse);
     let last_modified = text(LAST_MODIFIED);
-    let headers_304 = headers::headers_for_304(&headers);
     for name in NOT_REPLAYED {
         headers.remove(name);
     }
@@ -412,7 +411,6 @@ pub fn prepare_fill(
     FillResponse {
         status: parts.status.as_u16(),
         headers: replay,
-        headers_304,
         body,
         freshness,
         tags,
@@ -455,7 +453,7 @@ pub(crate) mod tests {
             stale_while_revalidate_s: 0,
             stale_if_error_s: 0,
             must_revalidate: false,
-            headers_304: vec![("cache-control".to_owned(), "max-age=60".to_owned())],
+            headers: vec![("cache-control".to_owned(), serde_bytes::ByteBuf::from(b"max-age=60".to_vec()))],
             vary: Vec::new(),
             tags: Vec::new(),
             generations: Generations::default(),
@@ -636,16 +634,23 @@ pub(crate) mod tests {
 
     #[test]
     fn entry_answers() {
-        let entry = EntryMeta { codings: vec!["gzip".to_owned()], ..meta(200, "\"v1\"", None) };
-        let replay = vec![
-            ("content-type".to_owned(), Bytes::from_static(b"text/plain")),
-            ("x-multi".to_owned(), Bytes::from_static(b"1")),
-            ("x-multi".to_owned(), Bytes::from_static(b"2")),
-            ("cache-status".to_owned(), Bytes::from_static(b"origin; hit")),
-            ("bad name".to_owned(), Bytes::from_static(b"dropped")),
+        let replay = [
+            ("content-type", b"text/plain".as_slice()),
+            ("x-multi", b"1"),
+            ("x-multi", b"2"),
+            ("cache-status", b"origin; hit"),
+            ("bad name", b"dropped"),
         ];
+        let entry = EntryMeta {
+            codings: vec!["gzip".to_owned()],
+            headers: replay
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), serde_bytes::ByteBuf::from(value.to_vec())))
+                .collect(),
+            ..meta(200, "\"v1\"", None)
+        };
         let request = HeaderMap::new();
-        let plain = Representation::negotiate(&request, &entry).from_entry(&replay, 5, Some(7));
+        let plain = Representation::negotiate(&request, &entry).from_entry(5, Some(7));
         let headers = plain.headers();
         assert_eq!(plain.status(), StatusCode::OK);
         assert_eq!(headers["etag"], "\"v1\"");
@@ -656,14 +661,14 @@ pub(crate) mod tests {
         assert_eq!(headers.len(), 7);
 
         let gzip = map(&[("accept-encoding", "gzip")]);
-        let coded = Representation::negotiate(&gzip, &entry).from_entry(&replay, 3, None);
+        let coded = Representation::negotiate(&gzip, &entry).from_entry(3, None);
         assert_eq!(coded.headers()["etag"], "\"v1-gzip\"");
         assert_eq!(coded.headers()["content-encoding"], "gzip");
         assert_eq!(coded.headers()["content-length"], "3");
         assert!(coded.headers().get("age").is_none());
 
         let stored_404 = meta(404, "\"v1\"", None);
-        let missing = Representation::identity(&request, &stored_404).from_entry(&[], 0, Some(0));
+        let missing = Representation::identity(&request, &stored_404).from_entry(0, Some(0));
         assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     }
 
@@ -726,10 +731,6 @@ pub(crate) mod tests {
         assert_eq!(fill.etag, Some(EntityTag::strong("origin")));
         assert_eq!(fill.last_modified.as_deref(), Some(LM));
         assert_eq!(fill.vary, ["accept-encoding"]);
-        assert_eq!(
-            fill.headers_304,
-            [("cache-control".to_owned(), "max-age=60".to_owned()), ("vary".to_owned(), "Accept-Encoding".to_owned())]
-        );
         assert_eq!((fill.status, fill.freshness, fill.tags), (200, freshness(), vec!["a".to_owned()]));
         assert_eq!(fill.body, Bytes::from_static(b"[]"));
         assert!(fill.codings.is_empty());
@@ -751,9 +752,6 @@ pub(crate) mod tests {
                 fill.headers.iter().filter(|(name, _)| name == "vary").map(|(_, value)| value.as_ref()).collect();
             let expected: Vec<&[u8]> = lines.iter().map(|line| line.as_bytes()).collect();
             assert_eq!(replayed, expected, "{vary:?}");
-            let on_304: Vec<&str> =
-                fill.headers_304.iter().filter(|(name, _)| name == "vary").map(|(_, value)| value.as_str()).collect();
-            assert_eq!(on_304, lines, "{vary:?}");
             assert_eq!(fill.codings, codings);
         };
         check(&[], &[], &["Accept-Encoding"]);

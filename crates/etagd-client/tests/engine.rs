@@ -98,7 +98,6 @@ fn response(body: &str, freshness: Freshness, tags: &[&str], vary: &[&str]) -> F
     FillResponse {
         status: 200,
         headers: vec![("content-type".to_owned(), Bytes::from_static(b"text/plain"))],
-        headers_304: Vec::new(),
         body: Bytes::copy_from_slice(body.as_bytes()),
         freshness,
         tags: tags.iter().map(|tag| (*tag).to_owned()).collect(),
@@ -258,7 +257,7 @@ async fn one_caller_refreshes_a_stale_entry_and_it_is_fresh_again() {
     assert_eq!(state_of(&other), stale(10, true, false), "others keep getting the stale entry meanwhile");
     assert!(engine.cache.refresh_permit(&other, request).await.is_none(), "and do not refresh it too");
 
-    refresh.commit_revalidated(&stale_hit.meta, swr.clone(), Vec::new()).await.expect("the 304 is stored");
+    refresh.commit_revalidated((*stale_hit.meta).clone(), swr.clone()).await.expect("the 304 is stored");
     let refreshed = engine.hit(&resource, &headers).await;
     assert_eq!((refreshed.age_s, state_of(&refreshed)), (0, Expect::Fresh));
     assert_eq!(refreshed.meta.etag, first.meta.etag, "a 304 keeps the validator");

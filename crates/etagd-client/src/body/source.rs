@@ -56,8 +56,7 @@ mod tests {
 
     #[tokio::test]
     async fn ranges_are_clamped_to_the_body() {
-        let source =
-            StoredBodySource(Arc::new(StoredBody { headers: Vec::new(), body: Bytes::from_static(b"0123456789") }));
+        let source = StoredBodySource(Arc::new(StoredBody { body: Bytes::from_static(b"0123456789") }));
         let cases = [(0..10, "0123456789"), (2..5, "234"), (8..99, "89"), (12..20, ""), (5..5, "")];
         for (range, expected) in cases {
             let bytes = source.range(range.clone()).collect().await.unwrap().to_bytes();

@@ -18,8 +18,7 @@ pub(super) fn body_cache(store: &dyn Store, config: &CacheConfig) -> Option<Body
         moka::sync::Cache::builder()
             .max_capacity(config.body_cache_bytes)
             .weigher(|key: &String, body: &Arc<StoredBody>| {
-                let headers: usize = body.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
-                u32::try_from(key.len() + headers + body.body.len()).unwrap_or(u32::MAX)
+                u32::try_from(key.len() + body.body.len()).unwrap_or(u32::MAX)
             })
             .build()
     })
@@ -76,9 +75,9 @@ impl Cache {
     }
 
     /// Keeps a body this process just stored in the in-process body cache (remote stores only).
-    pub(crate) fn keep_body(&self, key: String, headers: &[(String, Bytes)], body: &Bytes) {
+    pub(crate) fn keep_body(&self, key: String, body: &Bytes) {
         if let Some(bodies) = &self.inner.bodies {
-            bodies.insert(key, Arc::new(StoredBody { headers: headers.to_vec(), body: body.clone() }));
+            bodies.insert(key, Arc::new(StoredBody { body: body.clone() }));
         }
     }
 }

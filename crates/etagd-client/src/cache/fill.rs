@@ -66,8 +66,6 @@ pub struct FillResponse {
     pub status: u16,
     /// Headers to replay with the body (not `ETag` or `Age`: the engine adds those).
     pub headers: Vec<(String, Bytes)>,
-    /// Headers a 304 repeats (`headers::headers_for_304`).
-    pub headers_304: Vec<(String, String)>,
     /// The identity body.
     pub body: Bytes,
     /// Freshness.
@@ -234,16 +232,16 @@ impl Fill {
         result
     }
 
-    /// Stores a revalidated entry: the origin answered 304 to a revalidation of `previous`, so the body stays and
-    /// the entry gets new freshness and headers (RFC 9111 section 4.3.4).
+    /// Stores a revalidated entry: the origin answered 304 to a revalidation, so the body stays and the entry
+    /// (`updated`: the stored one with the 304's headers, `Last-Modified` and tags applied by the caller) gets new
+    /// freshness and generations, and its body items the entry's new lifetime (RFC 9111 section 4.3.4).
     pub async fn commit_revalidated(
         mut self,
-        previous: &EntryMeta,
+        updated: EntryMeta,
         freshness: Freshness,
-        headers_304: Vec<(String, String)>,
     ) -> Result<Arc<EntryMeta>, CommitError> {
         self.stop_renewal().await;
-        let result = self.write_revalidated(previous, freshness, headers_304).await;
+        let result = self.write_revalidated(updated, freshness).await;
         if let Err(CommitError::Store(error)) = &result {
             self.cache.store_error(error);
         }
@@ -411,7 +409,7 @@ impl Fill {
         cache.remember(&self.resource, &hinted_vary, &response.tags);
         // Nothing is written, nor any counter created, for a body the store cannot hold.
         let limit = store.max_item_bytes();
-        let body_item = StoredBody::encode(&response.headers, &response.body);
+        let body_item = StoredBody::encode(&response.body);
         let size = body_item.len();
         if size > limit {
             return Err(CommitError::TooLarge { size, limit });
@@ -452,7 +450,11 @@ impl Fill {
             stale_while_revalidate_s: response.freshness.stale_while_revalidate_s,
             stale_if_error_s: response.freshness.stale_if_error_s,
             must_revalidate: response.freshness.must_revalidate,
-            headers_304: response.headers_304.clone(),
+            headers: response
+                .headers
+                .iter()
+                .map(|(name, value)| (name.clone(), serde_bytes::ByteBuf::from(value.to_vec())))
+                .collect(),
             vary: vary.clone(),
             tags: response.tags.clone(),
             generations,
@@ -468,14 +470,13 @@ impl Fill {
         let identity_key = ns.body_key(&entry_digest, fill_id, None);
         store.set_placed(&identity_key, near, body_item, expiry, SetCondition::Always).await?;
         // The filling process keeps what it wrote, so its first hit does not read it back.
-        cache.keep_body(identity_key, &response.headers, &response.body);
+        cache.keep_body(identity_key, &response.body);
         for (coding, encoded) in &response.codings {
-            let mut headers = response.headers.clone();
-            headers.push(("content-encoding".to_owned(), Bytes::copy_from_slice(coding.as_bytes())));
-            let item = StoredBody::encode(&headers, encoded);
+            // `Content-Encoding` is stamped per answer (`Representation::stamp`): the item is only the bytes.
+            let item = StoredBody::encode(encoded);
             let key = ns.body_key(&entry_digest, fill_id, Some(coding));
             store.set_placed(&key, near, item, expiry, SetCondition::Always).await?;
-            cache.keep_body(key, &headers, encoded);
+            cache.keep_body(key, encoded);
         }
 
         if vary.is_empty() {
@@ -513,36 +514,31 @@ impl Fill {
 
     async fn write_revalidated(
         &mut self,
-        previous: &EntryMeta,
+        updated: EntryMeta,
         freshness: Freshness,
-        headers_304: Vec<(String, String)>,
     ) -> Result<Arc<EntryMeta>, CommitError> {
         let cache = self.cache.clone();
         let config = cache.config();
         let ns = &config.namespace;
-        let mut generations = self.generations(&previous.tags).await?;
-        generations.url = previous.generations.url;
-        let mut meta = previous.clone();
+        let mut generations = self.generations(&updated.tags).await?;
+        generations.url = updated.generations.url;
+        let mut meta = updated;
         meta.stored_at_ms = cache.now_ms();
         meta.initial_age_s = freshness.initial_age_s;
         meta.fresh_for_s = freshness.fresh_for_s;
         meta.stale_while_revalidate_s = freshness.stale_while_revalidate_s;
         meta.stale_if_error_s = freshness.stale_if_error_s;
         meta.must_revalidate = freshness.must_revalidate;
-        // RFC 9111 section 4.3.4: the stored headers are updated with those the 304 carries.
-        for (name, value) in headers_304 {
-            meta.headers_304.retain(|(existing, _)| *existing != name);
-            meta.headers_304.push((name, value));
-        }
         meta.generations = generations;
         let expiry = Self::expiry(&freshness, config.keep.as_secs());
         let head_key = ns.head_key(&self.resource);
-        let (key, placement, value, condition) = match &self.plan.variant {
+        let (key, placement, value, condition, entry_digest) = match &self.plan.variant {
             None => (
                 head_key.clone(),
                 Placement::Own,
                 HeadRecord::Entry(Box::new(meta.clone())).encode(),
                 self.plan.head_condition(),
+                self.resource.digest(),
             ),
             Some((digest, cas)) => {
                 if self.plan.index.is_none() {
@@ -550,9 +546,17 @@ impl Fill {
                     return Err(CommitError::Raced);
                 }
                 let condition = cas.map_or(SetCondition::Add, SetCondition::Cas);
-                (ns.variant_key(digest), Placement::Near(&head_key), meta.encode(), condition)
+                (ns.variant_key(digest), Placement::Near(&head_key), meta.encode(), condition, digest.clone())
             }
         };
+        // The bodies first, so the refreshed entry never outlives them: a body item that is already gone is left to
+        // the next hit, which refills it.
+        let near = Placement::Near(&head_key);
+        let codings = std::iter::once(None).chain(meta.codings.iter().map(|coding| Some(coding.as_str())));
+        for coding in codings {
+            let body_key = ns.body_key(&entry_digest, meta.fill_id, coding);
+            cache.store().touch_placed(&body_key, near, expiry).await?;
+        }
         match cache.store().set_placed(&key, placement, value, expiry, condition).await? {
             SetOutcome::Stored => Ok(Arc::new(meta)),
             SetOutcome::NotStored => Err(CommitError::Raced),

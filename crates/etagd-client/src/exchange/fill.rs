@@ -127,7 +127,6 @@ where
             reply::vary_on_accept_encoding(&mut parts.headers);
         }
         let prepared = reply::prepare_fill(&parts, bytes.clone(), freshness, tags, codings.clone());
-        let replay = prepared.headers.clone();
         match fill.commit(prepared).await {
             Ok(meta) => {
                 self.report.stored_bytes =
@@ -147,13 +146,10 @@ where
                     .coding()
                     .and_then(|coding| codings.iter().find(|(c, _)| c == coding.as_str()))
                     .map_or(bytes, |(_, body)| body.clone());
-                let head = chosen.from_entry(&replay, body.len(), age);
+                let head = chosen.from_entry(body.len(), age);
                 // A range request that filled the whole representation is answered its range (RFC 9110 14).
                 if head.status() == StatusCode::OK && self.parts.method == Method::GET {
-                    let source = crate::body::StoredBodySource(std::sync::Arc::new(crate::entry::StoredBody {
-                        headers: Vec::new(),
-                        body,
-                    }));
+                    let source = crate::body::StoredBodySource(std::sync::Arc::new(crate::entry::StoredBody { body }));
                     return Ok(super::range::apply(head, &source, &self.parts.headers));
                 }
                 Ok(head.map(|()| Body::full(body)))
@@ -173,7 +169,7 @@ where
     }
 
     /// Gives a refused fill up, leaving behind what the request policy allows.
-    async fn refuse(&mut self, fill: Fill, reason: NoStoreReason, status: StatusCode, refreshing: bool) {
+    pub(super) async fn refuse(&mut self, fill: Fill, reason: NoStoreReason, status: StatusCode, refreshing: bool) {
         match policy::refusal(reason, status, refreshing) {
             Refusal::Release => fill.abandon(None).await,
             Refusal::Pass => fill.abandon(Some(reason.as_str())).await,

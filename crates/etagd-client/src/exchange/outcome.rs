@@ -27,6 +27,9 @@ pub enum Filled {
     NoLease,
     /// An origin 5xx during a refresh: the stale entry is kept, nothing is stored.
     KeptStale,
+    /// A HEAD answer described another representation: the stored one was marked stale (RFC 9111 section
+    /// 4.3.5), the answer relayed.
+    MarkedStale,
 }
 
 impl Filled {
@@ -40,6 +43,7 @@ impl Filled {
             Filled::BodyError => Some("origin-body-error"),
             Filled::NoLease => Some("refresh-busy"),
             Filled::KeptStale => Some("kept-stale"),
+            Filled::MarkedStale => Some("marked-stale"),
         }
     }
 }

@@ -1,17 +1,30 @@
 //! Stale entries outside their stale-while-revalidate window: a conditional request to the origin (RFC 9111
-//! section 4.3.1). A 304 refreshes the entry without its body (section 4.3.4); a failure within
-//! `stale-if-error` serves the stale entry (RFC 5861 section 4); anything else replaces it.
+//! section 4.3.1). A 304 updates the stored entry without its body (section 4.3.4); a failure within
+//! `stale-if-error` serves the stale entry (RFC 5861 section 4); anything else replaces it. A HEAD request
+//! revalidates with HEAD, and a 200 to it updates the stored GET response or marks it stale (section 4.3.5).
 
 use std::sync::Arc;
 
-use http::header::CONTENT_LENGTH;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use http::header::{AGE, CONTENT_ENCODING, CONTENT_LENGTH, ETAG, LAST_MODIFIED};
+use http::{HeaderMap, Method, StatusCode};
 
 use super::{Answer, Filled, Hold, Outcome, Run, Sent, Upstream, forward};
-use crate::cache::{Fill, Hit, LookupRequest};
-use crate::cacheability;
+use crate::cache::{CommitError, Fill, Hit, LookupRequest};
+use crate::cacheability::{self, Freshness, NoStoreReason};
 use crate::entry::EntryMeta;
-use crate::headers;
+use crate::etag::EntityTag;
+use crate::headers::{self, MAX_TAGS, SURROGATE_KEY};
+
+/// What the origin's answer to a revalidation says about the stored entry.
+enum Verdict {
+    /// A 304, or a HEAD 200 for the same representation: the stored body stands, its headers are updated.
+    Unchanged(http::response::Parts),
+    /// A HEAD 200 whose validators or length differ: the stored response is stale (RFC 9111 section 4.3.5);
+    /// the answer is relayed.
+    Changed(http::Response<crate::body::Body>),
+    /// Any other answer: it replaces the entry like a fill.
+    Replaced(http::Response<crate::body::Body>),
+}
 
 impl<B, U> Run<B, U>
 where
@@ -47,25 +60,25 @@ where
             Err(error) => return Err(error),
             Ok(Sent::Answered(response)) => response,
         };
-        if response.status() == StatusCode::NOT_MODIFIED {
-            let (mut parts, _) = response.into_parts();
-            self.apply_invalidate_header(&mut parts.headers).await;
-            let refreshed = match fill {
-                Some(fill) => self.commit_revalidated(fill, &hit.meta, &parts.headers).await,
-                None => None,
-            };
-            let outcome = if refreshed.is_some() { Outcome::Revalidated } else { Outcome::Refreshed(Filled::NoLease) };
-            let meta = refreshed.unwrap_or_else(|| hit.meta.clone());
-            // Just validated: as old as the origin's 304 said (RFC 9111 section 4.2.3).
-            let age_s = meta.initial_age_s;
-            return self.serve(&hit, meta, age_s, outcome).await;
-        }
-        match fill {
-            Some(fill) => self.store(response, fill, Outcome::Refreshed, true).await,
-            None => {
-                self.report.outcome = Outcome::Refreshed(Filled::NoLease);
+        match self.verdict(&hit.meta, response) {
+            Verdict::Unchanged(mut parts) => {
+                let (meta, outcome) = self.apply_unchanged(fill, &hit.meta, &mut parts, false).await;
+                // Just validated: as old as the origin's answer said (RFC 9111 section 4.2.3).
+                let age_s = meta.initial_age_s;
+                self.serve(&hit, meta, age_s, outcome).await
+            }
+            Verdict::Changed(response) => {
+                self.mark_stale(fill, &hit.meta).await;
+                self.report.outcome = Outcome::Refreshed(Filled::MarkedStale);
                 Ok(self.relay(response).await)
             }
+            Verdict::Replaced(response) => match fill {
+                Some(fill) => self.store(response, fill, Outcome::Refreshed, true).await,
+                None => {
+                    self.report.outcome = Outcome::Refreshed(Filled::NoLease);
+                    Ok(self.relay(response).await)
+                }
+            },
         }
     }
 
@@ -83,17 +96,20 @@ where
                 fill.abandon(None).await;
                 self.report.outcome = Outcome::Refreshed(Filled::KeptStale);
             }
-            Ok(Sent::Answered(response)) if response.status() == StatusCode::NOT_MODIFIED => {
-                let (mut parts, _) = response.into_parts();
-                self.apply_invalidate_header(&mut parts.headers).await;
-                let refreshed = self.commit_revalidated(fill, &hit.meta, &parts.headers).await;
-                self.report.outcome =
-                    if refreshed.is_some() { Outcome::Revalidated } else { Outcome::Refreshed(Filled::NoLease) };
-            }
-            Ok(Sent::Answered(response)) => {
-                // Nobody waits for this answer: storing it is the whole point, the response is dropped.
-                let _ = self.store(response, fill, Outcome::Refreshed, true).await;
-            }
+            Ok(Sent::Answered(response)) => match self.verdict(&hit.meta, response) {
+                Verdict::Unchanged(mut parts) => {
+                    let (_, outcome) = self.apply_unchanged(Some(fill), &hit.meta, &mut parts, true).await;
+                    self.report.outcome = outcome;
+                }
+                Verdict::Changed(_) => {
+                    self.mark_stale(Some(fill), &hit.meta).await;
+                    self.report.outcome = Outcome::Refreshed(Filled::MarkedStale);
+                }
+                Verdict::Replaced(response) => {
+                    // Nobody waits for this answer: storing it is the whole point, the response is dropped.
+                    let _ = self.store(response, fill, Outcome::Refreshed, true).await;
+                }
+            },
         }
     }
 
@@ -104,49 +120,155 @@ where
         self.exchange.cache().refresh_permit(hit, lookup).await
     }
 
+    /// The conditional request: GET, or HEAD for a HEAD (the origin need not render a body nobody reads).
     fn revalidation_request(&mut self, meta: &EntryMeta) -> http::Request<B> {
         let mut headers = self.outbound_headers();
         forward::for_revalidation(&mut headers, meta, !self.exchange.config().compression.codings.is_empty());
-        self.request(Method::GET, headers)
+        let method = if self.parts.method == Method::HEAD { Method::HEAD } else { Method::GET };
+        self.request(method, headers)
     }
 
-    /// Stores what a 304 says about the stored entry: its headers updated with the 304's (RFC 9111 section
-    /// 4.3.4; `Content-Length` is never updated, section 3.2), judged as the 200 they stand for. `None` when the
-    /// result may not be stored, or the store refused it.
-    async fn commit_revalidated(
+    fn verdict(&self, meta: &EntryMeta, response: http::Response<crate::body::Body>) -> Verdict {
+        if response.status() == StatusCode::NOT_MODIFIED {
+            return Verdict::Unchanged(response.into_parts().0);
+        }
+        if self.parts.method != Method::HEAD || response.status() != StatusCode::OK {
+            return Verdict::Replaced(response);
+        }
+        if same_representation(meta, response.headers()) {
+            Verdict::Unchanged(response.into_parts().0)
+        } else {
+            Verdict::Changed(response)
+        }
+    }
+
+    /// Applies an answer that says the stored body stands: triggers, then the stored headers updated with the
+    /// answer's (RFC 9111 section 4.3.4), judged as the 200 they now describe, and committed when `fill` allows.
+    /// A `no-store` or `private` (or any other refusal) is handled as on a 200. Returns the entry to answer from.
+    async fn apply_unchanged(
         &mut self,
-        fill: Fill,
-        previous: &EntryMeta,
-        answer: &HeaderMap,
-    ) -> Option<Arc<EntryMeta>> {
-        let mut merged = HeaderMap::new();
-        for (name, value) in &previous.headers_304 {
-            if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
-                merged.append(name, value);
+        fill: Option<Fill>,
+        previous: &Arc<EntryMeta>,
+        parts: &mut http::response::Parts,
+        refreshing: bool,
+    ) -> (Arc<EntryMeta>, Outcome) {
+        self.apply_invalidate_header(&mut parts.headers).await;
+        headers::strip_hop_by_hop(&mut parts.headers);
+        let (updated, decision) = self.updated_entry(previous, &parts.headers);
+        let Some(fill) = fill else {
+            return (Arc::new(updated), Outcome::Refreshed(Filled::NoLease));
+        };
+        let freshness = match decision {
+            Ok(freshness) => freshness,
+            Err(reason) => {
+                let status = StatusCode::from_u16(previous.status).unwrap_or(StatusCode::OK);
+                self.refuse(fill, reason, status, refreshing).await;
+                return (Arc::new(updated), Outcome::Refreshed(Filled::NotStored(reason)));
+            }
+        };
+        match fill.commit_revalidated(updated.clone(), freshness).await {
+            Ok(meta) => {
+                self.report.ttl = crate::reply::ttl(&meta, meta.initial_age_s);
+                (meta, Outcome::Revalidated)
+            }
+            Err(error) => {
+                let filled = match error {
+                    CommitError::Invalidated => Filled::Invalidated,
+                    CommitError::Raced => Filled::Raced,
+                    _ => Filled::StoreFailed,
+                };
+                (Arc::new(updated), Outcome::Refreshed(filled))
             }
         }
-        for (name, value) in answer {
-            if name != CONTENT_LENGTH && !headers::is_hop_by_hop(name) {
-                merged.insert(name.clone(), value.clone());
-            }
-        }
+    }
+
+    /// The stored entry with an unchanged-answer's fields applied, and whether the result may be stored.
+    fn updated_entry(&self, previous: &EntryMeta, answer: &HeaderMap) -> (EntryMeta, Result<Freshness, NoStoreReason>) {
         let config = self.exchange.config();
         let route = config.route_for(self.key.as_ref().expect("a hit has a key").path());
-        let now = self.exchange.now();
+        let mut merged = headers::updated_with_304(&previous.header_map(), answer);
+        let mut updated = previous.clone();
+        if let Some(value) = answer.get(LAST_MODIFIED).and_then(|v| v.to_str().ok()) {
+            updated.last_modified = Some(value.to_owned());
+        }
+        // New tags replace the old ones, as they would on a 200; route tags always apply.
+        let mut tags = headers::tags_in(answer, SURROGATE_KEY);
+        if !tags.is_empty() {
+            for tag in &route.tags {
+                if tags.len() < MAX_TAGS && !tags.contains(tag) {
+                    tags.push(tag.clone());
+                }
+            }
+            updated.tags = tags;
+        }
+        let status = StatusCode::from_u16(previous.status).unwrap_or(StatusCode::OK);
+        // Judged with the answer's `Age` too: it is never stored, but it says how old the answer already is
+        // (RFC 9111 section 4.2.3).
+        let mut judged = merged.clone();
+        for age in answer.get_all(AGE) {
+            judged.append(AGE, age.clone());
+        }
         let decision = cacheability::storable(
             &Method::GET,
             &self.parts.headers,
-            StatusCode::OK,
-            &merged,
+            status,
+            &judged,
             &config.policy(route),
-            now,
+            self.exchange.now(),
         );
-        let Ok(freshness) = decision else {
-            fill.abandon(None).await;
-            return None;
+        let decision = match decision {
+            // Freshness from a route rule alone is for anonymous requests, as on a fill.
+            Ok(_) if self.personal && !cacheability::has_explicit_freshness(&merged, &config.targeted_fields) => {
+                Err(NoStoreReason::Cookie)
+            }
+            other => other,
         };
-        let meta = fill.commit_revalidated(previous, freshness, headers::headers_for_304(answer)).await.ok()?;
-        self.report.ttl = crate::reply::ttl(&meta, meta.initial_age_s);
-        Some(meta)
+        if config.strip_targeted {
+            for name in &config.targeted_fields {
+                merged.remove(name);
+            }
+        }
+        updated.set_headers(&merged);
+        (updated, decision)
+    }
+
+    /// RFC 9111 section 4.3.5: a HEAD answer for another representation makes the stored one stale. It is kept
+    /// (for `stale-if-error`) with no freshness and no stale-while-revalidate window, so the next GET revalidates
+    /// before using it.
+    async fn mark_stale(&mut self, fill: Option<Fill>, previous: &EntryMeta) {
+        let Some(fill) = fill else { return };
+        let freshness = Freshness {
+            fresh_for_s: 0,
+            initial_age_s: 0,
+            stale_while_revalidate_s: 0,
+            stale_if_error_s: previous.stale_if_error_s,
+            must_revalidate: previous.must_revalidate,
+        };
+        let _ = fill.commit_revalidated(previous.clone(), freshness).await;
+    }
+}
+
+/// RFC 9111 section 4.3.5: whether a HEAD 200 describes the stored response: every validator it carries matches
+/// the stored one (the origin's `ETag`, `Last-Modified`), and its `Content-Length`, when it has one for the same
+/// coding, is the stored body's.
+fn same_representation(meta: &EntryMeta, head: &HeaderMap) -> bool {
+    let text = |name| head.get(name).and_then(|v: &http::HeaderValue| v.to_str().ok());
+    if let Some(etag) = text(ETAG) {
+        let stored = (!meta.minted).then(|| EntityTag::parse(&meta.etag)).flatten();
+        let matches = EntityTag::parse(etag).zip(stored).is_some_and(|(got, stored)| got == stored);
+        if !matches {
+            return false;
+        }
+    }
+    if let Some(modified) = text(LAST_MODIFIED) {
+        if meta.last_modified.as_deref() != Some(modified) {
+            return false;
+        }
+    }
+    let stored_coding = meta.header("content-encoding").next();
+    let same_coding = head.get(CONTENT_ENCODING).map(|v| v.as_bytes()) == stored_coding;
+    match text(CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok()) {
+        Some(length) if same_coding => length == meta.body_len,
+        _ => true,
     }
 }

@@ -95,7 +95,7 @@ where
                 self.report.ttl = reply::ttl(&meta, age_s);
                 let source = StoredBodySource(stored);
                 let len = usize::try_from(source.len()).unwrap_or(usize::MAX);
-                let head = chosen.from_entry(&source.0.headers, len, Some(age_s));
+                let head = chosen.from_entry(len, Some(age_s));
                 if self.parts.method == Method::HEAD {
                     return Ok(head.map(|()| Body::empty()));
                 }
@@ -140,18 +140,10 @@ where
     }
 }
 
-/// Whether a stored response's freshness came from the origin (its `Cache-Control` / `Expires`, which the entry
-/// keeps for 304s) rather than from a route rule.
+/// Whether a stored response's freshness came from the origin (its stored `Cache-Control`, `Expires` or targeted
+/// field) rather than from a route rule.
 fn explicitly_fresh(meta: &EntryMeta, targeted: &[http::HeaderName]) -> bool {
-    let mut headers = http::HeaderMap::new();
-    for (name, value) in &meta.headers_304 {
-        if let (Ok(name), Ok(value)) =
-            (http::HeaderName::from_bytes(name.as_bytes()), http::HeaderValue::from_str(value))
-        {
-            headers.append(name, value);
-        }
-    }
-    crate::cacheability::has_explicit_freshness(&headers, targeted)
+    crate::cacheability::has_explicit_freshness(&meta.header_map(), targeted)
 }
 
 /// What a background refresh needs, owned, so it can outlive the client's request.
