@@ -5,16 +5,17 @@
 //! |---|---|
 //! | `sharing` | replicas share one fill, one validator, 304s and HEAD hits |
 //! | `headers` | Cache-Status and Age, etagd's own headers and hop-by-hop fields stripped |
-//! | `storage_rules` | what must not be stored is not; big bodies pass whole |
-//! | `vary` | variants are kept apart |
+//! | `storage_rules` | big bodies pass whole; a session cookie never gets a route rule's shared page |
 //! | `invalidation` | URL, tag, all, unsafe methods, origin headers; the late-fill race |
 //! | `admin` | metrics, entries, bad requests, the admin token |
-//! | `stale` | stale-while-revalidate, stale-if-error, soft invalidation |
+//! | `stale` | a soft invalidation serves the old body during one refresh |
 //! | `fleet` | fleet-wide single flight, and no serialising behind uncacheable answers |
 //! | `compose` | the docker-compose fleet's settings share validators across replicas |
 //! | `etagctl` | the CLI against a real sidecar's admin API and the same Memcached |
 //! | `timeouts` | a memcached that stops answering mid-batch fails no request |
 //! | `parity` | the sidecar and the tower layer answer one table of cases alike |
+//! | `conformance` | RFC 9111, 9110, 9213 and 5861 requirements, one table per section, through both fronts |
+//! | `table` | the one runner behind `parity` and `conformance` |
 //! | `failover` | memcached servers dying: the origin answers, the rest of the cache keeps working |
 //! | `hygiene` | slow request heads closed, oversized heads 431, the in-flight cap 503, stalled origin bodies cut |
 //! | `revalidation` | a 304 or a HEAD answer updates the stored response's replayed fields (RFC 9111 4.3.4, 4.3.5) |
@@ -23,6 +24,7 @@
 mod admin;
 mod compose;
 mod compression;
+mod conformance;
 mod etagctl;
 mod failover;
 mod fleet;
@@ -36,5 +38,5 @@ mod sharing;
 mod stale;
 mod storage_rules;
 mod support;
+mod table;
 mod timeouts;
-mod vary;

@@ -382,6 +382,8 @@ pub(crate) fn check_invariants(method: &str, path: &str, reply: &Reply) {
 
 pub(crate) fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
+        // A redirect is an answer to check (and to store), not something to follow.
+        .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(0)
         .timeout(REQUEST_TIMEOUT)
         .build()
@@ -428,8 +430,13 @@ pub(crate) struct Fleet {
 impl Fleet {
     /// A fleet in front of `origin`, on these memcached servers, in a fresh namespace.
     pub(crate) fn new(origin: &Origin, memcached: &[&Memcached]) -> Fleet {
+        Fleet::for_url(&origin.url, memcached)
+    }
+
+    /// A fleet in front of the origin at `url`, on these memcached servers, in a fresh namespace.
+    pub(crate) fn for_url(url: &str, memcached: &[&Memcached]) -> Fleet {
         Fleet {
-            origin_url: origin.url.clone(),
+            origin_url: url.to_owned(),
             memcached: memcached.iter().map(|m| m.addr()).collect(),
             namespace: etagd_testkit::unique_namespace(),
         }
