@@ -19,9 +19,10 @@
 //!    other status needs explicit freshness ([`NoStoreReason::Status`]). A `no-cache` response is stored with
 //!    lifetime 0 and must always be revalidated (section 5.2.2.4).
 //!
-//! The initial age is the `Age` header alone (section 4.2.3's `age_value`). The apparent age (`now - Date`) is
-//! ignored on purpose: clock skew between the origin and the replicas would otherwise age entries at random, and
-//! the sidecar talks to its own origin, so the response delay is negligible.
+//! The initial age (section 4.2.3) is the larger of the `Age` value and the apparent age, `now - Date`, less one
+//! second: `Date` has whole-second resolution and the origin's clock is not ours, so a response rendered a
+//! moment ago is not aged by rounding. A `Date` from long ago makes the response that much older, as the RFC
+//! asks. The response delay is not added: the sidecar talks to its own origin.
 
 use std::time::{Duration, SystemTime};
 
@@ -328,7 +329,7 @@ pub fn storable(
     };
     Ok(Freshness {
         fresh_for_s,
-        initial_age_s: initial_age(resp_headers),
+        initial_age_s: initial_age(resp_headers, now),
         stale_while_revalidate_s: window(cc.stale_while_revalidate, policy.default_stale_while_revalidate_s),
         stale_if_error_s: window(cc.stale_if_error, policy.default_stale_if_error_s),
         must_revalidate,
@@ -350,7 +351,7 @@ fn explicit_lifetime(cc: &CacheControl, headers: &HeaderMap, now: SystemTime, us
         return Some(0);
     }
     // RFC 9111 section 5.3: an invalid date, especially "0", is a time in the past.
-    let Some(expires) = parse_date(expires) else {
+    let Some(expires) = parse_date(expires, now) else {
         return Some(0);
     };
     let date = date_or(headers, now);
@@ -359,7 +360,7 @@ fn explicit_lifetime(cc: &CacheControl, headers: &HeaderMap, now: SystemTime, us
 
 /// RFC 9111 section 4.2.2: 10% of the time since `Last-Modified`, capped at [`HEURISTIC_MAX_S`].
 fn heuristic_lifetime(headers: &HeaderMap, now: SystemTime) -> Option<u64> {
-    let last_modified = parse_date(headers.get(LAST_MODIFIED)?)?;
+    let last_modified = parse_date(headers.get(LAST_MODIFIED)?, now)?;
     let date = date_or(headers, now);
     // A Last-Modified after Date is nonsense; no heuristic can be drawn from it.
     let age = date.duration_since(last_modified).ok()?;
@@ -368,46 +369,23 @@ fn heuristic_lifetime(headers: &HeaderMap, now: SystemTime) -> Option<u64> {
 
 /// The `Age` value (RFC 9111 section 5.1): a list (on one line or on several) counts by its first member, and an
 /// invalid first member means no `Age` at all (0).
-fn initial_age(headers: &HeaderMap) -> u64 {
+///
+/// The apparent age from `Date` counts too (section 4.2.3), less the one second of `Date`'s resolution.
+fn initial_age(headers: &HeaderMap, now: SystemTime) -> u64 {
     let first = headers.get(AGE).and_then(|value| std::str::from_utf8(value.as_bytes()).ok());
     let member = first.and_then(|text| text.split(',').next()).map(|member| member.trim_matches([' ', '\t']));
-    member.and_then(parse_delta_seconds).unwrap_or(0)
+    let age_value = member.and_then(parse_delta_seconds).unwrap_or(0);
+    let apparent = seconds_between(date_or(headers, now), now).saturating_sub(1);
+    age_value.max(apparent)
 }
 
 fn date_or(headers: &HeaderMap, now: SystemTime) -> SystemTime {
-    headers.get(DATE).and_then(parse_date).unwrap_or(now)
+    headers.get(DATE).and_then(|date| parse_date(date, now)).unwrap_or(now)
 }
 
-/// An HTTP date in any of the three formats recipients must accept (RFC 9110 section 5.6.7: IMF-fixdate,
-/// RFC 850, asctime), read leniently as RFC 9111 section 4.2 asks of caches: month, weekday and zone in any case.
-fn parse_date(value: &HeaderValue) -> Option<SystemTime> {
-    let text = std::str::from_utf8(value.as_bytes()).ok()?.trim_matches([' ', '\t']);
-    httpdate::parse_http_date(text).ok().or_else(|| httpdate::parse_http_date(&canonical_case(text)).ok())
-}
-
-/// Writes the words of a date the way HTTP-date spells them: `Tue`, `Tuesday`, `Nov`, `GMT`.
-fn canonical_case(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut word = String::new();
-    let flush = |word: &mut String, out: &mut String| {
-        if word.eq_ignore_ascii_case("gmt") {
-            out.push_str("GMT");
-        } else if let Some(first) = word.chars().next() {
-            out.push(first.to_ascii_uppercase());
-            out.push_str(&word[first.len_utf8()..].to_ascii_lowercase());
-        }
-        word.clear();
-    };
-    for c in text.chars() {
-        if c.is_ascii_alphabetic() {
-            word.push(c);
-        } else {
-            flush(&mut word, &mut out);
-            out.push(c);
-        }
-    }
-    flush(&mut word, &mut out);
-    out
+/// An HTTP date in any format a recipient must accept, read leniently (`date::parse`).
+fn parse_date(value: &HeaderValue, now: SystemTime) -> Option<SystemTime> {
+    crate::date::parse(std::str::from_utf8(value.as_bytes()).ok()?, now)
 }
 
 /// Whole seconds from `from` to `to`, 0 when `to` is not later.
@@ -594,8 +572,8 @@ mod tests {
 
     #[test]
     fn freshness_sources() {
-        let (in_600, in_200, in_60, at_0, ago_10, ago_100) =
-            (date(600), date(200), date(60), date(0), date(-10), date(-100));
+        let (in_600, in_200, in_60, at_0, ago_1, ago_10, ago_100) =
+            (date(600), date(200), date(60), date(0), date(-1), date(-10), date(-100));
         let cases: Vec<(Lines<'_>, Outcome)> = vec![
             (vec![("cache-control", "max-age=60")], Ok(fresh(60))),
             (vec![("cache-control", "max-age=0")], Ok(fresh(0))),
@@ -609,7 +587,19 @@ mod tests {
             // max-age wins over Expires.
             (vec![("cache-control", "max-age=60"), ("expires", &in_600)], Ok(fresh(60))),
             // Expires minus Date, with Date or with now.
-            (vec![("date", &ago_100), ("expires", &in_200)], Ok(fresh(300))),
+            (vec![("date", &ago_100), ("expires", &in_200)], Ok(Freshness { initial_age_s: 99, ..fresh(300) })),
+            // RFC 9111 section 4.2.3: the apparent age (now - Date, less Date's one second of resolution) counts
+            // when it exceeds Age; a Date of a moment ago does not.
+            (
+                vec![("cache-control", "max-age=60"), ("date", &ago_100)],
+                Ok(Freshness { initial_age_s: 99, ..fresh(60) }),
+            ),
+            (
+                vec![("cache-control", "max-age=60"), ("date", &ago_100), ("age", "300")],
+                Ok(Freshness { initial_age_s: 300, ..fresh(60) }),
+            ),
+            (vec![("cache-control", "max-age=60"), ("date", &ago_1)], Ok(fresh(60))),
+            (vec![("cache-control", "max-age=60"), ("date", &in_60)], Ok(fresh(60))),
             (vec![("expires", &in_200)], Ok(fresh(200))),
             (vec![("date", "garbage"), ("expires", &in_200)], Ok(fresh(200))),
             (vec![("date", &at_0), ("expires", &ago_10)], Ok(fresh(0))),
@@ -658,7 +648,13 @@ mod tests {
             // Heuristics: 10% of Date - Last-Modified, capped at a day.
             (&heuristic, 200, vec![("last-modified", &ten_days_ago)], Ok(fresh(86_400))),
             (&heuristic, 200, vec![("last-modified", &ago_1000)], Ok(fresh(100))),
-            (&heuristic, 200, vec![("date", &ago_500), ("last-modified", &ago_1000)], Ok(fresh(50))),
+            // Already 499 s old by its Date (RFC 9111 section 4.2.3), so well past its 50 s.
+            (
+                &heuristic,
+                200,
+                vec![("date", &ago_500), ("last-modified", &ago_1000)],
+                Ok(Freshness { initial_age_s: 499, ..fresh(50) }),
+            ),
             (&heuristic, 200, vec![("last-modified", &at_0)], Ok(fresh(0))),
             (&heuristic, 200, vec![("last-modified", &hundred_days_ago)], Ok(fresh(HEURISTIC_MAX_S))),
             (&heuristic, 200, vec![("last-modified", &in_100)], Err(NoFreshness)),
@@ -821,7 +817,8 @@ mod tests {
     /// caches read them leniently (case); RFC 9111 section 5.3: an unreadable Expires is already expired.
     #[test]
     fn expires_is_read_in_every_date_format() {
-        let date = ("date", "Tue, 24 Nov 2026 10:00:00 GMT");
+        let date = "Tue, 24 Nov 2026 10:00:00 GMT";
+        let received = httpdate::parse_http_date(date).unwrap();
         let cases = [
             ("Tue, 24 Nov 2026 11:00:00 GMT", 3600),
             ("Tuesday, 24-Nov-26 11:00:00 GMT", 3600),
@@ -832,7 +829,10 @@ mod tests {
             ("0", 0),
         ];
         for (expires, lifetime) in cases {
-            check(&[], 200, &[date, ("expires", expires)], Ok(fresh(lifetime)));
+            let response = map(&[("date", date), ("expires", expires)]);
+            let got =
+                storable(&Method::GET, &HeaderMap::new(), StatusCode::OK, &response, &Policy::default(), received);
+            assert_eq!(got, Ok(fresh(lifetime)), "{expires}");
         }
     }
 

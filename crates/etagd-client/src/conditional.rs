@@ -103,7 +103,8 @@ fn if_modified_since(headers: &HeaderMap) -> Option<SystemTime> {
 }
 
 fn parse_date(value: &str) -> Option<SystemTime> {
-    httpdate::parse_http_date(value.trim_matches([' ', '\t'])).ok()
+    // The clock only settles the century of a two-digit year, so the wall clock serves.
+    crate::date::parse(value, SystemTime::now())
 }
 
 /// Whether `If-None-Match` carries `W/"<opaque>"` of `etag` while `etag` itself is strong: a proxy in front

@@ -25,6 +25,7 @@ pub mod cache;
 pub mod cache_control;
 pub mod cacheability;
 pub mod conditional;
+pub mod date;
 pub mod encoding;
 pub mod entry;
 pub mod etag;

@@ -51,6 +51,11 @@ const CASES: &[Case] = &[
         ],
     )
     .raw_origin(),
+    case(
+        "RFC 9111 4.2.3: the apparent age from a Date in the past makes the response stale",
+        &[serve("/old-date", &[("cache-control", "max-age=60"), ("date", "Mon, 01 Jan 2001 00:00:00 GMT")])],
+        &[get("/old-date").calls(1), get("/old-date").calls(1)],
+    ),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

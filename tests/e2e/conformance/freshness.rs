@@ -106,6 +106,11 @@ const CASES: &[Case] = &[
     )
     .sidecar_toml("heuristic_freshness = true\n")
     .sidecar_only("the layer's builder has no heuristic_freshness setting"),
+    case(
+        "RFC 9110 5.6.7: a two-digit RFC 850 year less than 50 years ahead is in this century (70 is 2070)",
+        &[serve("/expires-rfc850-70", &[("expires", "Wednesday, 01-Jan-70 00:00:00 GMT")])],
+        &[get("/expires-rfc850-70").stored(), get("/expires-rfc850-70").hit()],
+    ),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

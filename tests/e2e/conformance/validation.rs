@@ -2,7 +2,7 @@
 //! the origin's 200 replaces it, a fresh entry answers the client's conditionals itself, and a 304 carries what
 //! the 200 would have (RFC 9110 section 15.4.5).
 
-use crate::table::{Case, Is, Step, case, get, serve};
+use crate::table::{Case, Is, Step, case, get, head, serve};
 
 const LAST_MODIFIED: &str = "Sat, 01 Jan 2000 00:00:00 GMT";
 
@@ -200,6 +200,64 @@ const CASES: &[Case] = &[
         "RFC 9110 13.1.1: If-Match goes to the origin, which evaluates it",
         &[serve("/if-match", TAGGED)],
         &[get("/if-match").stored(), get("/if-match").with(&[("if-match", "\"t1\"")]).calls(1)],
+    ),
+    case(
+        "RFC 9111 4.3.4: every field of a 304 replaces the stored one, on the answer and on later hits",
+        &[serve(
+            "/update-304",
+            &[("cache-control", "max-age=1"), ("age", "5"), ("etag", "\"u1\""), ("x-test-header", "old")],
+        )],
+        &[
+            get("/update-304").calls(1).headers(&[("x-test-header", Is::Eq("old"))]),
+            Step::Reroute(serve(
+                "/update-304",
+                &[
+                    ("cache-control", "max-age=3600"),
+                    ("etag", "\"u1\""),
+                    ("x-test-header", "new"),
+                    ("content-foo", "bar"),
+                    ("expires", "Wed, 01 Jan 2070 00:00:00 GMT"),
+                ],
+            )),
+            get("/update-304")
+                .cache("etagd; fwd=stale; fwd-status=304; stored; ttl=*")
+                .calls(1)
+                .body(Is::Eq("/update-304 v1"))
+                .headers(&[
+                    ("cache-control", Is::Eq("max-age=3600")),
+                    ("x-test-header", Is::Eq("new")),
+                    ("content-foo", Is::Eq("bar")),
+                    ("expires", Is::Eq("Wed, 01 Jan 2070 00:00:00 GMT")),
+                ]),
+            get("/update-304").hit().body(Is::Eq("/update-304 v1")).headers(&[
+                ("cache-control", Is::Eq("max-age=3600")),
+                ("x-test-header", Is::Eq("new")),
+                ("content-foo", Is::Eq("bar")),
+                ("expires", Is::Eq("Wed, 01 Jan 2070 00:00:00 GMT")),
+                ("age", Is::Lacks("5")),
+            ]),
+            // A client's conditional gets the updated fields on its 304 too (RFC 9110 15.4.5).
+            get("/update-304").with(&[("if-none-match", "\"u1\"")]).status(304).calls(0).headers(&[
+                ("cache-control", Is::Eq("max-age=3600")),
+                ("expires", Is::Eq("Wed, 01 Jan 2070 00:00:00 GMT")),
+            ]),
+        ],
+    ),
+    case(
+        "RFC 9111 4.3.5: a HEAD through the cache updates the stored GET's fields",
+        &[serve(
+            "/head-update",
+            &[("cache-control", "max-age=60"), ("age", "100"), ("etag", "\"h1\""), ("x-test-header", "old")],
+        )],
+        &[
+            get("/head-update").calls(1).headers(&[("x-test-header", Is::Eq("old"))]),
+            Step::Reroute(serve(
+                "/head-update",
+                &[("cache-control", "max-age=60"), ("etag", "\"h1\""), ("x-test-header", "new")],
+            )),
+            head("/head-update").calls(1).headers(&[("x-test-header", Is::Eq("new"))]),
+            get("/head-update").hit().body(Is::Eq("/head-update v1")).headers(&[("x-test-header", Is::Eq("new"))]),
+        ],
     ),
 ];
 

@@ -546,7 +546,7 @@ impl Fill {
                     return Err(CommitError::Raced);
                 }
                 let condition = cas.map_or(SetCondition::Add, SetCondition::Cas);
-                (ns.variant_key(digest), Placement::Near(&head_key), meta.encode(), condition, digest.clone())
+                (ns.variant_key(digest), Placement::Near(&head_key), meta.encode(), condition, *digest)
             }
         };
         // The bodies first, so the refreshed entry never outlives them: a body item that is already gone is left to
