@@ -13,6 +13,7 @@ test: test-deps
 
 test-deps:
 	scripts/install-test-deps.sh
+	scripts/build-landed-release.sh
 
 .PHONY: run demo-origin bench
 

@@ -19,6 +19,7 @@
 //! | `failover` | memcached servers dying: the origin answers, the rest of the cache keeps working |
 //! | `hygiene` | slow request heads closed, oversized heads 431, the in-flight cap 503, stalled origin bodies cut |
 //! | `revalidation` | a 304 or a HEAD answer updates the stored response's replayed fields (RFC 9111 4.3.4, 4.3.5) |
+//! | `upgrade` | the landed release and this one side by side: an invalidation through either reaches both |
 //! | `prometheus` | a real Prometheus server scrapes etagd and its query API returns requests by outcome |
 
 mod admin;
@@ -40,3 +41,4 @@ mod storage_rules;
 mod support;
 mod table;
 mod timeouts;
+mod upgrade;

@@ -26,6 +26,7 @@
 //! on its head record's server ([`crate::store::Placement`]).
 
 mod body;
+mod bridge;
 mod config;
 mod counters;
 mod fence;

@@ -98,6 +98,11 @@ pub struct EntryMeta {
     pub body_len: u64,
     /// Content codings stored besides identity (each its own body item and its own validator).
     pub codings: Vec<String>,
+    /// While a rolling upgrade is bridged (`cache/bridge.rs`): the CAS values (0: absent) of the older
+    /// schema's head record, namespace counter and tag counters (in the order of `tags`) when this entry was
+    /// filled. Any change means the older release invalidated it.
+    #[serde(default)]
+    pub bridge: Option<Vec<u64>>,
 }
 
 /// The head record of a resource.
@@ -282,6 +287,7 @@ pub(crate) mod tests {
             generations: Generations { all: 7, url: 0, tags: vec![1, 2] },
             body_len: 65536,
             codings: vec![],
+            bridge: None,
         }
     }
 

@@ -105,8 +105,12 @@ impl Namespace {
     }
 
     fn key(&self, kind: &str, rest: &str) -> String {
-        let mut key = String::with_capacity(SCHEMA_PREFIX.len() + self.0.len() + kind.len() + rest.len() + 3);
-        key.push_str(SCHEMA_PREFIX);
+        self.key_in(SCHEMA_PREFIX, kind, rest)
+    }
+
+    fn key_in(&self, schema: &str, kind: &str, rest: &str) -> String {
+        let mut key = String::with_capacity(schema.len() + self.0.len() + kind.len() + rest.len() + 3);
+        key.push_str(schema);
         key.push(':');
         key.push_str(&self.0);
         key.push(':');
@@ -156,6 +160,45 @@ impl Namespace {
     /// The key of the refresh lock of an entry.
     pub fn refresh_lock_key(&self, entry: &Digest) -> String {
         self.key("l", &entry.to_string())
+    }
+
+    /// The names an older schema gave the items an invalidation touches, for bridging a rolling upgrade
+    /// (`cache/bridge.rs`). `schema` is one of [`BRIDGEABLE_SCHEMAS`].
+    pub fn bridged(&self, schema: &'static str) -> BridgedNames<'_> {
+        BridgedNames { namespace: self, schema }
+    }
+}
+
+/// The older key schemas a rolling upgrade can bridge: `etagd1`, the landed release before `etagd2`. Its head
+/// records, namespace and tag counters are named as below, each on the server its own key hashes to.
+pub const BRIDGEABLE_SCHEMAS: [&str; 1] = ["etagd1"];
+
+/// An older schema's names for the items its invalidations write (see [`Namespace::bridged`]).
+#[derive(Debug, Clone, Copy)]
+pub struct BridgedNames<'a> {
+    namespace: &'a Namespace,
+    schema: &'static str,
+}
+
+impl BridgedNames<'_> {
+    /// The schema prefix.
+    pub fn schema(&self) -> &'static str {
+        self.schema
+    }
+
+    /// `<schema>:<ns>:u:<resource digest>`: deleted by that schema's URL invalidations.
+    pub fn head_key(&self, resource: &ResourceKey) -> String {
+        self.namespace.key_in(self.schema, "u", &resource.digest().to_string())
+    }
+
+    /// `<schema>:<ns>:g:all`: bumped by that schema's namespace invalidations.
+    pub fn all_generation_key(&self) -> String {
+        self.namespace.key_in(self.schema, "g", "all")
+    }
+
+    /// `<schema>:<ns>:g:t:<xxh3_128(tag)>`: bumped by that schema's tag invalidations.
+    pub fn tag_generation_key(&self, tag: &str) -> String {
+        self.namespace.key_in(self.schema, "g", &format!("t:{}", Digest::of(tag.as_bytes())))
     }
 }
 
@@ -210,6 +253,17 @@ mod tests {
             assert!(key.len() <= 250 && key.bytes().all(|b| b.is_ascii_graphic()), "{key}");
             assert!(key.starts_with("etagd2:n-1_x:"));
         }
+    }
+
+    /// The landed `etagd1` release names these items exactly so (its key schema documentation).
+    #[test]
+    fn bridged_names_follow_the_older_schema() {
+        let ns = Namespace::new("shop").unwrap();
+        let r = ResourceKey::new("http", "h", "/a");
+        let old = ns.bridged("etagd1");
+        assert_eq!(old.head_key(&r), ns.head_key(&r).replacen("etagd2", "etagd1", 1));
+        assert_eq!(old.all_generation_key(), "etagd1:shop:g:all");
+        assert_eq!(old.tag_generation_key("t"), ns.tag_generation_key("t").replacen("etagd2", "etagd1", 1));
     }
 
     #[test]

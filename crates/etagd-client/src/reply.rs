@@ -459,6 +459,7 @@ pub(crate) mod tests {
             generations: Generations::default(),
             body_len: 0,
             codings: Vec::new(),
+            bridge: None,
         }
     }
 

@@ -76,6 +76,10 @@ pub struct Args {
     /// Key namespace, so deployments can share a Memcached.
     #[arg(long, env = "ETAGD_NAMESPACE")]
     pub namespace: Option<String>,
+    /// During a rolling upgrade from the release using this key schema (`etagd1`): honour its invalidations
+    /// and write ours in its names too. Costs one more Memcached batch per lookup; turn it off after the rollout.
+    #[arg(long, env = "ETAGD_BRIDGE_SCHEMA")]
+    pub bridge_schema: Option<String>,
     /// Log format.
     #[arg(long, env = "ETAGD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -178,6 +182,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     namespace: Option<String>,
+    bridge_schema: Option<String>,
     max_body_bytes: Option<usize>,
     validator: Option<String>,
     stale_while_revalidate: Option<String>,
@@ -231,6 +236,8 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// Key namespace.
     pub namespace: Namespace,
+    /// The older key schema a rolling upgrade bridges (`--bridge-schema`).
+    pub bridge_from: Option<&'static str>,
     /// Log format.
     pub log_format: LogFormat,
     /// Tokio worker threads.
@@ -408,6 +415,20 @@ impl Config {
         }
         let namespace_text = args.namespace.or(file.namespace).unwrap_or_else(|| "default".to_owned());
         let namespace = Namespace::new(&namespace_text).map_err(|e| invalid("--namespace", e.to_string()))?;
+        let bridge_from = match args.bridge_schema.or(file.bridge_schema) {
+            None => None,
+            Some(schema) => Some(
+                etagd_client::key::BRIDGEABLE_SCHEMAS.into_iter().find(|known| *known == schema).ok_or_else(|| {
+                    invalid(
+                        "--bridge-schema",
+                        format!(
+                            "{schema:?} is not a schema this release can bridge; use one of {:?}",
+                            etagd_client::key::BRIDGEABLE_SCHEMAS
+                        ),
+                    )
+                })?,
+            ),
+        };
         // Half the cores: the sidecar shares its machine with the app and a load balancer's connections, and with
         // batched Memcached reads one worker on a 2-core machine beat two (BENCHMARKS.md).
         let workers =
@@ -539,6 +560,7 @@ impl Config {
             admin_listen,
             admin_token,
             namespace,
+            bridge_from,
             log_format: args.log_format,
             workers,
             max_body_bytes,

@@ -59,6 +59,9 @@ pub struct CacheConfig {
     /// How often the background poller reads the fences of servers that missed an invalidation (remote stores
     /// of two or more servers); a fenced server's entries go to the origin until it is repaired.
     pub fence_poll: Duration,
+    /// Bridges a rolling upgrade from this older key schema (one of `key::BRIDGEABLE_SCHEMAS`): invalidations
+    /// are also written in its names, and entries are checked against its invalidations (`cache/bridge.rs`).
+    pub bridge_from: Option<&'static str>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
 }
@@ -76,6 +79,7 @@ impl Default for CacheConfig {
             body_cache_bytes: 64 << 20,
             hint_capacity: 100_000,
             fence_poll: Duration::from_secs(1),
+            bridge_from: None,
             clock: Arc::new(SystemClock),
         }
     }
@@ -93,6 +97,7 @@ impl std::fmt::Debug for CacheConfig {
             .field("clock_skew", &self.clock_skew)
             .field("body_cache_bytes", &self.body_cache_bytes)
             .field("hint_capacity", &self.hint_capacity)
+            .field("bridge_from", &self.bridge_from)
             .finish_non_exhaustive()
     }
 }

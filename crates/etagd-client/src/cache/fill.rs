@@ -139,13 +139,15 @@ impl Plan {
 /// The right (and duty) to fill one entry. Commit it, abandon it, or drop it.
 #[derive(Debug)]
 pub struct Fill {
-    cache: Cache,
-    resource: ResourceKey,
+    pub(super) cache: Cache,
+    pub(super) resource: ResourceKey,
     headers: HeaderMap,
     plan: Plan,
-    live: Live,
-    started_ms: u64,
+    pub(super) live: Live,
+    pub(super) started_ms: u64,
     finished: bool,
+    /// While a rolling upgrade is bridged: the older schema's items as the fill began (`bridge.rs`).
+    pub(super) bridge_begun: Option<std::collections::HashMap<String, u64>>,
     /// Keeps the lease or lock alive while the fill works (see `renew`).
     renewal: Option<renew::Renewal>,
     _in_flight: Option<inflight::Guard>,
@@ -164,6 +166,7 @@ impl Fill {
             live,
             started_ms,
             finished: false,
+            bridge_begun: None,
             renewal,
             _in_flight: in_flight,
         }
@@ -460,6 +463,7 @@ impl Fill {
             generations,
             body_len: response.body.len() as u64,
             codings: response.codings.iter().map(|(coding, _)| coding.clone()).collect(),
+            bridge: self.bridge_witness(&response.tags).await?,
         };
         let expiry = Self::expiry(&response.freshness, config.keep.as_secs());
 
@@ -530,6 +534,7 @@ impl Fill {
         meta.stale_if_error_s = freshness.stale_if_error_s;
         meta.must_revalidate = freshness.must_revalidate;
         meta.generations = generations;
+        meta.bridge = self.bridge_witness(&meta.tags).await?;
         let expiry = Self::expiry(&freshness, config.keep.as_secs());
         let head_key = ns.head_key(&self.resource);
         let (key, placement, value, condition, entry_digest) = match &self.plan.variant {

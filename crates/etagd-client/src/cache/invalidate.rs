@@ -105,6 +105,13 @@ impl Cache {
             self.bump_everywhere("tag", tag, &key, grace).await
         });
         let (mut targets, tags) = futures_util::join!(join_all(url_writes), join_all(tag_writes));
+        // While a rolling upgrade is bridged, the older release's names are invalidated too (`bridge.rs`).
+        let named: Vec<(&ResourceKey, &str)> =
+            resources.iter().zip(invalidation.urls.iter().map(String::as_str)).collect();
+        let mode = grace.map_or(DeleteMode::Hard, |grace| DeleteMode::Stale { grace });
+        let bridged = self.bridge_mirror(&named, &invalidation.tags, invalidation.all, mode).await;
+        let bridged_ok = bridged.iter().all(|row| row.ok);
+        targets.extend(bridged);
         let store = self.store();
         let count = store.server_count().max(1);
         let index_of = |server: &str| (0..count).find(|&index| store.server_name(index) == server);
@@ -142,11 +149,11 @@ impl Cache {
                 tracing::warn!("an invalidation target could not be written; invalidated the whole namespace instead");
             }
         }
-        let complete = !unfenced || escalated_to_all;
+        let complete = (!unfenced || escalated_to_all) && bridged_ok;
         Ok(InvalidationReport { targets, grace_s: grace.map(|g| g.as_secs()), escalated_to_all, complete, fenced })
     }
 
-    fn report(
+    pub(super) fn report(
         &self,
         kind: &'static str,
         name: &str,

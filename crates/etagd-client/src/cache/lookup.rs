@@ -88,6 +88,10 @@ enum Head {
 
 /// The outcome of a lookup.
 #[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "moved once into the exchange; boxing the fill would add an allocation to every miss"
+)]
 pub enum Lookup {
     /// A current entry.
     Hit(Hit),
@@ -120,6 +124,14 @@ impl Lookup {
 impl Cache {
     /// Looks a request up, taking the fill lease on a miss.
     pub async fn lookup(&self, request: LookupRequest<'_>) -> Lookup {
+        let lookup = self.lookup_once(request).await;
+        if self.inner.config.bridge_from.is_none() {
+            return lookup;
+        }
+        self.bridge_lookup(request, lookup).await
+    }
+
+    pub(super) async fn lookup_once(&self, request: LookupRequest<'_>) -> Lookup {
         let config = &self.inner.config;
         let ns = &config.namespace;
         let resource = request.resource;
@@ -483,7 +495,9 @@ impl Cache {
             }
             plan.lock(lock);
         }
-        Some(Fill::new(self, request, plan, slot.generations.clone(), self.now_ms()))
+        let mut fill = Fill::new(self, request, plan, slot.generations.clone(), self.now_ms());
+        fill.bridge_begun = self.bridge_begin(request.resource, &hit.meta.tags).await;
+        Some(fill)
     }
 }
 
