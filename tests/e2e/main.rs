@@ -18,6 +18,7 @@
 //! | `failover` | memcached servers dying: the origin answers, the rest of the cache keeps working |
 //! | `hygiene` | slow request heads closed, oversized heads 431, the in-flight cap 503, stalled origin bodies cut |
 //! | `prometheus` | a real Prometheus server scrapes etagd and its query API returns requests by outcome |
+//! | `operator` | route `ttl_override`/`ttl_max`, negative caching of 404/410, purges by path prefix (admin API, etagctl, the layer) |
 
 mod admin;
 mod compose;
@@ -28,6 +29,7 @@ mod fleet;
 mod headers;
 mod hygiene;
 mod invalidation;
+mod operator;
 mod parity;
 mod prometheus;
 mod sharing;

@@ -59,6 +59,11 @@ pub struct CacheConfig {
     /// How often the background poller reads the fences of servers that missed an invalidation (remote stores
     /// of two or more servers); a fenced server's entries go to the origin until it is repaired.
     pub fence_poll: Duration,
+    /// How many path segments get an automatic prefix tag (`key::PathPrefix`): at 2, an entry for
+    /// `/api/v2/users/7` carries `/api/` and `/api/v2/`, so a purge of either is one counter write. Each level is
+    /// one more counter read in every lookup's batch; 0 turns prefix tags (and prefix purges) off. At most
+    /// [`MAX_PREFIX_DEPTH`](crate::key::MAX_PREFIX_DEPTH). Every replica and `etagctl` must use the same value.
+    pub prefix_depth: u8,
     /// The clock.
     pub clock: Arc<dyn Clock>,
 }
@@ -76,6 +81,7 @@ impl Default for CacheConfig {
             body_cache_bytes: 64 << 20,
             hint_capacity: 100_000,
             fence_poll: Duration::from_secs(1),
+            prefix_depth: crate::key::DEFAULT_PREFIX_DEPTH,
             clock: Arc::new(SystemClock),
         }
     }
@@ -93,6 +99,7 @@ impl std::fmt::Debug for CacheConfig {
             .field("clock_skew", &self.clock_skew)
             .field("body_cache_bytes", &self.body_cache_bytes)
             .field("hint_capacity", &self.hint_capacity)
+            .field("prefix_depth", &self.prefix_depth)
             .finish_non_exhaustive()
     }
 }
