@@ -339,6 +339,15 @@ fn targets(url: &str) -> Vec<Target> {
             covers_bystander: false,
         },
         Target {
+            // Beyond the RFCs: a path prefix is the tag its entries carry (key::PathPrefix).
+            kind: "prefix",
+            invalidation: Invalidation {
+                prefixes: vec!["http://inv.example/dir/".to_owned()],
+                ..Invalidation::default()
+            },
+            covers_bystander: false,
+        },
+        Target {
             kind: "all",
             invalidation: Invalidation { all: true, ..Invalidation::default() },
             covers_bystander: true,
@@ -358,7 +367,7 @@ async fn refill(engine: &Engine, resource: &ResourceKey, body: &str, tag: &str, 
 
 #[tokio::test(start_paused = true)]
 async fn invalidation_by_url_tag_and_all_hard_and_with_grace() {
-    let url = "http://inv.example/a";
+    let url = "http://inv.example/dir/a";
     for grace_s in [None, Some(30)] {
         for target in targets(url) {
             let what = format!("{} grace {grace_s:?}", target.kind);
