@@ -125,8 +125,8 @@ pub(crate) struct FlushArgs {
     #[arg(long = "tag", value_name = "TAG")]
     pub(crate) tags: Vec<String>,
 
-    /// A path prefix as clients see it, ending in '/' (repeatable): every entry under it on that host, e.g.
-    /// http://api.example.com/api/v2/. At most --prefix-depth segments deep.
+    /// A path prefix as clients see it, ending in '/' (repeatable; e.g. http://host/api/v2/): every
+    /// entry under it on that host. At most --prefix-depth segments deep.
     #[arg(long = "prefix", value_name = "URL")]
     pub(crate) prefixes: Vec<String>,
 

@@ -341,10 +341,7 @@ fn targets(url: &str) -> Vec<Target> {
         Target {
             // Beyond the RFCs: a path prefix is the tag its entries carry (key::PathPrefix).
             kind: "prefix",
-            invalidation: Invalidation {
-                prefixes: vec!["http://inv.example/dir/".to_owned()],
-                ..Invalidation::default()
-            },
+            invalidation: Invalidation { prefixes: vec![prefix_of(url)], ..Invalidation::default() },
             covers_bystander: false,
         },
         Target {
@@ -353,6 +350,11 @@ fn targets(url: &str) -> Vec<Target> {
             covers_bystander: true,
         },
     ]
+}
+
+/// The directory a URL is in (`http://h/dir/a` is under `http://h/dir/`).
+fn prefix_of(url: &str) -> String {
+    url[..=url.rfind('/').expect("a URL has a path")].to_owned()
 }
 
 /// Expects a miss this caller fills (a refill after an invalidation), and refills it.
@@ -454,7 +456,7 @@ async fn a_fill_racing_an_invalidation_is_never_served() {
 /// while an entry without one is served in grace.
 #[tokio::test(start_paused = true)]
 async fn grace_never_serves_an_entry_that_forbids_serving_stale() {
-    let url = "http://strict.example/a";
+    let url = "http://strict.example/dir/a";
     for target in targets(url) {
         for must_revalidate in [false, true] {
             let what = format!("{} must_revalidate {must_revalidate}", target.kind);
