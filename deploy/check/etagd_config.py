@@ -1,6 +1,6 @@
 """Checks an etagd.toml as the deploy files ship it: valid TOML, only the keys etagd reads, values of the right type.
 
-This mirrors `FileConfig` and `FileRoute` in crates/etagd/src/config.rs, which reject unknown keys at start-up
+This mirrors `FileConfig` in crates/etagd/src/config.rs and `FileRoute` in crates/etagd/src/config/route.rs, which reject unknown keys at start-up
 (exit 64); checking here finds a typo such as `stale_while_revalidte` before a rollout instead of in a crash loop.
 When etagd learns a new key, add it to the tables here.
 """
@@ -24,6 +24,9 @@ NAMESPACE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 ROUTE: dict[str, type] = {
     "prefix": str,
     "ttl": str,
+    "negative_ttl": str,
+    "ttl_override": str,
+    "ttl_max": str,
     "tags": list,
     "stale_while_revalidate": str,
     "stale_if_error": str,
@@ -62,9 +65,10 @@ def check(text: str, where: str) -> tuple[dict[str, Any], list[str]]:
         problems += _check_table(route, ROUTE, at)
         if not str(route.get("prefix", "")).startswith("/"):
             problems.append(f"{at}: `prefix` must be a path starting with /")
-        for key in ("ttl", "stale_while_revalidate", "stale_if_error"):
+        for key in ("ttl", "negative_ttl", "ttl_override", "ttl_max", "stale_while_revalidate", "stale_if_error"):
             value = route.get(key)
-            if isinstance(value, str) and not (DURATION.match(value) or (key == "ttl" and value == "forever")):
+            lifetime = key in ("ttl", "negative_ttl", "ttl_override")
+            if isinstance(value, str) and not (DURATION.match(value) or (lifetime and value == "forever")):
                 problems.append(f'{at}: `{key} = "{value}"` is not a duration such as "30s", "10m", "1h"')
         if not all(isinstance(tag, str) and tag for tag in route.get("tags") or []):
             problems.append(f"{at}: `tags` must be non-empty strings")

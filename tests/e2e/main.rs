@@ -21,6 +21,7 @@
 //! | `revalidation` | a 304 or a HEAD answer updates the stored response's replayed fields (RFC 9111 4.3.4, 4.3.5) |
 //! | `upgrade` | the landed release and this one side by side: an invalidation through either reaches both |
 //! | `prometheus` | a real Prometheus server scrapes etagd and its query API returns requests by outcome |
+//! | `operator` | route `ttl_override`/`ttl_max`, negative caching of 404/410, purges by path prefix (admin API, etagctl, the layer) |
 
 mod admin;
 mod compose;
@@ -32,6 +33,7 @@ mod fleet;
 mod headers;
 mod hygiene;
 mod invalidation;
+mod operator;
 mod parity;
 mod prometheus;
 mod revalidation;

@@ -501,6 +501,14 @@ impl Replica {
         reply
     }
 
+    /// A GET through the proxy naming another host than [`HOST`] (the host is part of the key).
+    pub(crate) async fn get_on_host(&self, host: &str, path: &str) -> Reply {
+        let url = format!("{}{path}", self.proxy);
+        let reply = send(&self.client, "GET", &url, &[("host", host)], None).await;
+        check_invariants("GET", path, &reply);
+        reply
+    }
+
     /// A request with a body through the proxy (any method, GET included).
     pub(crate) async fn request_with_body(&self, method: &str, path: &str, body: &str) -> Reply {
         let url = format!("{}{path}", self.proxy);

@@ -21,12 +21,14 @@ Examples:
   etagctl --memcached 127.0.0.1:11211 flush --url 'http://api.example.com/api/servers?page=2'
   etagctl --memcached 127.0.0.1:11211 flush --url http://shop/a --url http://shop/b --tag cart
   etagctl --memcached 127.0.0.1:11211 flush --tag products --grace 30s
+  etagctl --memcached 127.0.0.1:11211 flush --prefix http://api.example.com/api/v2/
   etagctl --memcached 127.0.0.1:11211 --namespace shop flush --all --dry-run
   etagctl --admin http://127.0.0.1:9091 flush --tag products
 
 A URL is named as clients see it; etagd's key schema canonicalises it (host case, default port, query order),
-so every stored variant of it goes. Exits 1 when some target could not be written and the whole namespace could
-not be invalidated instead.";
+so every stored variant of it goes. A prefix purges every entry under it on that host only; it must end at a
+segment boundary ('/') and be at most --prefix-depth segments deep (the sidecars' setting). Exits 1 when some
+target could not be written and the whole namespace could not be invalidated instead.";
 
 const INSPECT_EXAMPLES: &str = "\
 Examples:
@@ -85,6 +87,11 @@ pub(crate) struct GlobalArgs {
     #[arg(long, global = true)]
     pub(crate) json: bool,
 
+    /// Path segments the sidecars tag entries with (their --prefix-depth; with --memcached: a deeper
+    /// --prefix is refused, since no entry carries its tag). A sidecar's admin API checks its own.
+    #[arg(long, env = "ETAGD_PREFIX_DEPTH", default_value_t = etagd_client::key::DEFAULT_PREFIX_DEPTH, global = true)]
+    pub(crate) prefix_depth: u8,
+
     /// How long to wait for a server before calling it unreachable.
     #[arg(long, default_value = "2s", value_parser = duration::parse_timeout, global = true)]
     pub(crate) timeout: Duration,
@@ -93,7 +100,7 @@ pub(crate) struct GlobalArgs {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Invalidate URLs (every stored variant), tags, or the whole namespace.
+    /// Invalidate URLs (every stored variant), tags, path prefixes, or the whole namespace.
     #[command(after_help = FLUSH_EXAMPLES)]
     Flush(FlushArgs),
     /// Show what is stored for a URL: ETag, status, state, age, TTL left, size, tags, Vary names.
@@ -117,6 +124,11 @@ pub(crate) struct FlushArgs {
     /// A tag (repeatable); every entry carrying it is invalidated.
     #[arg(long = "tag", value_name = "TAG")]
     pub(crate) tags: Vec<String>,
+
+    /// A path prefix as clients see it, ending in '/' (repeatable; e.g. http://host/api/v2/): every
+    /// entry under it on that host. At most --prefix-depth segments deep.
+    #[arg(long = "prefix", value_name = "URL")]
+    pub(crate) prefixes: Vec<String>,
 
     /// Everything in the namespace (other namespaces on the same servers are untouched; never flush_all).
     #[arg(long)]
@@ -178,6 +190,10 @@ mod tests {
         check(&["etagctl", "--memcached", "a:1", "flush", "--url", "http://h/"], 1, 0, false, None);
         check(&["etagctl", "flush", "--url", "http://h/a", "--url", "http://h/b", "--tag", "t"], 2, 1, false, None);
         check(&["etagctl", "flush", "--all", "--grace", "30s", "--memcached", "a:1"], 0, 0, true, Some(30));
+        let cli = Cli::try_parse_from(["etagctl", "flush", "--prefix", "http://h/a/", "--prefix-depth", "3"])
+            .expect("parses");
+        let Command::Flush(flush) = cli.command else { panic!("not flush") };
+        assert_eq!((flush.prefixes.len(), cli.global.prefix_depth), (1, 3));
         let cli = Cli::try_parse_from(["etagctl", "--memcached", "a:1,b:2", "stats", "--json", "--timeout", "1s"])
             .expect("parses");
         assert_eq!(cli.global.memcached, ["a:1", "b:2"]);

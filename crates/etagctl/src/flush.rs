@@ -1,9 +1,9 @@
-//! `etagctl flush`: invalidate URLs, tags or the whole namespace through the library's
+//! `etagctl flush`: invalidate URLs, tags, path prefixes or the whole namespace through the library's
 //! `Cache::invalidate` (or a sidecar's `POST /invalidate`), print what was invalidated, and exit 1 when the
 //! report is not complete.
 
 use etagd_client::cache::{Cache, Invalidation};
-use etagd_client::key::ResourceKey;
+use etagd_client::key::{MAX_PREFIX_DEPTH, PathPrefix, ResourceKey};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -52,9 +52,10 @@ struct PlannedWrite {
 
 /// Validates the flags into the library's request, before anything is dialled.
 pub(crate) fn invalidation(args: &FlushArgs) -> Result<Invalidation, CliError> {
-    if args.urls.is_empty() && args.tags.is_empty() && !args.all {
+    if args.urls.is_empty() && args.tags.is_empty() && args.prefixes.is_empty() && !args.all {
         return Err(CliError::Usage(
-            "flush needs something to invalidate: pass --url URL, --tag TAG or --all (see etagctl flush --help)"
+            "flush needs something to invalidate: pass --url URL, --tag TAG, --prefix URL or --all (see etagctl \
+             flush --help)"
                 .to_owned(),
         ));
     }
@@ -74,7 +75,15 @@ pub(crate) fn invalidation(args: &FlushArgs) -> Result<Invalidation, CliError> {
             tags.push(tag.clone());
         }
     }
-    Ok(Invalidation { urls, tags, all: args.all, grace_s: args.grace })
+    let mut prefixes: Vec<String> = Vec::new();
+    for prefix in &args.prefixes {
+        // The form is checked here; the depth by whoever writes (this process with --memcached, else the sidecar).
+        PathPrefix::parse(prefix, MAX_PREFIX_DEPTH)?;
+        if !prefixes.contains(prefix) {
+            prefixes.push(prefix.clone());
+        }
+    }
+    Ok(Invalidation { urls, tags, prefixes, all: args.all, grace_s: args.grace })
 }
 
 /// Runs `flush`.
@@ -201,6 +210,10 @@ fn dry_run_direct(cache: &Cache, invalidation: &Invalidation, json: bool) -> Res
     for tag in &invalidation.tags {
         writes.push(plan("tag", tag, namespace.tag_generation_key(tag), bump.clone()));
     }
+    for prefix in &invalidation.prefixes {
+        let prefix = PathPrefix::parse(prefix, cache.config().prefix_depth)?;
+        writes.push(plan("prefix", &prefix.url(), namespace.tag_generation_key(&prefix.tag()), bump.clone()));
+    }
     if invalidation.all {
         writes.push(plan("all", "", namespace.all_generation_key(), bump.clone()));
     }
@@ -242,6 +255,7 @@ mod tests {
         FlushArgs {
             urls: urls.iter().map(|u| (*u).to_owned()).collect(),
             tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            prefixes: Vec::new(),
             all,
             grace: None,
             dry_run: false,
@@ -261,6 +275,15 @@ mod tests {
         check(args(&["not a url"], &[], false), Err(2));
         check(args(&["ftp://h/a"], &["t"], false), Err(2));
         check(args(&[], &[""], false), Err(2));
+        let prefixes = |prefixes: &[&str]| FlushArgs {
+            prefixes: prefixes.iter().map(|p| (*p).to_owned()).collect(),
+            ..args(&[], &[], false)
+        };
+        let count = |a: FlushArgs| invalidation(&a).map(|i| i.prefixes.len()).map_err(|e| e.exit_code());
+        assert_eq!(count(prefixes(&["http://h/api/", "http://h/api/"])), Ok(1));
+        for bad in ["/api/", "http://h/api", "http://h/", "http://h/api/?q=1"] {
+            assert_eq!(count(prefixes(&[bad])), Err(2), "{bad}");
+        }
     }
 
     #[test]

@@ -40,7 +40,7 @@ impl Target {
         match choose_mode(!servers.is_empty(), source("memcached"), admin.is_some(), source("admin"))? {
             Mode::Direct => {
                 let namespace = Namespace::new(global.namespace.trim())?;
-                Ok(Self::Direct(connect(servers, namespace, global.timeout).await?))
+                Ok(Self::Direct(connect(servers, namespace, global.prefix_depth, global.timeout).await?))
             }
             Mode::Admin => {
                 if source("namespace") == Some(ValueSource::CommandLine) {
@@ -91,7 +91,12 @@ pub(crate) fn split_timeout(budget: Duration) -> (Duration, Duration) {
     ((budget / 4).max(floor), (budget / 2).max(floor))
 }
 
-async fn connect(servers: Vec<String>, namespace: Namespace, timeout: Duration) -> Result<Cache, CliError> {
+async fn connect(
+    servers: Vec<String>,
+    namespace: Namespace,
+    prefix_depth: u8,
+    timeout: Duration,
+) -> Result<Cache, CliError> {
     for server in &servers {
         check_address(server)?;
     }
@@ -99,7 +104,8 @@ async fn connect(servers: Vec<String>, namespace: Namespace, timeout: Duration) 
     let config = MemcachedConfig { servers, connect_timeout, io_timeout, max_idle: 4, ..MemcachedConfig::default() };
     let store = MemcachedStore::connect(config).await.map_err(|error| CliError::Failed(error.to_string()))?;
     // A one-shot command reads each body at most once and remembers nothing between runs.
-    let config = CacheConfig { namespace, body_cache_bytes: 0, hint_capacity: 16, ..CacheConfig::default() };
+    let config =
+        CacheConfig { namespace, prefix_depth, body_cache_bytes: 0, hint_capacity: 16, ..CacheConfig::default() };
     Ok(Cache::new(Arc::new(store), config))
 }
 

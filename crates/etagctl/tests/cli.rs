@@ -313,7 +313,7 @@ fn flush_naming_nothing_is_a_usage_error() {
         .args(["--memcached", &closed_port(), "flush"])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("pass --url URL, --tag TAG or --all"))
+        .stderr(predicate::str::contains("pass --url URL, --tag TAG, --prefix URL or --all"))
         .stderr(predicate::function(|s: &str| s.lines().count() == 1));
 }
 

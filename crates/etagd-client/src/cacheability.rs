@@ -17,7 +17,9 @@
 //!    route TTL; else, when enabled, 10% of `Date` minus `Last-Modified` capped at one day (section 4.2.2). The
 //!    last two apply only to heuristically cacheable statuses (RFC 9110 section 15.1) or a `public` response; any
 //!    other status needs explicit freshness ([`NoStoreReason::Status`]). A `no-cache` response is stored with
-//!    lifetime 0 and must always be revalidated (section 5.2.2.4).
+//!    lifetime 0 and must always be revalidated (section 5.2.2.4);
+//! 9. beyond the RFCs, the route's operator rules (`operator.rs`): `negative_ttl` for 404 and 410 in place of the
+//!    route TTL, `ttl_override` replacing the lifetime, `ttl_max` capping it. They never undo a refusal above.
 //!
 //! The initial age (section 4.2.3) is the larger of the `Age` value and the apparent age, `now - Date`, less one
 //! second: `Date` has whole-second resolution and the origin's clock is not ours, so a response rendered a
@@ -31,6 +33,10 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
 use crate::cache_control::{CacheControl, DELTA_SECONDS_MAX, parse_delta_seconds};
 use crate::headers::vary_names;
+
+mod operator;
+
+pub use operator::LifetimeError;
 
 /// The longest heuristic lifetime (RFC 9111 section 4.2.2 suggests 10% of the age, and a cap keeps a decade-old
 /// `Last-Modified` from pinning an entry for a year).
@@ -177,6 +183,14 @@ pub struct Policy {
     /// overrides `no-store`, `private` or explicit origin freshness, and applies only to heuristically cacheable
     /// statuses or `public` responses, so an error page is not pinned for the route's TTL.
     pub route_ttl_s: Option<u64>,
+    /// A route rule's lifetime for 404 and 410 responses without explicit freshness, in place of `route_ttl_s`
+    /// (and of `ttl_override_s` when both are set): negative caching. See `operator` for every route lifetime.
+    pub negative_ttl_s: Option<u64>,
+    /// A route rule's lifetime replacing the origin's for heuristically cacheable (or `public`) responses,
+    /// counted from storing (beyond the RFCs; never overrides a refusal such as `no-store` or `private`).
+    pub ttl_override_s: Option<u64>,
+    /// A route rule's cap on every lifetime, counted from storing.
+    pub ttl_max_s: Option<u64>,
     /// `stale-while-revalidate` window when the response gives none.
     pub default_stale_while_revalidate_s: u32,
     /// `stale-if-error` window when the response gives none.
@@ -192,6 +206,9 @@ impl Default for Policy {
     fn default() -> Self {
         Self {
             route_ttl_s: None,
+            negative_ttl_s: None,
+            ttl_override_s: None,
+            ttl_max_s: None,
             default_stale_while_revalidate_s: 0,
             default_stale_if_error_s: 0,
             heuristic_freshness: false,
@@ -307,9 +324,12 @@ pub fn storable(
         Some(seconds) => Some(seconds),
         None if !implicit_allowed => return Err(NoStoreReason::Status),
         None => policy
-            .route_ttl_s
+            .route_default(status)
             .or_else(|| policy.heuristic_freshness.then(|| heuristic_lifetime(resp_headers, now)).flatten()),
     };
+    let initial_age_s = initial_age(resp_headers, now);
+    // Beyond the RFCs: the route's ttl_override and ttl_max (`operator`), after every refusal above.
+    let lifetime = policy.bound_lifetime(status, lifetime, implicit_allowed, initial_age_s);
     let fresh_for_s = match (cc.no_cache, lifetime) {
         // RFC 9111 section 5.2.2.4: storable, but never used without revalidation.
         (true, _) => 0,
@@ -329,7 +349,7 @@ pub fn storable(
     };
     Ok(Freshness {
         fresh_for_s,
-        initial_age_s: initial_age(resp_headers, now),
+        initial_age_s,
         stale_while_revalidate_s: window(cc.stale_while_revalidate, policy.default_stale_while_revalidate_s),
         stale_if_error_s: window(cc.stale_if_error, policy.default_stale_if_error_s),
         must_revalidate,

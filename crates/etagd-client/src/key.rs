@@ -39,6 +39,7 @@
 //! | `etagd2:<ns>:b:<digest>:<fill id>[:<coding>]` | the replayed headers and body of one fill (immutable) |
 //! | `etagd2:<ns>:g:all` | the namespace generation: one copy on every server, read beside the head record |
 //! | `etagd2:<ns>:g:t:<xxh3_128(tag)>` | one tag's generation: one copy on every server, read beside the head |
+//! | `etagd2:<ns>:g:t:<xxh3_128("prefix " + scheme "://" host path-prefix)>` | a path prefix's generation (see `prefix.rs`) |
 //! | `etagd2:<ns>:l:<digest>` | the refresh lock of one entry (stale-while-revalidate) |
 //! | `etagd2:<ns>:f:<xxh3_128(server address)>` | a fence for a server that missed an invalidation (on the others) |
 //!
@@ -50,6 +51,7 @@
 //! placement changed: an `etagd1` binary looks for a counter on another server than an `etagd2` one, so the two
 //! must never share items (see the README's Deploying section for the upgrade).
 
+mod prefix;
 mod query;
 mod resource;
 
@@ -57,6 +59,7 @@ use std::fmt;
 
 use xxhash_rust::xxh3::xxh3_128;
 
+pub use prefix::{DEFAULT_PREFIX_DEPTH, MAX_PREFIX_DEPTH, PathPrefix, is_prefix_tag};
 pub use query::{MARKETING_PARAMETERS, QueryFilter};
 pub use resource::{Forwarding, ResourceKey};
 
@@ -88,6 +91,28 @@ pub enum KeyError {
     /// The request names no host (no `Host` header and no authority in its target).
     #[error("the request names no host: send a Host header (HTTP/1.1 requires one)")]
     NoHost,
+    /// A path prefix to purge is malformed.
+    #[error("prefix {prefix:?} is invalid: {reason} (write it as the client sees it, e.g. http://host/api/)")]
+    BadPrefix {
+        /// The prefix as given.
+        prefix: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A path prefix to purge is deeper than the prefix tags entries carry, so a purge of it would miss them.
+    #[error(
+        "prefix {prefix:?} is {segments} segments deep, but entries carry prefix tags only to depth {depth}: \
+         set --prefix-depth (ETAGD_PREFIX_DEPTH) to {segments} or more on every sidecar and for etagctl (entries \
+         stored before get the deeper tag when next filled), or purge a shallower prefix"
+    )]
+    PrefixTooDeep {
+        /// The prefix as given.
+        prefix: String,
+        /// Its path segments.
+        segments: usize,
+        /// The configured depth.
+        depth: u8,
+    },
 }
 
 impl Namespace {

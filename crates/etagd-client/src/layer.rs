@@ -193,8 +193,30 @@ impl EtagCacheLayer {
     /// `ttl` (whole seconds) instead of until invalidated. `Duration::MAX` means until invalidated.
     #[must_use]
     pub fn ttl(self, ttl: Duration) -> Self {
-        let seconds = if ttl == Duration::MAX { u64::MAX } else { ttl.as_secs() };
-        self.with(|config| config.fallback.ttl_s = Some(seconds))
+        self.with(|config| config.fallback.ttl_s = Some(seconds(ttl)))
+    }
+
+    /// Keeps 404 and 410 answers without explicit freshness for `ttl` instead of the layer's
+    /// [`ttl`](Self::ttl) (negative caching; RFC 9111 section 4.2.2 lists both as heuristically cacheable).
+    #[must_use]
+    pub fn negative_ttl(self, ttl: Duration) -> Self {
+        self.with(|config| config.fallback.negative_ttl_s = Some(seconds(ttl)))
+    }
+
+    /// Keeps every storable answer fresh for `ttl` from when it is stored, whatever its `max-age`, `s-maxage` or
+    /// `Expires` say (beyond the RFCs, like Varnish's `beresp.ttl`). It never stores a `no-store` or `private`
+    /// answer, never makes `no-cache` fresh and never serves stale where `s-maxage` or `must-revalidate`
+    /// forbid it; 404 and 410 get [`negative_ttl`](Self::negative_ttl) instead when one is set.
+    #[must_use]
+    pub fn ttl_override(self, ttl: Duration) -> Self {
+        self.with(|config| config.fallback.ttl_override_s = Some(seconds(ttl)))
+    }
+
+    /// Caps how long any answer is served from storage without asking the service, whatever it says (the
+    /// layer's default "until invalidated" included).
+    #[must_use]
+    pub fn ttl_max(self, ttl: Duration) -> Self {
+        self.with(|config| config.fallback.ttl_max_s = Some(seconds(ttl)))
     }
 
     /// Serves an entry up to `window` past its freshness while it is refreshed in the background, for answers
@@ -280,6 +302,11 @@ impl EtagCacheLayer {
     pub fn exchange(&self) -> &Exchange {
         &self.exchange
     }
+}
+
+/// A lifetime in whole seconds; `Duration::MAX` means until invalidated.
+fn seconds(ttl: Duration) -> u64 {
+    if ttl == Duration::MAX { u64::MAX } else { ttl.as_secs() }
 }
 
 impl<S> Layer<S> for EtagCacheLayer {

@@ -338,11 +338,22 @@ fn targets(url: &str) -> Vec<Target> {
             covers_bystander: false,
         },
         Target {
+            // Beyond the RFCs: a path prefix is the tag its entries carry (key::PathPrefix).
+            kind: "prefix",
+            invalidation: Invalidation { prefixes: vec![prefix_of(url)], ..Invalidation::default() },
+            covers_bystander: false,
+        },
+        Target {
             kind: "all",
             invalidation: Invalidation { all: true, ..Invalidation::default() },
             covers_bystander: true,
         },
     ]
+}
+
+/// The directory a URL is in (`http://h/dir/a` is under `http://h/dir/`).
+fn prefix_of(url: &str) -> String {
+    url[..=url.rfind('/').expect("a URL has a path")].to_owned()
 }
 
 /// Expects a miss this caller fills (a refill after an invalidation), and refills it.
@@ -357,7 +368,7 @@ async fn refill(engine: &Engine, resource: &ResourceKey, body: &str, tag: &str, 
 
 #[tokio::test(start_paused = true)]
 async fn invalidation_by_url_tag_and_all_hard_and_with_grace() {
-    let url = "http://inv.example/a";
+    let url = "http://inv.example/dir/a";
     for grace_s in [None, Some(30)] {
         for target in targets(url) {
             let what = format!("{} grace {grace_s:?}", target.kind);
@@ -444,7 +455,7 @@ async fn a_fill_racing_an_invalidation_is_never_served() {
 /// while an entry without one is served in grace.
 #[tokio::test(start_paused = true)]
 async fn grace_never_serves_an_entry_that_forbids_serving_stale() {
-    let url = "http://strict.example/a";
+    let url = "http://strict.example/dir/a";
     for target in targets(url) {
         for must_revalidate in [false, true] {
             let what = format!("{} must_revalidate {must_revalidate}", target.kind);

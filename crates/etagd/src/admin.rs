@@ -5,7 +5,7 @@
 //! | GET | `/healthz` | the process is alive | no |
 //! | GET | `/readyz` | listeners are bound; the body reports Memcached health (trouble does not make etagd unready: it falls back to the origin) | no |
 //! | GET | `/metrics` | Prometheus text | no |
-//! | POST | `/invalidate` | JSON `{"urls": [..], "tags": [..], "all": false, "grace_s": 30}` (any subset) | yes |
+//! | POST | `/invalidate` | JSON `{"urls": [..], "tags": [..], "prefixes": [..], "all": false, "grace_s": 30}` (any subset) | yes |
 //! | GET | `/entries?url=URL` | what is stored for a URL (ETag, state, age, size, tags) | yes |
 //! | GET | `/stats` | per-server Memcached statistics and health | yes |
 //!
@@ -129,13 +129,15 @@ async fn invalidate(State(state): State<AdminState>, headers: HeaderMap, body: a
     let mut invalidation: Invalidation = match serde_json::from_slice(&body) {
         Ok(invalidation) => invalidation,
         Err(error) => {
-            let reason =
-                format!("bad JSON: {error}; send {{\"urls\": [..], \"tags\": [..], \"all\": false, \"grace_s\": 0}}");
+            let reason = format!(
+                "bad JSON: {error}; send {{\"urls\": [..], \"tags\": [..], \"prefixes\": [..], \"all\": false, \
+                     \"grace_s\": 0}}"
+            );
             return AdminError(StatusCode::BAD_REQUEST, reason).into_response();
         }
     };
     if invalidation.is_empty() {
-        return AdminError(StatusCode::BAD_REQUEST, "nothing to invalidate: name urls, tags or all".into())
+        return AdminError(StatusCode::BAD_REQUEST, "nothing to invalidate: name urls, tags, prefixes or all".into())
             .into_response();
     }
     // URLs are named as the exchange stores them (query parameters it ignores left out).

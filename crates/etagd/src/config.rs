@@ -24,6 +24,8 @@
 //! [[route]]
 //! prefix = "/api/servers"        # path prefix
 //! ttl = "1h"                     # cacheable for this long even without headers; "forever" = until invalidated
+//! negative_ttl = "30s"           # 404 and 410 without headers: this long instead of ttl (negative caching)
+//! ttl_max = "1d"                 # caps every lifetime, the origin's too (or: ttl_override = "1h" replaces it)
 //! tags = ["servers"]
 //! stale_while_revalidate = "30s"
 //! stale_if_error = "10m"
@@ -45,8 +47,10 @@ use etagd_client::cache::ValidatorMode;
 use etagd_client::encoding::{Coding, CompressionPolicy};
 pub use etagd_client::exchange::Route;
 use etagd_client::exchange::{ExchangeConfig, OriginLimit, TrustedProxies};
-use etagd_client::key::{Namespace, QueryFilter};
+use etagd_client::key::{MAX_PREFIX_DEPTH, Namespace, QueryFilter};
 use serde::Deserialize;
+
+mod route;
 
 /// Raw command-line flags; each also reads `ETAGD_<FLAG>`.
 #[derive(Debug, Clone, Parser)]
@@ -145,6 +149,11 @@ pub struct Args {
     /// How long in-flight requests may run after SIGTERM.
     #[arg(long, env = "ETAGD_DRAIN_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
     pub drain_timeout: Duration,
+    /// Path segments that get an automatic prefix tag, so `POST /invalidate {"prefixes": [...]}` and
+    /// `etagctl flush --prefix` purge everything under a prefix with one write (0 to 8; 0: off). Each level is
+    /// one more counter read per lookup; every replica and etagctl must use the same value.
+    #[arg(long, env = "ETAGD_PREFIX_DEPTH", default_value_t = etagd_client::key::DEFAULT_PREFIX_DEPTH)]
+    pub prefix_depth: u8,
     /// Peers whose X-Forwarded-Proto/-Host are believed and keyed (comma-separated CIDRs or addresses, e.g. the
     /// ingress's). From anyone else forwarding headers are dropped before the app sees them.
     #[arg(long, env = "ETAGD_TRUSTED_PROXIES", value_delimiter = ',')]
@@ -202,23 +211,7 @@ struct FileConfig {
     #[serde(default)]
     strip_targeted_cache_control: bool,
     #[serde(default, rename = "route")]
-    routes: Vec<FileRoute>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileRoute {
-    prefix: String,
-    ttl: Option<String>,
-    #[serde(default)]
-    tags: Vec<String>,
-    stale_while_revalidate: Option<String>,
-    stale_if_error: Option<String>,
-    #[serde(default)]
-    ignore_cookies: Vec<String>,
-    #[serde(default)]
-    ignore_query: Vec<String>,
-    key_query: Option<Vec<String>>,
+    routes: Vec<route::FileRoute>,
 }
 
 /// The validated configuration.
@@ -280,6 +273,8 @@ pub struct Config {
     pub stale_if_error_s: u32,
     /// Route rules, longest prefix first.
     pub routes: Vec<Route>,
+    /// Path segments that get a prefix tag.
+    pub prefix_depth: u8,
     /// What etagd compresses.
     pub compression: CompressionPolicy,
     /// Peers whose forwarding headers are believed.
@@ -457,40 +452,7 @@ impl Config {
             Some(text) => seconds_u32("stale_if_error", text)?,
             None => 0,
         };
-        let mut routes = Vec::with_capacity(file.routes.len());
-        for (i, route) in file.routes.into_iter().enumerate() {
-            let name = format!("route[{i}]");
-            if !route.prefix.starts_with('/') {
-                return Err(invalid(&format!("{name}.prefix"), "must start with '/'"));
-            }
-            let tags = route.tags;
-            if let Some(bad) =
-                tags.iter().find(|t| t.is_empty() || t.chars().any(|c| c.is_whitespace() || c.is_control()))
-            {
-                return Err(invalid(
-                    &format!("{name}.tags"),
-                    format!("{bad:?}: tags are non-empty words without spaces"),
-                ));
-            }
-            routes.push(Route {
-                prefix: route.prefix,
-                ttl_s: route.ttl.as_deref().map(|t| seconds(&format!("{name}.ttl"), t)).transpose()?,
-                tags,
-                stale_while_revalidate_s: route
-                    .stale_while_revalidate
-                    .as_deref()
-                    .map(|t| seconds_u32(&format!("{name}.stale_while_revalidate"), t))
-                    .transpose()?,
-                stale_if_error_s: route
-                    .stale_if_error
-                    .as_deref()
-                    .map(|t| seconds_u32(&format!("{name}.stale_if_error"), t))
-                    .transpose()?,
-                ignore_cookies: cookie_names(&format!("{name}.ignore_cookies"), route.ignore_cookies)?,
-                query: QueryFilter { ignore: route.ignore_query, keep: route.key_query },
-            });
-        }
-        routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
+        let routes = route::routes(file.routes)?;
         let ignore_cookies = cookie_names("ignore_cookies", file.ignore_cookies)?;
         let header_names = |name: &str, names: Vec<String>| -> Result<Vec<http::HeaderName>, ConfigError> {
             names
@@ -550,6 +512,15 @@ impl Config {
                 format!("{}: use {MIN_HEADER_BYTES} to {MAX_HEADER_BYTES} bytes", args.max_header_bytes),
             ));
         }
+        if args.prefix_depth > MAX_PREFIX_DEPTH {
+            return Err(invalid(
+                "--prefix-depth",
+                format!(
+                    "{}: use 0 (off) to {MAX_PREFIX_DEPTH}; each level is a counter read per lookup",
+                    args.prefix_depth
+                ),
+            ));
+        }
         if args.max_in_flight == 0 {
             return Err(invalid("--max-in-flight", "must be above 0 (e.g. 4096)"));
         }
@@ -582,6 +553,7 @@ impl Config {
             stale_while_revalidate_s,
             stale_if_error_s,
             routes,
+            prefix_depth: args.prefix_depth,
             compression,
             trusted_proxies,
             ignore_cookies,
@@ -658,6 +630,7 @@ mod tests {
             (&["--max-in-flight", "0"][..], "--max-in-flight"),
             (&["--origin-body-timeout", "0s"][..], "--origin-body-timeout"),
             (&["--header-read-timeout", "0s"][..], "--header-read-timeout"),
+            (&["--prefix-depth", "9"][..], "--prefix-depth"),
         ];
         for (args, needle) in cases {
             let error = parse(args).unwrap_err();

@@ -103,6 +103,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             fill_wait: config.fill_wait,
             body_cache_bytes: config.body_cache_bytes,
             bridge_from: config.bridge_from,
+            prefix_depth: config.prefix_depth,
             ..CacheConfig::default()
         },
     );

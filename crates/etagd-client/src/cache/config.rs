@@ -62,6 +62,11 @@ pub struct CacheConfig {
     /// Bridges a rolling upgrade from this older key schema (one of `key::BRIDGEABLE_SCHEMAS`): invalidations
     /// are also written in its names, and entries are checked against its invalidations (`cache/bridge.rs`).
     pub bridge_from: Option<&'static str>,
+    /// How many path segments get an automatic prefix tag (`key::PathPrefix`): at 2, an entry for
+    /// `/api/v2/users/7` carries `/api/` and `/api/v2/`, so a purge of either is one counter write. Each level is
+    /// one more counter read in every lookup's batch; 0 turns prefix tags (and prefix purges) off. At most
+    /// [`MAX_PREFIX_DEPTH`](crate::key::MAX_PREFIX_DEPTH). Every replica and `etagctl` must use the same value.
+    pub prefix_depth: u8,
     /// The clock.
     pub clock: Arc<dyn Clock>,
 }
@@ -80,6 +85,7 @@ impl Default for CacheConfig {
             hint_capacity: 100_000,
             fence_poll: Duration::from_secs(1),
             bridge_from: None,
+            prefix_depth: crate::key::DEFAULT_PREFIX_DEPTH,
             clock: Arc::new(SystemClock),
         }
     }
@@ -98,6 +104,7 @@ impl std::fmt::Debug for CacheConfig {
             .field("body_cache_bytes", &self.body_cache_bytes)
             .field("hint_capacity", &self.hint_capacity)
             .field("bridge_from", &self.bridge_from)
+            .field("prefix_depth", &self.prefix_depth)
             .finish_non_exhaustive()
     }
 }

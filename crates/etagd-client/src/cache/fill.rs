@@ -30,7 +30,7 @@ use crate::cacheability::{Freshness, NoStoreReason};
 use crate::entry::{EntryMeta, Generations, HeadRecord, PassMarker, StoredBody, VaryIndex};
 use crate::etag::EntityTag;
 use crate::generation::{Generation, random_value};
-use crate::key::{Digest, ResourceKey};
+use crate::key::{Digest, ResourceKey, is_prefix_tag};
 use crate::store::{DeleteMode, Expiry, GetOutcome, GetRequest, Placement, SetCondition, SetOutcome, StoreError};
 
 /// Why a fill was not stored. The response is still good to send to the client.
@@ -389,6 +389,18 @@ impl Fill {
         }
     }
 
+    /// The tags an entry of this resource is stored with: `tags` (less prefix tags an older entry carried, in
+    /// case the depth changed since), then the resource's prefix tags at the configured depth.
+    fn with_prefix_tags(&self, tags: &[String]) -> Vec<String> {
+        let mut all: Vec<String> = tags.iter().filter(|tag| !is_prefix_tag(tag)).cloned().collect();
+        for tag in self.resource.prefix_tags(self.cache.config().prefix_depth) {
+            if !all.contains(&tag) {
+                all.push(tag);
+            }
+        }
+        all
+    }
+
     fn expiry(freshness: &Freshness, keep_s: u64) -> Expiry {
         if freshness.fresh_for_s == u64::MAX {
             return Expiry::Never;
@@ -403,6 +415,9 @@ impl Fill {
         let config = cache.config();
         let ns = &config.namespace;
         let store = cache.store();
+        // Every entry carries its resource's prefix tags, whoever filled it (sidecar, layer, any caller).
+        let mut response = response;
+        response.tags = self.with_prefix_tags(&response.tags);
         // Remember the response's tags and Vary names before anything can fail: if this fill is refused because
         // one of its tags changed, the next lookup must read that tag's counter up front and be judged by value
         // (else every fill for the next `clock_skew` would be judged by time and refused too).
@@ -418,7 +433,6 @@ impl Fill {
             return Err(CommitError::TooLarge { size, limit });
         }
         // An encoding that came out larger than the limit is left out; identity still serves every client.
-        let mut response = response;
         response.codings.retain(|(_, encoded)| encoded.len().saturating_add(size - response.body.len()) + 64 <= limit);
         let mut generations = self.generations(&response.tags).await?;
         let now_ms = cache.now_ms();
@@ -524,9 +538,11 @@ impl Fill {
         let cache = self.cache.clone();
         let config = cache.config();
         let ns = &config.namespace;
-        let mut generations = self.generations(&updated.tags).await?;
+        let tags = self.with_prefix_tags(&updated.tags);
+        let mut generations = self.generations(&tags).await?;
         generations.url = updated.generations.url;
         let mut meta = updated;
+        meta.tags = tags;
         meta.stored_at_ms = cache.now_ms();
         meta.initial_age_s = freshness.initial_age_s;
         meta.fresh_for_s = freshness.fresh_for_s;

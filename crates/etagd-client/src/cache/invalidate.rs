@@ -1,8 +1,10 @@
-//! Invalidation by URL, by tag and of the whole namespace: one store write per target, whatever it covers.
+//! Invalidation by URL, by tag, by path prefix and of the whole namespace: one store write per target, whatever
+//! it covers.
 //!
 //! - A URL: its head record is deleted (hard) or soft-deleted with a grace period (`md <key> I T<grace>`); every
 //!   Vary variant goes with it, because variants are only reachable through a head whose URL generation they
 //!   recorded.
+//! - A path prefix is the tag every entry under it carries (`key::PathPrefix`), so it is invalidated as a tag.
 //! - A tag, or the namespace: its generation counter gets a new random value (see `generation`) in the copy on
 //!   every server, since readers check the copy beside their head record; soft invalidation keeps each server's
 //!   previous value servable, stale, until the grace period ends.
@@ -20,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Cache, bump};
 use crate::generation::Generation;
-use crate::key::{KeyError, ResourceKey};
+use crate::key::{KeyError, PathPrefix, ResourceKey};
 use crate::store::{DeleteMode, Expiry, GetOutcome, GetRequest, Placement, SetCondition, SetOutcome, StoreError};
 
 /// What to invalidate.
@@ -33,6 +35,12 @@ pub struct Invalidation {
     /// Tags (from `Surrogate-Key` or route rules).
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Path prefixes as clients see them (`http://host/api/`): every entry under each, on that host only. Each
+    /// is one tag invalidation of the prefix tag entries carry (`key::PathPrefix`), so a prefix must end in `/`
+    /// and be at most [`CacheConfig::prefix_depth`](super::CacheConfig::prefix_depth) segments deep.
+    /// Left out of the JSON when empty, so an `etagctl` that knows prefixes still talks to an older sidecar.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prefixes: Vec<String>,
     /// Everything in the namespace.
     #[serde(default)]
     pub all: bool,
@@ -45,7 +53,7 @@ pub struct Invalidation {
 impl Invalidation {
     /// Whether it names nothing.
     pub fn is_empty(&self) -> bool {
-        self.urls.is_empty() && self.tags.is_empty() && !self.all
+        self.urls.is_empty() && self.tags.is_empty() && self.prefixes.is_empty() && !self.all
     }
 
     fn grace(&self) -> Option<Duration> {
@@ -56,7 +64,7 @@ impl Invalidation {
 /// The outcome for one target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TargetReport {
-    /// `url`, `tag` or `all`.
+    /// `url`, `tag`, `prefix` or `all`.
     pub kind: &'static str,
     /// The URL or tag (empty for `all`).
     pub name: String,
@@ -88,11 +96,14 @@ pub struct InvalidationReport {
 }
 
 impl Cache {
-    /// Invalidates URLs, tags and/or the namespace. A malformed URL fails the whole call before anything is
-    /// written.
+    /// Invalidates URLs, tags, path prefixes and/or the namespace. A malformed URL or prefix, or a prefix deeper
+    /// than the configured depth, fails the whole call before anything is written.
     pub async fn invalidate(&self, invalidation: &Invalidation) -> Result<InvalidationReport, KeyError> {
         let resources =
             invalidation.urls.iter().map(|url| ResourceKey::from_url(url)).collect::<Result<Vec<_>, _>>()?;
+        let depth = self.config().prefix_depth;
+        let prefixes =
+            invalidation.prefixes.iter().map(|url| PathPrefix::parse(url, depth)).collect::<Result<Vec<_>, _>>()?;
         let grace = invalidation.grace();
         let url_writes = resources.iter().zip(&invalidation.urls).map(|(resource, url)| async move {
             let key = self.config().namespace.head_key(resource);
@@ -100,9 +111,13 @@ impl Cache {
             let result = self.store().delete(&key, mode).await;
             self.report("url", url, &key, result.as_ref().map(|_| ()).map_err(|e| e.to_string()), result.ok())
         });
-        let tag_writes = invalidation.tags.iter().map(|tag| async move {
+        // A prefix is the tag its entries carry: the same counter write on every server, the same fences.
+        let tag_targets = invalidation.tags.iter().map(|tag| ("tag", tag.clone(), tag.clone()));
+        let prefix_targets = prefixes.iter().map(|prefix| ("prefix", prefix.url(), prefix.tag()));
+        let counters: Vec<(&'static str, String, String)> = tag_targets.chain(prefix_targets).collect();
+        let tag_writes = counters.iter().map(|(kind, name, tag)| async move {
             let key = self.config().namespace.tag_generation_key(tag);
-            self.bump_everywhere("tag", tag, &key, grace).await
+            self.bump_everywhere(kind, name, &key, grace).await
         });
         let (mut targets, tags) = futures_util::join!(join_all(url_writes), join_all(tag_writes));
         // While a rolling upgrade is bridged, the older release's names are invalidated too (`bridge.rs`).

@@ -137,8 +137,14 @@ impl Cache {
         let resource = request.resource;
         let hint = self.inner.hints.get(&resource.digest());
 
-        // First round: head (leased), g:all, the tags we expect, and the variant we expect.
+        // First round: head (leased), g:all, the tags we expect, and the variant we expect. A resource's prefix
+        // tags follow from its key, so their counters are in the first batch even without a hint.
         let mut tags: Vec<String> = request.route_tags.to_vec();
+        for tag in resource.prefix_tags(config.prefix_depth) {
+            if !tags.contains(&tag) {
+                tags.push(tag);
+            }
+        }
         if let Some(hint) = &hint {
             for tag in &hint.tags {
                 if !tags.contains(tag) {

@@ -19,6 +19,15 @@ pub struct Route {
     pub prefix: String,
     /// Cacheable for this many seconds even without freshness headers; `u64::MAX` = until invalidated.
     pub ttl_s: Option<u64>,
+    /// Lifetime of 404 and 410 answers without freshness headers (negative caching), in place of `ttl_s` and
+    /// of `ttl_override_s`; unset, `ttl_s` covers them as any heuristically cacheable status.
+    pub negative_ttl_s: Option<u64>,
+    /// Replaces the origin's freshness lifetime of every storable answer (heuristically cacheable or `public`),
+    /// counted from storing. Never stores what the origin refused (`no-store`, `private`), never makes
+    /// `no-cache` fresh, never allows stale serving that `s-maxage` or `must-revalidate` forbid.
+    pub ttl_override_s: Option<u64>,
+    /// Caps every freshness lifetime, counted from storing.
+    pub ttl_max_s: Option<u64>,
     /// Tags given to every entry under the prefix.
     pub tags: Vec<String>,
     /// `stale-while-revalidate` default, seconds.
@@ -31,6 +40,14 @@ pub struct Route {
     /// Query parameters left out of the key under this route, on top of [`ExchangeConfig::query`]'s; and, when
     /// `keep` is set, the only ones kept.
     pub query: QueryFilter,
+}
+
+impl Route {
+    /// Refuses lifetimes that contradict each other (`ttl_override` with `ttl` or `ttl_max`, a `ttl` or
+    /// `negative_ttl` above `ttl_max`); the rules are `cacheability`'s.
+    pub fn check(&self) -> Result<(), crate::cacheability::LifetimeError> {
+        ExchangeConfig::default().policy(self).check_lifetimes()
+    }
 }
 
 /// Which origin answers invalidate cached entries as a side effect (both on by default).
@@ -186,6 +203,9 @@ impl ExchangeConfig {
     pub(crate) fn policy(&self, route: &Route) -> Policy {
         Policy {
             route_ttl_s: route.ttl_s,
+            negative_ttl_s: route.negative_ttl_s,
+            ttl_override_s: route.ttl_override_s,
+            ttl_max_s: route.ttl_max_s,
             default_stale_while_revalidate_s: route.stale_while_revalidate_s.unwrap_or(self.stale_while_revalidate_s),
             default_stale_if_error_s: route.stale_if_error_s.unwrap_or(self.stale_if_error_s),
             heuristic_freshness: self.heuristic_freshness,
