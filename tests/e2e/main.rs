@@ -7,6 +7,7 @@
 //! | `headers` | Cache-Status and Age, etagd's own headers and hop-by-hop fields stripped |
 //! | `storage_rules` | big bodies pass whole; a session cookie never gets a route rule's shared page |
 //! | `invalidation` | URL, tag, all, unsafe methods, origin headers; the late-fill race |
+//! | `authentication` | with `--entry-key`, items forged in Memcached are misses, never served |
 //! | `admin` | metrics, entries, bad requests, the admin token |
 //! | `stale` | a soft invalidation serves the old body during one refresh |
 //! | `fleet` | fleet-wide single flight, and no serialising behind uncacheable answers |
@@ -24,6 +25,7 @@
 //! | `operator` | route `ttl_override`/`ttl_max`, negative caching of 404/410, purges by path prefix (admin API, etagctl, the layer) |
 
 mod admin;
+mod authentication;
 mod compose;
 mod compression;
 mod conformance;

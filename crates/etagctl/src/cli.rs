@@ -91,6 +91,10 @@ pub(crate) struct GlobalArgs {
     /// --prefix is refused, since no entry carries its tag). A sidecar's admin API checks its own.
     #[arg(long, env = "ETAGD_PREFIX_DEPTH", default_value_t = etagd_client::key::DEFAULT_PREFIX_DEPTH, global = true)]
     pub(crate) prefix_depth: u8,
+    /// The fleet's entry key (`--entry-key` of the sidecars), when they authenticate entries; needed to read or
+    /// write Memcached directly.
+    #[arg(long, env = "ETAGD_ENTRY_KEY", hide_env_values = true, global = true)]
+    pub(crate) entry_key: Option<String>,
 
     /// How long to wait for a server before calling it unreachable.
     #[arg(long, default_value = "2s", value_parser = duration::parse_timeout, global = true)]

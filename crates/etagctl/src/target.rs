@@ -8,6 +8,8 @@ use clap::ArgMatches;
 use clap::parser::ValueSource;
 use etagd_client::cache::{Cache, CacheConfig};
 use etagd_client::key::Namespace;
+use etagd_client::store::Store;
+use etagd_client::store::authenticated::{AuthenticatedStore, EntryKey};
 use etagd_client::store::memcached::{MemcachedConfig, MemcachedStore};
 
 use crate::admin::AdminClient;
@@ -40,7 +42,10 @@ impl Target {
         match choose_mode(!servers.is_empty(), source("memcached"), admin.is_some(), source("admin"))? {
             Mode::Direct => {
                 let namespace = Namespace::new(global.namespace.trim())?;
-                Ok(Self::Direct(connect(servers, namespace, global.prefix_depth, global.timeout).await?))
+                Ok(Self::Direct(
+                    connect(servers, namespace, global.prefix_depth, global.entry_key.as_deref(), global.timeout)
+                        .await?,
+                ))
             }
             Mode::Admin => {
                 if source("namespace") == Some(ValueSource::CommandLine) {
@@ -95,8 +100,10 @@ async fn connect(
     servers: Vec<String>,
     namespace: Namespace,
     prefix_depth: u8,
+    entry_key: Option<&str>,
     timeout: Duration,
 ) -> Result<Cache, CliError> {
+    let entry_key = entry_key.map(EntryKey::new).transpose().map_err(|error| CliError::Usage(error.to_string()))?;
     for server in &servers {
         check_address(server)?;
     }
@@ -106,7 +113,12 @@ async fn connect(
     // A one-shot command reads each body at most once and remembers nothing between runs.
     let config =
         CacheConfig { namespace, prefix_depth, body_cache_bytes: 0, hint_capacity: 16, ..CacheConfig::default() };
-    Ok(Cache::new(Arc::new(store), config))
+    let store: Arc<dyn Store> = Arc::new(store);
+    let store = match entry_key {
+        Some(key) => Arc::new(AuthenticatedStore::new(store, key)),
+        None => store,
+    };
+    Ok(Cache::new(store, config))
 }
 
 /// Rejects what cannot be a `host:port` before anything is dialled, so a typo is a usage error.

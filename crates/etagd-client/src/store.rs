@@ -10,6 +10,7 @@
 //!
 //! A store never retries a write on its own and never calls `flush_all`.
 
+pub mod authenticated;
 pub mod memcached;
 pub mod memory;
 

@@ -80,6 +80,10 @@ pub struct Args {
     /// Key namespace, so deployments can share a Memcached.
     #[arg(long, env = "ETAGD_NAMESPACE")]
     pub namespace: Option<String>,
+    /// A fleet secret (at least 16 bytes, the same on every replica): every item written carries a keyed MAC,
+    /// and one that fails it is a miss, so a Memcached writer cannot forge responses.
+    #[arg(long, env = "ETAGD_ENTRY_KEY", hide_env_values = true)]
+    pub entry_key: Option<String>,
     /// During a rolling upgrade from the release using this key schema (`etagd1`): honour its invalidations
     /// and write ours in its names too. Costs one more Memcached batch per lookup; turn it off after the rollout.
     #[arg(long, env = "ETAGD_BRIDGE_SCHEMA")]
@@ -231,6 +235,8 @@ pub struct Config {
     pub namespace: Namespace,
     /// The older key schema a rolling upgrade bridges (`--bridge-schema`).
     pub bridge_from: Option<&'static str>,
+    /// The entry authentication key (`--entry-key`).
+    pub entry_key: Option<etagd_client::store::authenticated::EntryKey>,
     /// Log format.
     pub log_format: LogFormat,
     /// Tokio worker threads.
@@ -410,6 +416,12 @@ impl Config {
         }
         let namespace_text = args.namespace.or(file.namespace).unwrap_or_else(|| "default".to_owned());
         let namespace = Namespace::new(&namespace_text).map_err(|e| invalid("--namespace", e.to_string()))?;
+        let entry_key = args
+            .entry_key
+            .as_deref()
+            .map(etagd_client::store::authenticated::EntryKey::new)
+            .transpose()
+            .map_err(|e| invalid("--entry-key", e.to_string()))?;
         let bridge_from = match args.bridge_schema.or(file.bridge_schema) {
             None => None,
             Some(schema) => Some(
@@ -532,6 +544,7 @@ impl Config {
             admin_token,
             namespace,
             bridge_from,
+            entry_key,
             log_format: args.log_format,
             workers,
             max_body_bytes,

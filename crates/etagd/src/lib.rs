@@ -39,6 +39,7 @@ use etagd_client::cache::{Cache, CacheConfig};
 use etagd_client::exchange::Exchange;
 use etagd_client::reply::CACHE_STATUS;
 use etagd_client::store::Store;
+use etagd_client::store::authenticated::AuthenticatedStore;
 use etagd_client::store::memcached::{MemcachedConfig, MemcachedStore};
 use etagd_client::store::memory::MemoryStore;
 
@@ -69,6 +70,14 @@ impl Running {
 
 /// Builds the store the config names: Memcached servers, or the embedded store.
 pub async fn build_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let store = build_backend(config).await?;
+    Ok(match &config.entry_key {
+        Some(key) => Arc::new(AuthenticatedStore::new(store, key.clone())),
+        None => store,
+    })
+}
+
+async fn build_backend(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     if config.memcached.is_empty() {
         tracing::warn!(
             "no --memcached given: using the embedded in-process store; validators are NOT shared with other replicas"
