@@ -57,15 +57,15 @@ const CASES: &[Case] = &[
     )
     .sidecar_only(SIDECAR_ONLY_STOP),
     case(
-        "RFC 9111 5.2.2.2: must-revalidate: never stale, an error while the origin is unreachable",
+        "RFC 9111 5.2.2.2: must-revalidate: never stale; a 504 while the origin is unreachable",
         &[serve("/must-revalidate", &[("cache-control", "max-age=1, must-revalidate"), ("age", "2")])],
-        &[get("/must-revalidate").calls(1), Step::Stop, get("/must-revalidate").status(502).body(Is::Lacks("v1"))],
+        &[get("/must-revalidate").calls(1), Step::Stop, get("/must-revalidate").status(504).body(Is::Lacks("v1"))],
     )
     .sidecar_only(SIDECAR_ONLY_STOP),
     case(
         "RFC 9111 5.2.2.8: proxy-revalidate binds a shared cache like must-revalidate",
         &[serve("/proxy-revalidate", &[("cache-control", "max-age=1, proxy-revalidate"), ("age", "2")])],
-        &[get("/proxy-revalidate").calls(1), Step::Stop, get("/proxy-revalidate").status(502).body(Is::Lacks("v1"))],
+        &[get("/proxy-revalidate").calls(1), Step::Stop, get("/proxy-revalidate").status(504).body(Is::Lacks("v1"))],
     )
     .sidecar_only(SIDECAR_ONLY_STOP),
     case(
@@ -74,7 +74,7 @@ const CASES: &[Case] = &[
         &[
             get("/s-maxage-unreachable").calls(1),
             Step::Stop,
-            get("/s-maxage-unreachable").status(502).body(Is::Lacks("v1")),
+            get("/s-maxage-unreachable").status(504).body(Is::Lacks("v1")),
         ],
     )
     .sidecar_only(SIDECAR_ONLY_STOP),

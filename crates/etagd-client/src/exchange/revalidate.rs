@@ -57,6 +57,9 @@ where
                 return self.serve(&hit, hit.meta.clone(), hit.age_s, Outcome::StaleOverloaded).await;
             }
             Ok(Sent::Held(hold)) => return Ok(self.held(hold)),
+            // RFC 9111 section 5.2.2.2: a stored response that must be revalidated is not reused when the origin
+            // cannot be reached, and the client gets a 504.
+            Err(_) if hit.meta.must_revalidate => return Ok(self.unvalidated()),
             Err(error) => return Err(error),
             Ok(Sent::Answered(response)) => response,
         };
@@ -118,6 +121,19 @@ where
         let route = self.exchange.config().route_for(key.path());
         let lookup = LookupRequest { resource: key, headers: &self.parts.headers, route_tags: &route.tags };
         self.exchange.cache().refresh_permit(hit, lookup).await
+    }
+
+    /// The answer when a stored response could not be validated and may not be reused.
+    fn unvalidated(&mut self) -> http::Response<crate::body::Body> {
+        self.report.outcome = Outcome::OriginUnavailable;
+        let body = "the origin could not be reached to validate the stored response, which must not be reused \
+                    stale (must-revalidate, proxy-revalidate or s-maxage)\n";
+        let mut response = http::Response::new(crate::body::Body::full(body.into()));
+        *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+        response
     }
 
     /// The conditional request: GET, or HEAD for a HEAD (the origin need not render a body nobody reads).

@@ -415,7 +415,8 @@ async fn an_unreachable_origin_is_covered_by_stale_entries_that_allow_it() {
     f.upstream.fail().fail();
     let loose = f.get("/loose", &[]).await;
     assert_eq!((loose.status, loose.report.outcome), (200, Outcome::StaleIfError));
-    assert_eq!(f.get("/strict", &[]).await.status, 502, "must-revalidate forbids serving it stale");
+    // RFC 9111 section 5.2.2.2: not reused, and a 504.
+    assert_eq!(f.get("/strict", &[]).await.status, 504, "must-revalidate forbids serving it stale");
     f.upstream.answer(503, &[], "down");
     assert_eq!(f.get("/loose", &[]).await.status, 503, "a 5xx is the origin's answer");
     f.advance(120);
