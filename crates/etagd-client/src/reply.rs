@@ -459,6 +459,8 @@ pub(crate) mod tests {
             generations: Generations::default(),
             body_len: 0,
             codings: Vec::new(),
+            coding_lens: Vec::new(),
+            chunk_size: 0,
         }
     }
 

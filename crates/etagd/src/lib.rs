@@ -102,6 +102,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             fill_lease: config.fill_lease,
             fill_wait: config.fill_wait,
             body_cache_bytes: config.body_cache_bytes,
+            max_object_fraction: config.max_object_fraction,
             ..CacheConfig::default()
         },
     );
