@@ -14,6 +14,7 @@ from typing import Any
 TOP_LEVEL: dict[str, type] = {
     "namespace": str,
     "max_body_bytes": int,
+    "max_object_fraction": float,
     "validator": str,
     "stale_while_revalidate": str,
     "stale_if_error": str,

@@ -5,7 +5,8 @@
 //! |---|---|
 //! | `sharing` | replicas share one fill, one validator, 304s and HEAD hits |
 //! | `headers` | Cache-Status and Age, etagd's own headers and hop-by-hop fields stripped |
-//! | `storage_rules` | big bodies pass whole; a session cookie never gets a route rule's shared page |
+//! | `storage_rules` | bodies over `--max-body-bytes` pass whole; a session cookie never gets a route rule's shared page |
+//! | `large_bodies` | bodies over one item stored in chunks: shared, ranged, refilled on eviction, invalidated, admitted |
 //! | `invalidation` | URL, tag, all, unsafe methods, origin headers; the late-fill race |
 //! | `authentication` | with `--entry-key`, items forged in Memcached are misses, never served |
 //! | `admin` | metrics, entries, bad requests, the admin token |
@@ -35,6 +36,7 @@ mod fleet;
 mod headers;
 mod hygiene;
 mod invalidation;
+mod large_bodies;
 mod operator;
 mod parity;
 mod prometheus;

@@ -1,5 +1,6 @@
-//! Storage limits beyond the RFCs: a body too big to store still reaches the client whole, and a page only a
-//! route rule makes cacheable never reaches others from a session. (RFC 9111 section 3's storing rules are
+//! Storage limits beyond the RFCs: a body above `--max-body-bytes` still reaches the client whole (bodies above
+//! one Memcached item but within it are stored in chunks: `large_bodies`), and a page only a route rule makes
+//! cacheable never reaches others from a session. (RFC 9111 section 3's storing rules are
 //! table cases in `conformance::storage`.)
 
 use etagd_testkit::Memcached;
@@ -7,7 +8,7 @@ use etagd_testkit::Memcached;
 use crate::support::{Fleet, Origin, Route, guard, shutdown_all};
 
 /// A deterministic, non-repeating, non-text body: any corruption or truncation shows.
-fn big_body(len: usize) -> bytes::Bytes {
+pub(crate) fn big_body(len: usize) -> bytes::Bytes {
     let mut state: u32 = 0x9e37_79b9;
     (0..len)
         .map(|_| {
@@ -20,6 +21,8 @@ fn big_body(len: usize) -> bytes::Bytes {
         .into()
 }
 
+/// The configured limit, not the item size, bounds what is stored: 200 000 bytes would fit in chunks, but not
+/// under `--max-body-bytes 65536`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_above_the_limit_is_delivered_whole_and_not_stored() {
     guard(async {

@@ -20,13 +20,15 @@
 //!
 //! One concern per file: `config` (settings and the clock), `lookup` (the batched read, the judgement of what
 //! it found, refresh permits and locks, read hints), `live` (generation counters read and checked), `body` (body
-//! reads and the in-process body cache), `fill` (the commit protocol), `invalidate`, `inspect` (what operators
+//! reads and the in-process body cache), `chunks` (bodies larger than one item: written, touched and streamed
+//! in chunks), `fill` (the commit protocol), `invalidate`, `inspect` (what operators
 //! see), `counters`, `inflight` (waiting for a fill in this process), `memo` (decoded entries) and `renew`
 //! (keeping a fill's short lease alive while it works). An entry's bodies, variant and refresh lock are placed
 //! on its head record's server ([`crate::store::Placement`]).
 
 mod body;
 mod bridge;
+mod chunks;
 mod config;
 mod counters;
 mod fence;
@@ -41,7 +43,9 @@ mod renew;
 
 use std::sync::Arc;
 
-pub use config::{CacheConfig, Clock, SystemClock, ValidatorMode};
+pub use body::StoredRepresentation;
+pub use chunks::ChunkedBody;
+pub use config::{CacheConfig, Clock, DEFAULT_MAX_OBJECT_FRACTION, SystemClock, ValidatorMode};
 pub use counters::{CounterSnapshot, Counters};
 pub use fill::{CommitError, Fill, FillResponse};
 pub use inspect::{EntryView, Inspection};
@@ -53,9 +57,6 @@ use crate::store::{Store, StoreError};
 use counters::bump;
 use live::Live;
 use lookup::Hint;
-
-/// Room [`Cache::max_body_bytes`] keeps in a body item for the headers it replays.
-const BODY_HEADERS_RESERVE: usize = 8 * 1024;
 
 /// The engine. Cheap to clone.
 #[derive(Clone)]
@@ -111,13 +112,21 @@ impl Cache {
         &self.inner.config
     }
 
-    /// The largest body a fill can store now: the store's item limit ([`Store::max_item_bytes`], for Memcached
-    /// the smallest `item_size_max` of its servers less headroom) less room for the headers a body item
-    /// replays. A body above it is refused at commit ([`CommitError::TooLarge`], which marks the resource
-    /// hit-for-pass); a caller that knows the size early (`Content-Length`) should give the fill up at once
-    /// with [`Fill::abandon`] instead of reading the body, so waiters do not queue behind it.
+    /// The largest object a fill may store now (identity body plus stored codings, in bytes): admission, at
+    /// [`CacheConfig::max_object_fraction`] of the smallest server's memory ([`Store::memory_bytes`]), so one
+    /// object cannot evict most of a server; unbounded until the store reports its memory (the exchange's own
+    /// `max_body_bytes` still applies). A body larger than one item is stored in chunks, so the item limit no
+    /// longer bounds it. A larger object is refused at commit ([`CommitError::NotAdmitted`], which marks the
+    /// resource hit-for-pass); a caller that knows the size early (`Content-Length`) should give the fill up at
+    /// once with [`Fill::abandon`] instead of reading the body, so waiters do not queue behind it.
     pub fn max_body_bytes(&self) -> usize {
-        self.inner.store.max_item_bytes().saturating_sub(BODY_HEADERS_RESERVE)
+        self.admission_limit().unwrap_or(usize::MAX)
+    }
+
+    fn admission_limit(&self) -> Option<usize> {
+        let memory = self.inner.store.memory_bytes()?;
+        let fraction = self.inner.config.max_object_fraction.clamp(0.0, 1.0);
+        Some((memory as f64 * fraction) as usize)
     }
 
     /// Now, by the engine's clock, in unix milliseconds.

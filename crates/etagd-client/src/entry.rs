@@ -7,7 +7,9 @@
 //!   [`HeadRecord::Pass`] (recently uncacheable: go straight to the origin, like Varnish's hit-for-pass);
 //! - for a varying response, the **variant entry** at `v:<variant>`: an [`EntryMeta`];
 //! - the **body** at `b:<entry>:<fill id>[:<coding>]`: the body bytes and their checksum, immutable once
-//!   written, so a process may keep it in memory keyed by its name.
+//!   written, so a process may keep it in memory keyed by its name; or, for a representation too large for one
+//!   item, its **chunks** at `c:<entry>:<fill id>:<index>[:<coding>]`, each with its own checksum, laid out by
+//!   [`ChunkLayout`] from the lengths and chunk size the entry records.
 //!
 //! [`EntryMeta`] holds the validator, everything needed to decide "is this current?", and the header fields
 //! replayed with the body (hop-by-hop fields and the per-answer `ETag`, `Age`, `Content-Length` left out):
@@ -17,11 +19,18 @@
 //!
 //! ## Wire layout (schema `etagd2`)
 //!
-//! Every value begins with the two bytes `E1` and one kind byte: `E` entry, `V` variants, `P` pass, `B` body.
-//! `E`, `V` and `P` are followed by one MessagePack value (the structs below, encoded as arrays of their fields
-//! in declaration order). `B` is followed by the 8-byte little-endian xxh3-64 of the body, then the raw body
-//! bytes to the end of the item. Any other prefix is a corrupt entry and reads
-//! as a miss.
+//! Every value begins with the two bytes `E1` and one kind byte: `E` entry, `V` variants, `P` pass, `B` body,
+//! `C` chunk. `E`, `V` and `P` are followed by one MessagePack value (the structs below, encoded as arrays of
+//! their fields in declaration order). `B` and `C` are followed by the 8-byte little-endian xxh3-64 of the
+//! bytes, then the raw bytes to the end of the item. Any other prefix is a corrupt entry and reads as a miss.
+//!
+//! Format change (within the unreleased `etagd2`): chunk items (`C`) and the entry's last two fields,
+//! `coding_lens` and `chunk_size`, were added for bodies larger than one item. An entry written without them
+//! decodes with both empty (every representation one `b:` item), as before.
+
+mod chunks;
+
+pub use chunks::ChunkLayout;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
@@ -32,6 +41,7 @@ const KIND_ENTRY: u8 = b'E';
 const KIND_VARIANTS: u8 = b'V';
 const KIND_PASS: u8 = b'P';
 const KIND_BODY: u8 = b'B';
+const KIND_CHUNK: u8 = b'C';
 
 /// Why stored bytes could not be read back as an entry.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +113,15 @@ pub struct EntryMeta {
     /// filled. Any change means the older release invalidated it.
     #[serde(default)]
     pub bridge: Option<Vec<u64>>,
+    /// The body length of each stored coding, in the order of `codings` (a chunked coding's chunks are named and
+    /// ranged from it); empty in entries written before chunking, whose codings are all single items.
+    #[serde(default)]
+    pub coding_lens: Vec<u64>,
+    /// Bytes per chunk of the representations stored in chunks (those longer than it); 0 when every
+    /// representation is one body item. Fixed at fill time, so a later change of the servers' item limit never
+    /// misnames an entry's chunks.
+    #[serde(default)]
+    pub chunk_size: u64,
 }
 
 /// The head record of a resource.
@@ -198,12 +217,24 @@ impl EntryMeta {
     }
 }
 
+/// Bytes a body or chunk item adds to what it holds: the prefix and the checksum.
+pub const BODY_ITEM_OVERHEAD: usize = 3 + 8;
+
 impl StoredBody {
     /// Encodes a body item.
     pub fn encode(body: &[u8]) -> Bytes {
-        let mut out = BytesMut::with_capacity(3 + 8 + body.len());
+        Self::encode_kind(KIND_BODY, body)
+    }
+
+    /// Encodes a chunk item: like a body item, with its own kind byte so one is never read as the other.
+    pub fn encode_chunk(chunk: &[u8]) -> Bytes {
+        Self::encode_kind(KIND_CHUNK, chunk)
+    }
+
+    fn encode_kind(kind: u8, body: &[u8]) -> Bytes {
+        let mut out = BytesMut::with_capacity(BODY_ITEM_OVERHEAD + body.len());
         out.put_slice(MAGIC);
-        out.put_u8(KIND_BODY);
+        out.put_u8(kind);
         out.put_u64_le(xxh3_64(body));
         out.put_slice(body);
         out.freeze()
@@ -211,8 +242,17 @@ impl StoredBody {
 
     /// Decodes a body item without copying the body.
     pub fn decode(bytes: Bytes) -> Result<Self, EntryError> {
+        Self::decode_kind(KIND_BODY, bytes)
+    }
+
+    /// Decodes a chunk item without copying it.
+    pub fn decode_chunk(bytes: Bytes) -> Result<Self, EntryError> {
+        Self::decode_kind(KIND_CHUNK, bytes)
+    }
+
+    fn decode_kind(expected: u8, bytes: Bytes) -> Result<Self, EntryError> {
         let (kind, rest) = split_prefix(&bytes)?;
-        if kind != KIND_BODY {
+        if kind != expected {
             return Err(EntryError::UnknownFormat);
         }
         if rest.len() < 8 {
@@ -228,6 +268,23 @@ impl StoredBody {
 }
 
 impl EntryMeta {
+    /// The body length of a representation (`None`: identity), or `None` when the coding is not stored or its
+    /// length was not recorded.
+    pub fn representation_len(&self, coding: Option<&str>) -> Option<u64> {
+        match coding {
+            None => Some(self.body_len),
+            Some(coding) => {
+                let position = self.codings.iter().position(|stored| stored == coding)?;
+                self.coding_lens.get(position).copied()
+            }
+        }
+    }
+
+    /// How a representation's body is stored: `Some` layout when in chunks, `None` when it is one body item.
+    pub fn chunk_layout(&self, coding: Option<&str>) -> Option<ChunkLayout> {
+        ChunkLayout::of(self.representation_len(coding)?, self.chunk_size)
+    }
+
     /// The stored lines of one replayed field (`name` lowercase).
     pub fn header<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.headers.iter().filter(move |(n, _)| n == name).map(|(_, value)| value.as_slice())
@@ -288,6 +345,8 @@ pub(crate) mod tests {
             body_len: 65536,
             codings: vec![],
             bridge: None,
+            coding_lens: vec![],
+            chunk_size: 0,
         }
     }
 
@@ -316,6 +375,53 @@ pub(crate) mod tests {
         let encoded = StoredBody::encode(&body);
         let decoded = StoredBody::decode(encoded).unwrap();
         assert_eq!(decoded.body, body);
+    }
+
+    #[test]
+    fn chunks_and_bodies_are_never_read_as_each_other() {
+        let chunk = StoredBody::encode_chunk(b"part");
+        assert_eq!(StoredBody::decode_chunk(chunk.clone()).unwrap().body, &b"part"[..]);
+        assert!(matches!(StoredBody::decode(chunk), Err(EntryError::UnknownFormat)));
+        assert!(matches!(StoredBody::decode_chunk(StoredBody::encode(b"part")), Err(EntryError::UnknownFormat)));
+        let mut flipped = StoredBody::encode_chunk(b"part").to_vec();
+        flipped[BODY_ITEM_OVERHEAD] ^= 1;
+        assert!(matches!(StoredBody::decode_chunk(Bytes::from(flipped)), Err(EntryError::Checksum)));
+    }
+
+    #[test]
+    fn entries_without_chunk_fields_decode_as_single_items() {
+        // An entry encoded before the chunk and bridge fields existed: the same array, three elements shorter.
+        let meta = sample_meta();
+        let mut array = rmp_serde::to_vec(&meta).unwrap();
+        assert_eq!(
+            array.split_off(array.len() - 3),
+            [0xc0, 0x90, 0x00],
+            "bridge nil, coding_lens [] and chunk_size 0 come last"
+        );
+        // 20 fields: a MessagePack array16 (0xdc, then the big-endian length).
+        assert_eq!(array[..3], [0xdc, 0, 20]);
+        array[2] = 17;
+        let mut bytes = b"E1E".to_vec();
+        bytes.extend_from_slice(&array);
+        let decoded = EntryMeta::decode(&bytes).unwrap();
+        assert_eq!(decoded, meta);
+        assert_eq!(decoded.chunk_layout(None), None);
+    }
+
+    #[test]
+    fn representations_know_their_length_and_layout() {
+        let meta = EntryMeta {
+            body_len: 10_000,
+            codings: vec!["gzip".into(), "br".into()],
+            coding_lens: vec![3_000, 900],
+            chunk_size: 1_000,
+            ..sample_meta()
+        };
+        assert_eq!(meta.representation_len(Some("br")), Some(900));
+        assert_eq!(meta.representation_len(Some("zstd")), None);
+        assert_eq!(meta.chunk_layout(None).map(|layout| layout.count()), Some(10));
+        assert_eq!(meta.chunk_layout(Some("gzip")).map(|layout| layout.count()), Some(3));
+        assert_eq!(meta.chunk_layout(Some("br")), None, "a coding within one chunk is one body item");
     }
 
     #[test]

@@ -36,14 +36,26 @@
 //! |---|---|
 //! | `etagd2:<ns>:u:<resource digest>` | the head record: the entry itself, a Vary index, or a pass marker (see `entry`) |
 //! | `etagd2:<ns>:v:<variant digest>` | the entry of one Vary variant |
-//! | `etagd2:<ns>:b:<digest>:<fill id>[:<coding>]` | the replayed headers and body of one fill (immutable) |
+//! | `etagd2:<ns>:b:<digest>:<fill id>[:<coding>]` | the body of one fill, when it fits one item (immutable) |
+//! | `etagd2:<ns>:c:<digest>:<fill id>:<index>[:<coding>]` | one chunk of a body too large for one item (immutable) |
 //! | `etagd2:<ns>:g:all` | the namespace generation: one copy on every server, read beside the head record |
 //! | `etagd2:<ns>:g:t:<xxh3_128(tag)>` | one tag's generation: one copy on every server, read beside the head |
 //! | `etagd2:<ns>:g:t:<xxh3_128("prefix " + scheme "://" host path-prefix)>` | a path prefix's generation (see `prefix.rs`) |
 //! | `etagd2:<ns>:l:<digest>` | the refresh lock of one entry (stale-while-revalidate) |
 //! | `etagd2:<ns>:f:<xxh3_128(server address)>` | a fence for a server that missed an invalidation (on the others) |
 //!
-//! `<fill id>` is 16 lowercase hex digits, unique per fill; `<coding>` is a content coding (`gzip`, `br`, `zstd`).
+//! `<fill id>` is 16 lowercase hex digits, unique per fill; `<coding>` is a content coding (`gzip`, `br`, `zstd`);
+//! `<index>` is a chunk's position in its body, in decimal from 0.
+//!
+//! ## Chunk layout
+//!
+//! A representation (identity or one stored coding) whose body does not fit one item is stored as chunks
+//! instead of one `b:` item: chunk `i` holds bytes `i * chunk_size .. min((i + 1) * chunk_size, len)`, with
+//! `chunk_size` and the lengths recorded in the entry (`EntryMeta::chunk_size`, `body_len`, `coding_lens`), so a
+//! reader names every chunk from the entry alone and a byte range maps to the chunks it covers. Chunks, like
+//! `b:` items, are placed on the head record's server and are never rewritten: the entry record is the commit
+//! point, and once it is gone (invalidated, evicted) its chunks are unreachable and age out. This layout is
+//! part of the `etagd2` format (not yet released), so it did not get a schema version of its own.
 //!
 //! The generation counters are not placed by their own hash: each server holds its own copy
 //! ([`crate::store::Placement::Server`] on write), and a lookup reads the copy on the head record's server
@@ -166,6 +178,15 @@ impl Namespace {
         }
     }
 
+    /// The key of chunk `index` of a body stored in chunks (see the chunk layout above): named like
+    /// [`body_key`](Self::body_key), plus the chunk's position.
+    pub fn chunk_key(&self, entry: &Digest, fill_id: u64, coding: Option<&str>, index: u64) -> String {
+        match coding {
+            None => self.key("c", &format!("{entry}:{fill_id:016x}:{index}")),
+            Some(coding) => self.key("c", &format!("{entry}:{fill_id:016x}:{index}:{coding}")),
+        }
+    }
+
     /// The key of the namespace-wide generation.
     pub fn all_generation_key(&self) -> String {
         self.key("g", "all")
@@ -269,6 +290,7 @@ mod tests {
             ns.head_key(&r),
             ns.variant_key(&r.digest()),
             ns.body_key(&r.digest(), u64::MAX, Some("gzip")),
+            ns.chunk_key(&r.digest(), u64::MAX, Some("gzip"), u64::MAX),
             ns.all_generation_key(),
             ns.tag_generation_key("a tag with spaces\n"),
             ns.refresh_lock_key(&r.digest()),
@@ -289,6 +311,28 @@ mod tests {
         assert_eq!(old.head_key(&r), ns.head_key(&r).replacen("etagd2", "etagd1", 1));
         assert_eq!(old.all_generation_key(), "etagd1:shop:g:all");
         assert_eq!(old.tag_generation_key("t"), ns.tag_generation_key("t").replacen("etagd2", "etagd1", 1));
+    }
+
+    #[test]
+    fn chunk_keys_name_the_fill_the_coding_and_the_position() {
+        let ns = Namespace::default();
+        let entry = Digest(0xab);
+        let digest = "000000000000000000000000000000ab";
+        assert_eq!(ns.chunk_key(&entry, 0x10, None, 0), format!("etagd2:default:c:{digest}:0000000000000010:0"));
+        assert_eq!(
+            ns.chunk_key(&entry, 0x10, Some("br"), 12),
+            format!("etagd2:default:c:{digest}:0000000000000010:12:br")
+        );
+        // A chunk never shares a name with a whole-body item, another fill's chunk or another coding's chunk.
+        let names = [
+            ns.body_key(&entry, 0x10, None),
+            ns.chunk_key(&entry, 0x10, None, 1),
+            ns.chunk_key(&entry, 0x11, None, 1),
+            ns.chunk_key(&entry, 0x10, Some("gzip"), 1),
+            ns.chunk_key(&entry, 0x10, None, 11),
+        ];
+        let unique: std::collections::HashSet<_> = names.iter().collect();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
     }
 
     #[test]

@@ -102,8 +102,9 @@
 //!   request alone never does.
 //! - Answers without explicit freshness (`Cache-Control: max-age`, `Expires`) are kept until invalidated, like
 //!   the seed; [`EtagCacheLayer::ttl`] bounds that. The service's own `Cache-Control` always wins.
-//! - Bodies up to [`EtagCacheLayer::max_body_bytes`] (1 MiB by default); a larger one is streamed through
-//!   uncached (`Cache-Status: ...; detail=too-large`), never cut or failed.
+//! - Bodies up to [`EtagCacheLayer::max_body_bytes`] (64 MiB by default; one larger than a Memcached item is
+//!   stored in chunks, within the engine's admission limit); a larger one is streamed through uncached
+//!   (`Cache-Status: ...; detail=too-large`), never cut or failed.
 //! - Tags: the layer's ([`EtagCacheLayer::tags`]) plus those the service names in `Surrogate-Key`, which the
 //!   layer removes from the answer.
 //! - `Range`, `If-Match`, `If-Unmodified-Since` and `If-Range` requests go to the service uncached
@@ -153,7 +154,7 @@ use crate::exchange::{Exchange, ExchangeConfig, OriginLimit, Route, Triggers, Tr
 /// The body of every response [`EtagCache`] returns: the exchange's [`Body`](crate::body::Body).
 pub type ResponseBody = crate::body::Body;
 
-/// The default [`EtagCacheLayer::max_body_bytes`]: memcached's default item size.
+/// The default [`EtagCacheLayer::max_body_bytes`]: 64 MiB, the sidecar's default.
 pub const DEFAULT_MAX_BODY_BYTES: usize = crate::exchange::DEFAULT_MAX_BODY_BYTES;
 
 /// A [`Layer`] that wraps services in [`EtagCache`]. Build it with [`EtagCacheLayer::new`] and the builder

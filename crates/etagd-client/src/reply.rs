@@ -460,6 +460,8 @@ pub(crate) mod tests {
             body_len: 0,
             codings: Vec::new(),
             bridge: None,
+            coding_lens: Vec::new(),
+            chunk_size: 0,
         }
     }
 

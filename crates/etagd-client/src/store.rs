@@ -151,17 +151,40 @@ pub struct GetRequest {
     pub route: Option<String>,
     /// Read from the server at this position instead ([`Placement::Server`]); wins over `route`.
     pub server: Option<usize>,
+    /// Ask only whether the item exists (`mg <key>` without `v`): a hit carries an empty value. How a hit on a
+    /// chunked body checks its chunks are all there without transferring them.
+    pub presence_only: bool,
+    /// A large value (a body chunk): read on a connection of its own instead of through the read coalescer, so
+    /// lookups never queue behind megabytes on the wire.
+    pub bulk: bool,
 }
 
 impl GetRequest {
     /// A plain read.
     pub fn plain(key: impl Into<String>) -> Self {
-        Self { key: key.into(), lease_secs: None, route: None, server: None }
+        Self { key: key.into(), lease_secs: None, route: None, server: None, presence_only: false, bulk: false }
     }
 
     /// A read that takes a lease on a miss or a stale item.
     pub fn leased(key: impl Into<String>, lease_secs: u32) -> Self {
-        Self { key: key.into(), lease_secs: Some(lease_secs.max(1)), route: None, server: None }
+        Self {
+            key: key.into(),
+            lease_secs: Some(lease_secs.max(1)),
+            route: None,
+            server: None,
+            presence_only: false,
+            bulk: false,
+        }
+    }
+
+    /// A plain read of whether the item exists, without its value ([`GetRequest::presence_only`]).
+    pub fn presence(key: impl Into<String>) -> Self {
+        Self { presence_only: true, ..Self::plain(key) }
+    }
+
+    /// A plain read of a large value ([`GetRequest::bulk`]).
+    pub fn bulk(key: impl Into<String>) -> Self {
+        Self { bulk: true, ..Self::plain(key) }
     }
 
     /// Reads the item from the server owning `owner` ([`Placement::Near`]), where it was written.
@@ -374,6 +397,13 @@ pub trait Store: Send + Sync + 'static {
     /// The largest value the store accepts for one item, as known now: the Memcached store reads each server's
     /// own limit (`item_size_max`, less headroom) and reports the smallest, so ask again rather than keep it.
     fn max_item_bytes(&self) -> usize;
+
+    /// The memory for items of the smallest server, as known now (memcached's `maxbytes`, read with the item
+    /// limit; the embedded store's byte bound); `None` until known. Admission compares an object with it: all of
+    /// an object's items live on one server, whichever that is.
+    fn memory_bytes(&self) -> Option<u64> {
+        None
+    }
 
     /// Whether bodies read from this store are worth keeping in process (false for the in-process store).
     fn is_remote(&self) -> bool;

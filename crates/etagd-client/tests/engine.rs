@@ -700,21 +700,89 @@ async fn a_live_fill_renews_its_short_lease_and_an_abandoned_one_expires_within_
     }
 }
 
-// ---- A body over the store's item limit (embedded store). Not an RFC rule: until bodies are stored in chunks,
-// such a body can never be stored, so the fill must not keep waiters queueing behind it.
+// ---- Bodies over the store's item limit (embedded store). Not an RFC rule: storage limits.
 
+/// A body larger than one item is stored in chunks under one entry and read back whole; small ones stay one
+/// item (the chunk size is recorded only when needed).
 #[tokio::test(start_paused = true)]
-async fn a_body_over_the_item_limit_marks_the_resource_hit_for_pass() {
+async fn a_body_over_the_item_limit_is_stored_in_chunks() {
     let limit = 64 * 1024;
     let engine = Engine::over(Arc::new(MemoryStore::new(16 << 20).with_max_item_bytes(limit)), CacheConfig::default());
-    assert_eq!(engine.cache.max_body_bytes(), limit - 8 * 1024, "the limit, less room for the replayed headers");
     let headers = HeaderMap::new();
-    let resource = ResourceKey::new("http", "big.example", "/download");
+    let big_resource = ResourceKey::new("http", "big.example", "/download");
+    let big: String = (0..limit * 5 / 2).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    engine.fill(&big_resource, &headers, response(&big, freshness(600), &[], &[])).await;
+    let hit = engine.hit(&big_resource, &headers).await;
+    let layout = hit.meta.chunk_layout(None).expect("stored in chunks");
+    assert_eq!((layout.len(), layout.count()), (big.len() as u64, 3));
+    assert!(engine.cache.body(&hit, None).await.expect("read").is_none(), "no single body item");
+    let whole = engine.cache.whole_body(&hit, None).await.expect("read").expect("every chunk present");
+    assert_eq!(whole, big.as_bytes());
+
+    let small_resource = ResourceKey::new("http", "big.example", "/small");
+    engine.fill(&small_resource, &headers, response("small", freshness(600), &[], &[])).await;
+    let hit = engine.hit(&small_resource, &headers).await;
+    assert_eq!((hit.meta.chunk_size, hit.meta.chunk_layout(None)), (0, None), "one item, as before chunking");
+    assert_eq!(engine.cache.body(&hit, None).await.expect("read").expect("present").body, "small".as_bytes());
+}
+
+/// A hit on a chunked body checks every chunk a range needs before its head goes out (a missing one: no body,
+/// the caller refills); a chunk that disappears after that check fails the stream instead of ending it short,
+/// so the connection is aborted and no client gets a truncated body under the entry's validator.
+#[tokio::test(start_paused = true)]
+async fn a_chunk_missing_before_the_head_is_a_miss_and_after_it_an_aborted_stream() {
+    use etagd_client::body::BodySource;
+    use etagd_client::cache::StoredRepresentation;
+    use http_body_util::BodyExt;
+
+    let limit = 16 * 1024;
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(16 << 20).with_max_item_bytes(limit));
+    let engine = Engine::over(store.clone(), CacheConfig::default());
+    let headers = HeaderMap::new();
+    let resource = ResourceKey::new("http", "big.example", "/report");
+    let body: String = (0..limit * 110).map(|i| char::from(b'a' + (i % 23) as u8)).collect();
+    engine.fill(&resource, &headers, response(&body, freshness(600), &[], &[])).await;
+    let hit = engine.hit(&resource, &headers).await;
+    let Some(StoredRepresentation::Chunked(chunked)) = engine.cache.representation(&hit, None).await.expect("read")
+    else {
+        panic!("a body of 110 items is chunked")
+    };
+    let layout = chunked.layout();
+    assert!(layout.count() > 100, "{layout:?}");
+    // A range inside the body reads only its chunks and gives exactly its bytes.
+    let middle = layout.chunk_size() * 7 + 100..layout.chunk_size() * 9 + 5;
+    let part = chunked.open(middle.clone()).await.expect("every chunk present").collect().await.expect("streams");
+    assert_eq!(part.to_bytes(), body.as_bytes()[middle.start as usize..middle.end as usize]);
+    assert_eq!(chunked.len(), body.len() as u64);
+
+    let last = layout.count() - 1;
+    let near = Placement::Near(hit.head_key());
+    // Gone before the head: `open` says so, and nothing is streamed.
+    store.delete_placed(&hit.chunk_key(&engine.cache, None, 3), near, DeleteMode::Hard).await.expect("delete");
+    assert!(chunked.open(0..layout.len()).await.is_none(), "a missing chunk is found before the head goes out");
+    assert!(chunked.open(layout.span(last)).await.is_some(), "a range not needing it is still served");
+    // Gone after the check: the stream fails before the end instead of ending short.
+    // (The first window, about 1 MiB of chunks, is read at the check; the last chunk is past it.)
+    let opened = chunked.open(layout.span(5).start..layout.len()).await.expect("present at the check");
+    store.delete_placed(&hit.chunk_key(&engine.cache, None, last), near, DeleteMode::Hard).await.expect("delete");
+    let streamed = opened.collect().await;
+    assert!(streamed.is_err(), "the stream fails rather than ending short");
+}
+
+/// Admission: an object above the configured fraction of the store's memory is refused, and the resource is
+/// marked hit-for-pass so waiters go straight to the origin.
+#[tokio::test(start_paused = true)]
+async fn an_object_above_the_admission_limit_marks_the_resource_hit_for_pass() {
+    let config = CacheConfig { max_object_fraction: 0.25, ..CacheConfig::default() };
+    let engine = Engine::over(Arc::new(MemoryStore::new(4 << 20)), config);
+    assert_eq!(engine.cache.max_body_bytes(), 1 << 20, "a quarter of the store's 4 MiB");
+    let headers = HeaderMap::new();
+    let resource = ResourceKey::new("http", "big.example", "/export");
     let Lookup::Miss(fill) = engine.lookup(&resource, &headers).await else { panic!("a cold key misses") };
-    let big = "x".repeat(limit + 1);
+    let big = "x".repeat((1 << 20) + 1);
     match fill.commit(response(&big, freshness(600), &[], &[])).await {
-        Err(CommitError::TooLarge { size, limit: reported }) => assert!(size > limit && reported == limit),
-        other => panic!("expected TooLarge, got {other:?}"),
+        Err(CommitError::NotAdmitted { size, limit }) => assert_eq!((size, limit), (big.len(), 1 << 20)),
+        other => panic!("expected NotAdmitted, got {other:?}"),
     }
     for _ in 0..2 {
         match engine.lookup(&resource, &headers).await {
@@ -723,9 +791,9 @@ async fn a_body_over_the_item_limit_marks_the_resource_hit_for_pass() {
         }
     }
     engine.advance_s(engine.cache.config().pass_ttl.as_secs());
-    let small = "y".repeat(engine.cache.max_body_bytes());
-    engine.fill(&resource, &headers, response(&small, freshness(600), &[], &[])).await;
-    assert_eq!(state_of(&engine.hit(&resource, &headers).await), Expect::Fresh, "a body within the limit is stored");
+    let admitted = "y".repeat(1 << 20);
+    engine.fill(&resource, &headers, response(&admitted, freshness(600), &[], &[])).await;
+    assert_eq!(state_of(&engine.hit(&resource, &headers).await), Expect::Fresh, "an object within the limit is stored");
 }
 
 // ---- Placement: an entry's items live on its head record's server (three memcached servers).

@@ -123,7 +123,27 @@ contract_tests!(
     concurrent_readers_share_plain_reads_but_never_a_lease,
     every_verb_honours_a_placement,
     a_touch_keeps_a_placeholder_alive_with_its_cas,
+    presence_reads_answer_without_the_value_and_bulk_reads_with_it,
 );
+
+/// A presence read (`mg <key>` without `v`) tells a stored item from a missing one without transferring it; a
+/// bulk read (large values, outside the coalescer) reads like a plain one. Mixed in one batch, in order.
+async fn presence_reads_answer_without_the_value_and_bulk_reads_with_it(f: Fixture) {
+    let (present, absent) = (f.key("chunk-0"), f.key("chunk-1"));
+    let value = Bytes::from(vec![b'c'; 256 * 1024]);
+    f.store.set(&present, value.clone(), Expiry::Secs(60), SetCondition::Always).await.expect("write");
+    let requests = [
+        GetRequest::presence(&present),
+        GetRequest::presence(&absent),
+        GetRequest::bulk(&present),
+        GetRequest::bulk(&absent),
+    ];
+    let mut results = f.store.get_many(&requests).await.into_iter().map(|r| r.expect("read succeeds"));
+    assert!(hit(results.next().unwrap()).value.is_empty(), "present, and no value sent");
+    assert_eq!(results.next().unwrap(), GetOutcome::Miss { lease: Lease::None });
+    assert_eq!(hit(results.next().unwrap()).value, value);
+    assert_eq!(results.next().unwrap(), GetOutcome::Miss { lease: Lease::None });
+}
 
 /// A filler renews its lease by touching the placeholder: the placeholder outlives its first lifetime, keeps
 /// its CAS (so the fill still commits over it) and still answers `Busy` to others. A touch of a stored item
@@ -649,6 +669,18 @@ async fn the_item_limit_is_read_from_each_server() {
     let (small, large) = (Memcached::start(), Memcached::start_with(&["-I", "2m"]));
     let store = MemcachedStore::connect(relaxed_config(vec![small.addr(), large.addr()])).await.expect("connect");
     assert!(store.max_item_bytes() < 1 << 20, "the smallest of the servers' limits");
+}
+
+/// Admission reads each server's memory (`stats settings`: `maxbytes`, memcached's `-m`) and reports the
+/// smallest, where an object (all of whose items share a server) may have to fit.
+#[tokio::test]
+async fn the_memory_of_the_smallest_server_is_read() {
+    let (small, large) = (Memcached::start_with(&["-m", "16"]), Memcached::start_with(&["-m", "32"]));
+    let store = MemcachedStore::connect(relaxed_config(vec![large.addr()])).await.expect("connect");
+    assert_eq!(store.memory_bytes(), Some(32 << 20));
+    let store = MemcachedStore::connect(relaxed_config(vec![small.addr(), large.addr()])).await.expect("connect");
+    assert_eq!(store.memory_bytes(), Some(16 << 20));
+    assert_eq!(MemoryStore::new(8 << 20).memory_bytes(), Some(8 << 20), "the embedded store's byte bound");
 }
 
 // ---- Embedded store only.

@@ -6,7 +6,8 @@
 //!
 //! ```toml
 //! namespace = "shop"             # same as --namespace
-//! max_body_bytes = 1048576       # largest body stored
+//! max_body_bytes = 67108864      # largest body stored (bodies over one Memcached item are stored in chunks)
+//! max_object_fraction = 0.125    # admission: no object above this share of the smallest server's memory
 //! validator = "timestamp"        # or "content": the xxh3-128 of the body
 //! stale_while_revalidate = "0s"  # defaults for responses that do not say
 //! stale_if_error = "0s"
@@ -43,10 +44,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use etagd_client::cache::ValidatorMode;
+use etagd_client::cache::{DEFAULT_MAX_OBJECT_FRACTION, ValidatorMode};
 use etagd_client::encoding::{Coding, CompressionPolicy};
 pub use etagd_client::exchange::Route;
-use etagd_client::exchange::{ExchangeConfig, OriginLimit, TrustedProxies};
+use etagd_client::exchange::{DEFAULT_MAX_BODY_BYTES, ExchangeConfig, OriginLimit, TrustedProxies};
 use etagd_client::key::{MAX_PREFIX_DEPTH, Namespace, QueryFilter};
 use serde::Deserialize;
 
@@ -94,9 +95,14 @@ pub struct Args {
     /// Tokio worker threads (default: half the cores, at least 1).
     #[arg(long, env = "ETAGD_WORKERS")]
     pub workers: Option<usize>,
-    /// Largest response body stored, in bytes (larger ones stream through uncached).
+    /// Largest response body stored, in bytes (larger ones stream through uncached; default 64 MiB). Bodies
+    /// larger than one Memcached item are stored in chunks.
     #[arg(long, env = "ETAGD_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Admission: the largest object stored (body plus stored codings), as a fraction of the smallest
+    /// Memcached server's memory (`-m`) or of the embedded store (default 0.125).
+    #[arg(long, env = "ETAGD_MAX_OBJECT_FRACTION")]
+    pub max_object_fraction: Option<f64>,
     /// Memcached I/O timeout per batch.
     #[arg(long, env = "ETAGD_MEMCACHED_TIMEOUT", value_parser = parse_duration, default_value = "100ms")]
     pub memcached_timeout: Duration,
@@ -197,6 +203,7 @@ struct FileConfig {
     namespace: Option<String>,
     bridge_schema: Option<String>,
     max_body_bytes: Option<usize>,
+    max_object_fraction: Option<f64>,
     validator: Option<String>,
     stale_while_revalidate: Option<String>,
     stale_if_error: Option<String>,
@@ -243,6 +250,8 @@ pub struct Config {
     pub workers: usize,
     /// Largest stored body.
     pub max_body_bytes: usize,
+    /// Admission: the largest object stored, as a fraction of the smallest server's memory.
+    pub max_object_fraction: f64,
     /// Validator minting.
     pub validator: ValidatorMode,
     /// Memcached I/O timeout.
@@ -443,9 +452,14 @@ impl Config {
         if workers == 0 || workers > 512 {
             return Err(invalid("--workers", "use 1 to 512"));
         }
-        let max_body_bytes = args.max_body_bytes.or(file.max_body_bytes).unwrap_or(1 << 20);
+        let max_body_bytes = args.max_body_bytes.or(file.max_body_bytes).unwrap_or(DEFAULT_MAX_BODY_BYTES);
         if max_body_bytes == 0 {
             return Err(invalid("max_body_bytes", "must be above 0"));
+        }
+        let max_object_fraction =
+            args.max_object_fraction.or(file.max_object_fraction).unwrap_or(DEFAULT_MAX_OBJECT_FRACTION);
+        if !(max_object_fraction > 0.0 && max_object_fraction <= 1.0) {
+            return Err(invalid("--max-object-fraction", format!("{max_object_fraction}: use a fraction in (0, 1]")));
         }
         let validator = match file.validator.as_deref() {
             None | Some("timestamp") => ValidatorMode::Timestamp,
@@ -548,6 +562,7 @@ impl Config {
             log_format: args.log_format,
             workers,
             max_body_bytes,
+            max_object_fraction,
             validator,
             memcached_timeout: args.memcached_timeout,
             memcached_connect_timeout: args.memcached_connect_timeout,
@@ -623,7 +638,8 @@ mod tests {
         let config = parse(&[]).unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
         assert!(config.memcached.is_empty());
-        assert_eq!(config.max_body_bytes, 1 << 20);
+        assert_eq!(config.max_body_bytes, 64 << 20);
+        assert_eq!(config.max_object_fraction, 0.125);
     }
 
     #[test]
@@ -644,6 +660,8 @@ mod tests {
             (&["--origin-body-timeout", "0s"][..], "--origin-body-timeout"),
             (&["--header-read-timeout", "0s"][..], "--header-read-timeout"),
             (&["--prefix-depth", "9"][..], "--prefix-depth"),
+            (&["--max-object-fraction", "0"][..], "--max-object-fraction"),
+            (&["--max-object-fraction", "1.5"][..], "--max-object-fraction"),
         ];
         for (args, needle) in cases {
             let error = parse(args).unwrap_err();

@@ -113,6 +113,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             body_cache_bytes: config.body_cache_bytes,
             bridge_from: config.bridge_from,
             prefix_depth: config.prefix_depth,
+            max_object_fraction: config.max_object_fraction,
             ..CacheConfig::default()
         },
     );

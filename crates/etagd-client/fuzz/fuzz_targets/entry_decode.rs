@@ -17,4 +17,8 @@ fuzz_target!(|data: &[u8]| {
         let again = StoredBody::decode(StoredBody::encode(&body.body)).ok();
         assert_eq!(again.as_ref(), Some(&body), "bodies round-trip");
     }
+    if let Ok(chunk) = StoredBody::decode_chunk(Bytes::copy_from_slice(data)) {
+        let again = StoredBody::decode_chunk(StoredBody::encode_chunk(&chunk.body)).ok();
+        assert_eq!(again.as_ref(), Some(&chunk), "chunks round-trip");
+    }
 });

@@ -6,6 +6,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::key::Namespace;
 
+/// The default [`CacheConfig::max_object_fraction`].
+pub const DEFAULT_MAX_OBJECT_FRACTION: f64 = 0.125;
+
 /// How the engine mints validators when the origin sends none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ValidatorMode {
@@ -52,8 +55,15 @@ pub struct CacheConfig {
     pub keep: Duration,
     /// Clock skew allowed between replicas when checking counters first met after the origin answered.
     pub clock_skew: Duration,
-    /// Bytes of bodies kept in process (remote stores only; 0 turns it off).
+    /// Bytes of bodies kept in process (remote stores only; 0 turns it off). A body stored in chunks is kept
+    /// (chunk by chunk) only when it is at most a quarter of this, so one large body cannot push out the many
+    /// small hot ones.
     pub body_cache_bytes: u64,
+    /// Admission: the largest object stored (identity body plus stored codings), as a fraction of the smallest
+    /// server's memory ([`crate::store::Store::memory_bytes`]; every item of an object lives on one
+    /// server). Default 0.125: one object may displace at most an eighth of a server, so a large
+    /// export cannot evict everything else (an 8 MiB cap on memcached's default `-m 64`).
+    pub max_object_fraction: f64,
     /// Resources whose tags and Vary names this process remembers to batch their reads.
     pub hint_capacity: u64,
     /// How often the background poller reads the fences of servers that missed an invalidation (remote stores
@@ -82,6 +92,7 @@ impl Default for CacheConfig {
             keep: Duration::from_secs(3600),
             clock_skew: Duration::from_secs(1),
             body_cache_bytes: 64 << 20,
+            max_object_fraction: DEFAULT_MAX_OBJECT_FRACTION,
             hint_capacity: 100_000,
             fence_poll: Duration::from_secs(1),
             bridge_from: None,
@@ -102,6 +113,7 @@ impl std::fmt::Debug for CacheConfig {
             .field("keep", &self.keep)
             .field("clock_skew", &self.clock_skew)
             .field("body_cache_bytes", &self.body_cache_bytes)
+            .field("max_object_fraction", &self.max_object_fraction)
             .field("hint_capacity", &self.hint_capacity)
             .field("bridge_from", &self.bridge_from)
             .field("prefix_depth", &self.prefix_depth)

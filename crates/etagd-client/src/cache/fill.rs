@@ -4,7 +4,8 @@
 //! before the origin was asked and the CAS of whatever the fill will replace (a lease placeholder, a stale
 //! entry). Commit writes in this order, so a reader never sees an entry without its body:
 //!
-//! 1. the body items (identity and each stored coding), named by a fresh fill id;
+//! 1. the body items (identity and each stored coding), named by a fresh fill id: one item per body, or for a
+//!    body larger than one item its chunks (`chunks`), the entry recording the chunk size and lengths;
 //! 2. for a varying response, the variant entry;
 //! 3. the head record, conditional on the CAS seen at lookup (`Add` when there was nothing). This is the commit
 //!    point: if the URL was invalidated meanwhile (its head deleted) or someone else wrote it, the condition
@@ -26,12 +27,17 @@ use bytes::Bytes;
 use http::HeaderMap;
 
 use super::{Cache, Live, LookupRequest, bump, inflight, renew};
+
+mod plan;
+
 use crate::cacheability::{Freshness, NoStoreReason};
-use crate::entry::{EntryMeta, Generations, HeadRecord, PassMarker, StoredBody, VaryIndex};
+use crate::entry::{EntryMeta, Generations, HeadRecord, PassMarker, VaryIndex};
 use crate::etag::EntityTag;
 use crate::generation::{Generation, random_value};
-use crate::key::{Digest, ResourceKey, is_prefix_tag};
+use crate::key::{ResourceKey, is_prefix_tag};
 use crate::store::{DeleteMode, Expiry, GetOutcome, GetRequest, Placement, SetCondition, SetOutcome, StoreError};
+use plan::Held;
+pub(crate) use plan::Plan;
 
 /// Why a fill was not stored. The response is still good to send to the client.
 #[derive(Debug, thiserror::Error)]
@@ -40,14 +46,24 @@ pub enum CommitError {
     /// An invalidation landed while the origin was answering.
     #[error("an invalidation landed while the origin was answering; the response was not stored")]
     Invalidated,
-    /// The body (with the headers it replays) is larger than the store's item limit
-    /// ([`Cache::max_body_bytes`]). The resource was marked hit-for-pass (`too_large`), so the waiters go
-    /// straight to the origin instead of queueing behind one filler after another.
-    #[error("the body item is {size} bytes, above the store's item limit of {limit} bytes; marked hit-for-pass")]
+    /// The store's item limit cannot hold even one chunk, or a server refused an item the known limit let
+    /// through (its limit was lowered since it was read). The resource was marked hit-for-pass (`too_large`),
+    /// so the waiters go straight to the origin instead of queueing behind one filler after another.
+    #[error("an item of {size} bytes is above the store's item limit of {limit} bytes; marked hit-for-pass")]
     TooLarge {
         /// The size of the body item (body and replayed headers).
         size: usize,
         /// The store's item limit.
+        limit: usize,
+    },
+    /// Admission: the object (identity body plus stored codings) is larger than the configured fraction of the
+    /// smallest server's memory ([`Cache::max_body_bytes`]). Marked hit-for-pass (`too_large`), like
+    /// [`CommitError::TooLarge`].
+    #[error("the object is {size} bytes, above the admission limit of {limit} bytes; marked hit-for-pass")]
+    NotAdmitted {
+        /// The size of the object.
+        size: usize,
+        /// The admission limit.
         limit: usize,
     },
     /// Another writer (or an invalidation of the URL) replaced what the lookup saw.
@@ -80,60 +96,6 @@ pub struct FillResponse {
     pub last_modified: Option<String>,
     /// Encoded representations to store beside identity: (content coding, encoded body, headers to replay).
     pub codings: Vec<(String, Bytes)>,
-}
-
-/// What a fill will replace and what it holds.
-#[derive(Debug, Clone)]
-pub(crate) struct Plan {
-    /// CAS of the head record seen at lookup; `None` when there was none (write with `Add`).
-    head_cas: Option<u64>,
-    /// The live Vary index, when the head is one that need not be rewritten.
-    index: Option<VaryIndex>,
-    /// The variant slot the lookup selected, and the CAS of its item or placeholder.
-    variant: Option<(Digest, Option<u64>)>,
-    /// What this fill holds and must release if it does not commit.
-    held: Held,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Held {
-    Nothing,
-    HeadPlaceholder(u64),
-    VariantPlaceholder(u64),
-    Lock(String),
-}
-
-impl Plan {
-    pub(crate) fn head(cas: Option<u64>, leased: bool) -> Self {
-        let held = match (cas, leased) {
-            (Some(cas), true) => Held::HeadPlaceholder(cas),
-            _ => Held::Nothing,
-        };
-        Self { head_cas: cas, index: None, variant: None, held }
-    }
-
-    pub(crate) fn variant(head_cas: u64, index: Option<VaryIndex>, digest: Digest) -> Self {
-        Self { head_cas: Some(head_cas), index, variant: Some((digest, None)), held: Held::Nothing }
-    }
-
-    pub(crate) fn variant_lease(&mut self, cas: u64) {
-        self.variant_cas(cas);
-        self.held = Held::VariantPlaceholder(cas);
-    }
-
-    pub(crate) fn variant_cas(&mut self, cas: u64) {
-        if let Some((_, slot)) = &mut self.variant {
-            *slot = Some(cas);
-        }
-    }
-
-    pub(crate) fn lock(&mut self, key: String) {
-        self.held = Held::Lock(key);
-    }
-
-    fn head_condition(&self) -> SetCondition {
-        self.head_cas.map_or(SetCondition::Add, SetCondition::Cas)
-    }
 }
 
 /// The right (and duty) to fill one entry. Commit it, abandon it, or drop it.
@@ -212,8 +174,11 @@ impl Fill {
 
     /// Stores a response. On error nothing new is reachable and whatever the fill held is released.
     pub async fn commit(mut self, response: FillResponse) -> Result<Arc<EntryMeta>, CommitError> {
+        // The lease is renewed while the bodies are written (a large body's chunks take a while), and stopped
+        // before anything the lease guards is written (`write`), or here if it failed earlier.
+        let written = self.write(response).await;
         self.stop_renewal().await;
-        let result = match self.write(response).await {
+        let result = match written {
             // The server refused an item the known limit let through (its limit was lowered since it was read).
             Err(CommitError::Store(StoreError::TooLarge { size, limit, .. })) => {
                 Err(CommitError::TooLarge { size, limit })
@@ -224,8 +189,8 @@ impl Fill {
             Ok(_) => bump(&self.cache.inner.counters.fills_stored),
             Err(CommitError::Invalidated) => bump(&self.cache.inner.counters.fills_invalidated),
             Err(CommitError::Raced) => bump(&self.cache.inner.counters.fills_raced),
-            Err(CommitError::TooLarge { .. }) => {
-                // Until bodies are stored in chunks, a body this large never will be: let the waiters go.
+            Err(CommitError::TooLarge { .. } | CommitError::NotAdmitted { .. }) => {
+                // A body this large will not be stored on the next try either: let the waiters go.
                 let pass_ttl = self.cache.config().pass_ttl;
                 self.mark_pass(NoStoreReason::TooLarge.as_str(), pass_ttl).await;
             }
@@ -425,15 +390,8 @@ impl Fill {
         hinted_vary.sort();
         hinted_vary.dedup();
         cache.remember(&self.resource, &hinted_vary, &response.tags);
-        // Nothing is written, nor any counter created, for a body the store cannot hold.
-        let limit = store.max_item_bytes();
-        let body_item = StoredBody::encode(&response.body);
-        let size = body_item.len();
-        if size > limit {
-            return Err(CommitError::TooLarge { size, limit });
-        }
-        // An encoding that came out larger than the limit is left out; identity still serves every client.
-        response.codings.retain(|(_, encoded)| encoded.len().saturating_add(size - response.body.len()) + 64 <= limit);
+        // Nothing is written, nor any counter created, for an object the store cannot hold or admit.
+        let chunk_size = cache.admit(&mut response)?;
         let mut generations = self.generations(&response.tags).await?;
         let now_ms = cache.now_ms();
         let fill_id = random_value();
@@ -477,6 +435,8 @@ impl Fill {
             generations,
             body_len: response.body.len() as u64,
             codings: response.codings.iter().map(|(coding, _)| coding.clone()).collect(),
+            coding_lens: response.codings.iter().map(|(_, encoded)| encoded.len() as u64).collect(),
+            chunk_size,
             bridge: self.bridge_witness(&response.tags).await?,
         };
         let expiry = Self::expiry(&response.freshness, config.keep.as_secs());
@@ -485,17 +445,12 @@ impl Fill {
         //    Each is placed beside the head record, so one server's loss never leaves a head without its body.
         let head_key = ns.head_key(&self.resource);
         let near = Placement::Near(&head_key);
-        let identity_key = ns.body_key(&entry_digest, fill_id, None);
-        store.set_placed(&identity_key, near, body_item, expiry, SetCondition::Always).await?;
-        // The filling process keeps what it wrote, so its first hit does not read it back.
-        cache.keep_body(identity_key, &response.body);
+        cache.write_body(&head_key, &entry_digest, fill_id, None, &response.body, chunk_size, expiry).await?;
         for (coding, encoded) in &response.codings {
             // `Content-Encoding` is stamped per answer (`Representation::stamp`): the item is only the bytes.
-            let item = StoredBody::encode(encoded);
-            let key = ns.body_key(&entry_digest, fill_id, Some(coding));
-            store.set_placed(&key, near, item, expiry, SetCondition::Always).await?;
-            cache.keep_body(key, encoded);
+            cache.write_body(&head_key, &entry_digest, fill_id, Some(coding), encoded, chunk_size, expiry).await?;
         }
+        self.stop_renewal().await;
 
         if vary.is_empty() {
             // 3. The head record is the entry: the commit point.
@@ -572,11 +527,10 @@ impl Fill {
         };
         // The bodies first, so the refreshed entry never outlives them: a body item that is already gone is left to
         // the next hit, which refills it.
-        let near = Placement::Near(&head_key);
         let codings = std::iter::once(None).chain(meta.codings.iter().map(|coding| Some(coding.as_str())));
         for coding in codings {
-            let body_key = ns.body_key(&entry_digest, meta.fill_id, coding);
-            cache.store().touch_placed(&body_key, near, expiry).await?;
+            let layout = meta.chunk_layout(coding);
+            cache.touch_body(&head_key, &entry_digest, meta.fill_id, coding, layout, expiry).await?;
         }
         match cache.store().set_placed(&key, placement, value, expiry, condition).await? {
             SetOutcome::Stored => Ok(Arc::new(meta)),

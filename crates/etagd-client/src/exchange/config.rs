@@ -8,8 +8,10 @@ use crate::key::{QueryFilter, ResourceKey};
 
 use super::context::TrustedProxies;
 
-/// The default [`ExchangeConfig::max_body_bytes`]: memcached's default item size.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// The default [`ExchangeConfig::max_body_bytes`]: 64 MiB, enough for a JSON API or a report export. A body
+/// larger than one Memcached item is stored in chunks; admission (`CacheConfig::max_object_fraction`) may cap
+/// it lower on a small Memcached.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
 /// A route rule: caching settings for every resource whose normalised path (`ResourceKey::path`) starts with
 /// `prefix`.

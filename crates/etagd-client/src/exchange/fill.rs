@@ -68,8 +68,19 @@ where
             &config.policy(route),
             exchange.now(),
         );
-        // The store's own item limit (read from each Memcached server) bounds what one body item can hold.
-        let limit = config.max_body_bytes.min(exchange.cache().max_body_bytes());
+        // Bodies larger than one item are stored in chunks; admission (a fraction of the smallest server's
+        // memory) may bound them below the configured limit.
+        let admitted = exchange.cache().max_body_bytes();
+        let limit = config.max_body_bytes.min(admitted);
+        // What a refusal is reported as: a body over the limit that only admission set was not admitted.
+        let refused = |reason: NoStoreReason, len: Option<usize>| match reason {
+            NoStoreReason::TooLarge
+                if admitted < config.max_body_bytes && len.is_none_or(|len| len <= config.max_body_bytes) =>
+            {
+                Filled::NotAdmitted
+            }
+            reason => Filled::NotStored(reason),
+        };
         let declared =
             parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
         let decision = match decision {
@@ -91,7 +102,7 @@ where
             Ok(freshness) => freshness,
             Err(reason) => {
                 self.refuse(fill, reason, parts.status, refreshing).await;
-                self.report.outcome = outcome(Filled::NotStored(reason));
+                self.report.outcome = outcome(refused(reason, declared));
                 return Ok(Response::from_parts(parts, body));
             }
         };
@@ -99,7 +110,7 @@ where
             Collected::Whole(bytes) => bytes,
             Collected::Partial { body, reason } => {
                 self.refuse(fill, reason, parts.status, refreshing).await;
-                self.report.outcome = outcome(Filled::NotStored(reason));
+                self.report.outcome = outcome(refused(reason, None));
                 return Ok(Response::from_parts(parts, body));
             }
             Collected::Failed(_) => {
@@ -160,6 +171,7 @@ where
                     CommitError::Raced => Filled::Raced,
                     // The fill already marked the resource hit-for-pass.
                     CommitError::TooLarge { .. } => Filled::NotStored(NoStoreReason::TooLarge),
+                    CommitError::NotAdmitted { .. } => Filled::NotAdmitted,
                     _ => Filled::StoreFailed,
                 });
                 parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));

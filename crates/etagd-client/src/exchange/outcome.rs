@@ -15,6 +15,9 @@ pub enum Filled {
     Stored,
     /// Not storable (RFC 9111 section 3), or too large.
     NotStored(NoStoreReason),
+    /// Storable, but above the admission limit (a fraction of the smallest server's memory): stored, it would
+    /// evict too much else.
+    NotAdmitted,
     /// An invalidation landed while the origin was answering, so the answer was not stored (it would be stale).
     Invalidated,
     /// Another writer stored this entry first.
@@ -37,6 +40,7 @@ impl Filled {
         match self {
             Filled::Stored => None,
             Filled::NotStored(reason) => Some(reason.detail()),
+            Filled::NotAdmitted => Some("too-large-for-memory"),
             Filled::Invalidated => Some("invalidated-during-fill"),
             Filled::Raced => Some("lost-race"),
             Filled::StoreFailed => Some("store-unavailable"),

@@ -83,25 +83,31 @@ fn parse(range: &str, len: u64) -> Wanted {
 
 /// Turns a full answer from storage into what the range asks: a 206 with the part, a 416, or the 200 as it is.
 pub(crate) fn apply(head: Response<()>, source: &dyn BodySource, request: &HeaderMap) -> Response<Body> {
-    let len = source.len();
+    let (head, part) = plan(head, source.len(), request);
+    head.map(|()| part.map_or_else(Body::empty, |part| source.range(part)))
+}
+
+/// The head of what the range asks of a full answer of `len` bytes, and the bytes its body carries (`None`:
+/// none, a 416): for a source that must check its items before the head goes out (a chunked body).
+pub(crate) fn plan(head: Response<()>, len: u64, request: &HeaderMap) -> (Response<()>, Option<Range<u64>>) {
     match wanted(request, head.headers(), len) {
-        Wanted::Whole => head.map(|()| source.whole()),
+        Wanted::Whole => (head, Some(0..len)),
         Wanted::Part(part) => {
-            let mut response = head.map(|()| source.range(part.clone()));
+            let mut response = head;
             *response.status_mut() = StatusCode::PARTIAL_CONTENT;
             let content_range = format!("bytes {}-{}/{len}", part.start, part.end - 1);
             let headers = response.headers_mut();
             headers.insert(CONTENT_RANGE, HeaderValue::from_str(&content_range).expect("digits and ASCII"));
             headers.insert(CONTENT_LENGTH, HeaderValue::from(part.end - part.start));
-            response
+            (response, Some(part))
         }
         Wanted::Unsatisfiable => {
-            let mut response = head.map(|()| Body::empty());
+            let mut response = head;
             *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
             let headers = response.headers_mut();
             headers.insert(CONTENT_RANGE, HeaderValue::from_str(&format!("bytes */{len}")).expect("digits and ASCII"));
             headers.insert(CONTENT_LENGTH, HeaderValue::from(0));
-            response
+            (response, None)
         }
     }
 }

@@ -8,7 +8,7 @@ use http::{Method, Request};
 
 use super::{Answer, Exchange, Filled, Outcome, RequestContext, Run, Upstream};
 use crate::body::{Body, BodySource, StoredBodySource};
-use crate::cache::{Hit, HitState, LookupRequest};
+use crate::cache::{Hit, HitState, LookupRequest, StoredRepresentation};
 use crate::conditional::Evaluation;
 use crate::encoding::Coding;
 use crate::entry::EntryMeta;
@@ -89,8 +89,9 @@ where
             self.report.not_modified = true;
             return Ok(chosen.not_modified(Some(age_s)).map(|()| Body::empty()));
         }
-        match exchange.cache().body(hit, chosen.coding().map(Coding::as_str)).await {
-            Ok(Some(stored)) => {
+        let representation = exchange.cache().representation(hit, chosen.coding().map(Coding::as_str)).await;
+        match representation {
+            Ok(Some(StoredRepresentation::Whole(stored))) => {
                 self.report.outcome = outcome;
                 self.report.ttl = reply::ttl(&meta, age_s);
                 let source = StoredBodySource(stored);
@@ -105,16 +106,41 @@ where
                 }
                 Ok(head.map(|()| source.whole()))
             }
-            // The body was evicted or is unreadable: refill it (one caller fleet-wide), never fail the request.
-            Ok(None) | Err(_) => {
-                let key = self.key.clone().expect("a hit has a key");
-                let route = exchange.config().route_for(key.path());
-                let lookup = LookupRequest { resource: &key, headers: &self.parts.headers, route_tags: &route.tags };
-                match exchange.cache().refresh_permit(hit, lookup).await {
-                    Some(fill) => self.fill(fill, Outcome::BodyMissing, false).await,
-                    None => self.pass(Outcome::BodyMissing(Filled::NoLease)).await,
-                }
+            Ok(Some(StoredRepresentation::Chunked(chunked))) => {
+                let len = chunked.len();
+                let head = chosen.from_entry(usize::try_from(len).unwrap_or(usize::MAX), Some(age_s));
+                let (head, part) = if self.parts.method == Method::HEAD {
+                    (head, None)
+                } else if head.status() == http::StatusCode::OK {
+                    super::range::plan(head, len, &self.parts.headers)
+                } else {
+                    (head, Some(0..len))
+                };
+                // Every chunk the answer needs is checked before its head goes out; one missing is a miss.
+                let body = match part {
+                    None => Body::empty(),
+                    Some(part) => match chunked.open(part).await {
+                        Some(body) => body,
+                        None => return self.body_missing(hit).await,
+                    },
+                };
+                self.report.outcome = outcome;
+                self.report.ttl = reply::ttl(&meta, age_s);
+                Ok(head.map(|()| body))
             }
+            Ok(None) | Err(_) => self.body_missing(hit).await,
+        }
+    }
+
+    /// The body was evicted or is unreadable: refill it (one caller fleet-wide), never fail the request.
+    async fn body_missing(&mut self, hit: &Hit) -> Answer<U::Error> {
+        let exchange = self.exchange.clone();
+        let key = self.key.clone().expect("a hit has a key");
+        let route = exchange.config().route_for(key.path());
+        let lookup = LookupRequest { resource: &key, headers: &self.parts.headers, route_tags: &route.tags };
+        match exchange.cache().refresh_permit(hit, lookup).await {
+            Some(fill) => self.fill(fill, Outcome::BodyMissing, false).await,
+            None => self.pass(Outcome::BodyMissing(Filled::NoLease)).await,
         }
     }
 

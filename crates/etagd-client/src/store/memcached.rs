@@ -226,6 +226,11 @@ impl Store for MemcachedStore {
         self.nodes.iter().map(ServerNode::item_limit).min().unwrap_or(0)
     }
 
+    /// The smallest server's memory, once every server's is known: a partial answer could overstate it.
+    fn memory_bytes(&self) -> Option<u64> {
+        self.nodes.iter().map(ServerNode::memory_limit).collect::<Option<Vec<u64>>>()?.into_iter().min()
+    }
+
     fn is_remote(&self) -> bool {
         true
     }

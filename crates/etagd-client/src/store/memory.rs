@@ -157,7 +157,8 @@ impl MemoryStore {
                     } else {
                         Lease::None
                     };
-                    GetOutcome::Hit(Item { value: item.value.clone(), cas: item.cas, stale: item.stale, lease })
+                    let value = if request.presence_only { Bytes::new() } else { item.value.clone() };
+                    GetOutcome::Hit(Item { value, cas: item.cas, stale: item.stale, lease })
                 }
             }
         };
@@ -296,6 +297,10 @@ impl Store for MemoryStore {
 
     fn max_item_bytes(&self) -> usize {
         self.max_item_bytes
+    }
+
+    fn memory_bytes(&self) -> Option<u64> {
+        Some(self.max_bytes)
     }
 
     fn is_remote(&self) -> bool {

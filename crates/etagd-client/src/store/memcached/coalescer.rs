@@ -160,8 +160,9 @@ async fn release_orphans(addr: String, client: AsyncMetaClient, releases: Vec<De
 
 impl ServerNode {
     /// Runs reads through the coalescer (or directly when batching is off), bounded by the deadline either way.
-    pub(super) async fn run_gets(&self, operations: Vec<Get>) -> GetsReply {
-        let Some(batcher) = &self.batcher else {
+    pub(super) async fn run_gets(&self, operations: Vec<Get>, bulk: bool) -> GetsReply {
+        let batcher = self.batcher.as_ref().filter(|_| !bulk);
+        let Some(batcher) = batcher else {
             return match tokio::time::timeout(self.deadline(), self.client.run_many(operations)).await {
                 Ok(Ok(results)) => Ok(results.into_iter().map(|r| r.map_err(Arc::new)).collect()),
                 Ok(Err(error)) => Err(BatchFailure::Rejected(error.to_string())),

@@ -7,7 +7,7 @@
 //! invalidation sent meanwhile would have gone to the wrong server). Its keys fail fast instead.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use memcache::exp::{AsyncMetaClient, Rendezvous, Router};
@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::MemcachedConfig;
 use super::coalescer::{Job, spawn_batcher};
-use super::stats::read_item_limit;
+use super::stats::{Limits, read_limits};
 
 /// memcached's default item size limit (`-I 1m`), less headroom: assumed until the server's own is read.
 const DEFAULT_ITEM_LIMIT: usize = (1 << 20) - super::stats::ITEM_HEADROOM;
@@ -77,6 +77,8 @@ pub(super) struct ServerNode {
     pub(super) item_limit: Arc<AtomicUsize>,
     /// The configured upper bound on `item_limit`.
     pub(super) item_cap: usize,
+    /// The server's memory for items (`maxbytes`) once read; 0 until then.
+    pub(super) memory_limit: Arc<AtomicU64>,
 }
 
 /// Permission to run one exchange on a server. Settling it records the transport outcome; dropping it
@@ -139,6 +141,7 @@ impl ServerNode {
             down_backoff: config.down_backoff,
             item_limit: Arc::new(AtomicUsize::new(config.max_item_bytes.unwrap_or(DEFAULT_ITEM_LIMIT))),
             item_cap: config.max_item_bytes.unwrap_or(usize::MAX),
+            memory_limit: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -147,14 +150,21 @@ impl ServerNode {
         self.item_limit.load(Ordering::Relaxed)
     }
 
-    /// Reads the server's item limit now (bounded by the deadline), then keeps it current in the background:
-    /// every minute, or every few seconds until a first read succeeds (the server may be down at start).
+    /// The server's memory for items, once read.
+    pub(super) fn memory_limit(&self) -> Option<u64> {
+        Some(self.memory_limit.load(Ordering::Relaxed)).filter(|bytes| *bytes > 0)
+    }
+
+    /// Reads the server's item limit (and memory) now (bounded by the deadline), then keeps them current in the
+    /// background: every minute, or every few seconds until a first read succeeds (the server may be down at
+    /// start).
     pub(super) async fn learn_item_limit(&self) {
         let (addr, connect_timeout, deadline) = (self.addr.clone(), self.connect_timeout, self.deadline());
-        let (limit, cap) = (self.item_limit.clone(), self.item_cap);
-        let learn = move |read: Result<usize, String>, limit: &AtomicUsize| match read {
+        let (limit, cap, memory) = (self.item_limit.clone(), self.item_cap, self.memory_limit.clone());
+        let learn = move |read: Result<Limits, String>, limit: &AtomicUsize| match read {
             Ok(found) => {
-                limit.store(found.min(cap), Ordering::Relaxed);
+                limit.store(found.item.min(cap), Ordering::Relaxed);
+                memory.store(found.memory.unwrap_or(0), Ordering::Relaxed);
                 true
             }
             Err(error) => {
@@ -162,7 +172,7 @@ impl ServerNode {
                 false
             }
         };
-        let mut known = learn(read_item_limit(&self.addr, connect_timeout, deadline).await, &limit);
+        let mut known = learn(read_limits(&self.addr, connect_timeout, deadline).await, &limit);
         let server = self.addr.clone();
         tokio::spawn(async move {
             loop {
@@ -170,7 +180,7 @@ impl ServerNode {
                 if Arc::strong_count(&limit) == 1 {
                     return; // The store is gone.
                 }
-                known = learn(read_item_limit(&server, connect_timeout, deadline).await, &limit) || known;
+                known = learn(read_limits(&server, connect_timeout, deadline).await, &limit) || known;
             }
         });
     }

@@ -38,21 +38,31 @@ impl ServerNode {
     }
 }
 
-/// The largest value a server stores, from `stats settings`: `item_size_max` less headroom for the key and the
-/// item header, which memcached counts against the same limit.
-pub(super) async fn read_item_limit(
-    addr: &str,
-    connect_timeout: Duration,
-    deadline: Duration,
-) -> Result<usize, String> {
+/// What `stats settings` tells about a server's capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Limits {
+    /// The largest value it stores: `item_size_max` less headroom for the key and the item header, which
+    /// memcached counts against the same limit.
+    pub(super) item: usize,
+    /// Its memory for items (`maxbytes`, memcached's `-m`), when reported.
+    pub(super) memory: Option<u64>,
+}
+
+/// A server's limits, from `stats settings`.
+pub(super) async fn read_limits(addr: &str, connect_timeout: Duration, deadline: Duration) -> Result<Limits, String> {
     let raw = tokio::time::timeout(deadline, raw_stats(addr, connect_timeout, "stats settings"))
         .await
         .map_err(|_elapsed| format!("no answer to stats settings within {deadline:?}"))??;
+    limits_from(&raw)
+}
+
+fn limits_from(raw: &HashMap<String, String>) -> Result<Limits, String> {
     let item_size_max = raw
         .get("item_size_max")
         .and_then(|value| value.parse::<usize>().ok())
         .ok_or_else(|| "stats settings names no item_size_max".to_owned())?;
-    Ok(item_size_max.saturating_sub(ITEM_HEADROOM))
+    let memory = raw.get("maxbytes").and_then(|value| value.parse::<u64>().ok()).filter(|bytes| *bytes > 0);
+    Ok(Limits { item: item_size_max.saturating_sub(ITEM_HEADROOM), memory })
 }
 
 /// What memcached counts against `item_size_max` besides the value: the key (at most 250 bytes), the item
@@ -131,5 +141,15 @@ mod tests {
         check("ERROR\r\n", StatLine::Error("ERROR"));
         check("SERVER_ERROR busy\r\n", StatLine::Error("SERVER_ERROR busy"));
         check("garbage\r\n", StatLine::Other);
+    }
+
+    #[test]
+    fn settings_give_the_item_and_memory_limits() {
+        let raw = |pairs: &[(&str, &str)]| pairs.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect();
+        let both = raw(&[("item_size_max", "1048576"), ("maxbytes", "67108864")]);
+        assert_eq!(limits_from(&both), Ok(Limits { item: (1 << 20) - ITEM_HEADROOM, memory: Some(64 << 20) }));
+        let no_memory = raw(&[("item_size_max", "2097152")]);
+        assert_eq!(limits_from(&no_memory).map(|limits| limits.memory), Ok(None));
+        assert!(limits_from(&raw(&[("maxbytes", "1")])).is_err(), "no item limit: an error");
     }
 }

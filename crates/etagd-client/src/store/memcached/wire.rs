@@ -70,17 +70,21 @@ impl ServerNode {
             // also asks for the remaining TTL, needed to hand back a refresh token it did not ask for.
             let operation = match request.lease_secs {
                 Some(secs) => Get::new(&request.key).meta(Meta::NONE.cas()).lease_ttl(secs.max(1)),
+                None if request.presence_only => Get::new(&request.key).meta(Meta::NONE.cas().ttl()).without_value(),
                 None => Get::new(&request.key).meta(Meta::NONE.cas().ttl()),
             };
             sent.push(position);
             operations.push(operation);
         }
         if !operations.is_empty() {
-            let results = self.exchange_gets(operations).await;
+            // Large values bypass the coalescer (a batch of one caller's reads either way).
+            let bulk = requests.iter().any(|request| request.bulk);
+            let results = self.exchange_gets(operations, bulk).await;
             let mut give_backs = Vec::new();
             for (position, result) in sent.into_iter().zip(results) {
                 outputs[position] = Some(result.map(|read| {
-                    let (outcome, give_back) = get_outcome(read, requests[position].lease_secs.is_some());
+                    let request = requests[position];
+                    let (outcome, give_back) = get_outcome(read, request.lease_secs.is_some(), request.presence_only);
                     give_backs.extend(give_back);
                     outcome
                 }));
@@ -93,7 +97,7 @@ impl ServerNode {
     }
 
     /// Sends the reads as one batch and maps errors; one result per operation, in order.
-    pub(super) async fn exchange_gets(&self, operations: Vec<Get>) -> Vec<Result<GetResult, StoreError>> {
+    pub(super) async fn exchange_gets(&self, operations: Vec<Get>, bulk: bool) -> Vec<Result<GetResult, StoreError>> {
         let count = operations.len();
         let pass = match self.admit() {
             Ok(pass) => pass,
@@ -107,7 +111,7 @@ impl ServerNode {
                     .collect();
             }
         };
-        match self.run_gets(operations).await {
+        match self.run_gets(operations, bulk).await {
             Err(BatchFailure::Timeout) => {
                 pass.failed(&self.timeout_error());
                 (0..count).map(|_| Err(self.timeout_error())).collect()
@@ -280,7 +284,10 @@ pub(super) fn refused_as_too_large(error: &memcache::exp::Error) -> bool {
 ///
 /// Zero-byte items are lease placeholders (the store never writes empty values), so any zero-byte item reads
 /// as a miss, keeping its lease state.
-fn get_outcome(read: GetResult, leased: bool) -> (GetOutcome, Option<GiveBack>) {
+///
+/// A presence-only read asked for no value: its hit is an item with an empty value (such reads are never
+/// leased, and only of items that are never placeholders: body chunks).
+fn get_outcome(read: GetResult, leased: bool, presence_only: bool) -> (GetOutcome, Option<GiveBack>) {
     let cas = read.item.cas.unwrap_or(0);
     let mut give_back = None;
     let lease = match read.lease_state {
@@ -294,6 +301,9 @@ fn get_outcome(read: GetResult, leased: bool) -> (GetOutcome, Option<GiveBack>) 
         _ => Lease::None,
     };
     let outcome = match read.status {
+        GetStatus::Hit if presence_only => {
+            GetOutcome::Hit(Item { value: Bytes::new(), cas, stale: read.value_state == ValueState::Stale, lease })
+        }
         GetStatus::Hit => match read.value {
             Some(value) if !value.is_empty() => GetOutcome::Hit(Item {
                 value: Bytes::from(value),
