@@ -115,6 +115,12 @@ impl Store for AuthenticatedStore {
         let results = self.inner.get_many(requests).await;
         let mut checked = Vec::with_capacity(results.len());
         for (request, result) in requests.iter().zip(results) {
+            // A presence read carries no value to check: whether the item exists is all it asks, and the value
+            // is checked when it is read.
+            if request.presence_only {
+                checked.push(result);
+                continue;
+            }
             checked.push(match result.map(|outcome| self.open(&request.key, outcome)) {
                 Ok(Ok(outcome)) => Ok(outcome),
                 // Removed (unless rewritten meanwhile), so that etagd's next write of this key is not refused by
@@ -228,6 +234,9 @@ mod tests {
             assert_eq!(read(&*raw, key).await, None, "{key} was removed");
         }
         assert_eq!(store.rejected(), 4);
+        // A presence read sees the item without judging it (its value is checked when it is read).
+        let presence = store.get_many(&[GetRequest::presence("k1")]).await.pop().unwrap().unwrap();
+        assert!(matches!(presence, GetOutcome::Hit(_)));
         // A different fleet secret cannot read it either.
         let other = AuthenticatedStore::new(raw.clone(), EntryKey::new("another fleet's secret!").unwrap());
         assert_eq!(read(&other, "k1").await, None);
