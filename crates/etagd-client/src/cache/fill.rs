@@ -98,6 +98,15 @@ pub struct FillResponse {
     pub codings: Vec<(String, Bytes)>,
 }
 
+/// What a streaming fill chose or started before its body arrived.
+#[derive(Debug, Default)]
+struct Streaming {
+    /// The fill id and minted validator.
+    preset: Option<(u64, EntityTag)>,
+    /// Reports the fill's progress to waiters in the fleet.
+    progress: Option<renew::Progress>,
+}
+
 /// The right (and duty) to fill one entry. Commit it, abandon it, or drop it.
 #[derive(Debug)]
 pub struct Fill {
@@ -108,16 +117,19 @@ pub struct Fill {
     live: Live,
     started_ms: u64,
     finished: bool,
-    /// Keeps the lease or lock alive while the fill works (see `renew`).
-    renewal: Option<renew::Renewal>,
+    /// Keeps the lease or lock alive while the fill works (see `renew`); boxed to keep `Lookup` small.
+    renewal: Option<Box<renew::Renewal>>,
+    /// What a streaming fill chose or started before its body arrived (boxed: most fills never stream).
+    streaming: Option<Box<Streaming>>,
     _in_flight: Option<inflight::Guard>,
 }
 
 impl Fill {
     pub(crate) fn new(cache: &Cache, request: LookupRequest<'_>, plan: Plan, live: Live, started_ms: u64) -> Self {
         let in_flight = (plan.held != Held::Nothing).then(|| cache.inflight_guard(request.resource.digest()));
-        let renewal =
-            Self::held_item(cache, request.resource, &plan).and_then(|held| renew::Renewal::start(cache, held));
+        let renewal = Self::held_item(cache, request.resource, &plan)
+            .and_then(|held| renew::Renewal::start(cache, held))
+            .map(Box::new);
         Self {
             cache: cache.clone(),
             resource: request.resource.clone(),
@@ -127,6 +139,7 @@ impl Fill {
             started_ms,
             finished: false,
             renewal,
+            streaming: None,
             _in_flight: in_flight,
         }
     }
@@ -162,6 +175,44 @@ impl Fill {
     /// Whether this fill holds the placeholder of a variant read with lease CAS `cas`.
     pub(crate) fn holds_variant_lease(&self, cas: u64) -> bool {
         self.plan.held == Held::VariantPlaceholder(cas)
+    }
+
+    /// The validator the stored entry will carry, chosen now, before the body arrives, so an answer can stream
+    /// to the client while the fill stores it: the origin's own tag, or a minted timestamp tag (whose fill id
+    /// the commit then uses). `None` under [`super::ValidatorMode::Content`] without an origin tag: that tag is
+    /// the body's hash, known only once it is whole.
+    pub fn validator_before_body(&mut self, origin: Option<&EntityTag>) -> Option<EntityTag> {
+        if let Some(origin) = origin {
+            return Some(origin.clone());
+        }
+        let streaming = self.streaming.get_or_insert_default();
+        if let Some((_, etag)) = &streaming.preset {
+            return Some(etag.clone());
+        }
+        match self.cache.config().validator {
+            super::ValidatorMode::Timestamp => {
+                let fill_id = random_value();
+                let etag = EntityTag::mint_timestamp(self.cache.now_ms().saturating_mul(1000), fill_id);
+                streaming.preset = Some((fill_id, etag.clone()));
+                Some(etag)
+            }
+            super::ValidatorMode::Content => None,
+        }
+    }
+
+    /// Announces that this fill is streaming the origin's body, and returns the counter to add received bytes
+    /// to. While the count grows, a marker beside the head record is kept alive (every third of a lease, with
+    /// the lease renewal), and waiters on other replicas whose `fill_wait` ran out keep waiting for this fill
+    /// instead of going to the origin (see [`Cache::lookup_waiting`]). Only a fill holding the lease reports.
+    pub fn report_progress(&mut self) -> Option<Arc<std::sync::atomic::AtomicU64>> {
+        if !self.is_leader() {
+            return None;
+        }
+        let streaming = self.streaming.get_or_insert_default();
+        if streaming.progress.is_none() {
+            streaming.progress = renew::Progress::start(&self.cache, &self.resource);
+        }
+        streaming.progress.as_ref().map(renew::Progress::bytes)
     }
 
     /// Unix ms when the lookup that made this fill began.
@@ -263,6 +314,10 @@ impl Fill {
 
     async fn release(&mut self, committed: bool) {
         self.finished = true;
+        // Nothing more is coming: waiters need not wait for this fill any longer than for any other.
+        if let Some(streaming) = &mut self.streaming {
+            streaming.progress.take();
+        }
         let ns = &self.cache.config().namespace;
         let head_key = ns.head_key(&self.resource);
         match &self.plan.held {
@@ -377,10 +432,12 @@ impl Fill {
         let chunk_size = cache.admit(&mut response)?;
         let mut generations = self.generations(&response.tags).await?;
         let now_ms = cache.now_ms();
-        let fill_id = random_value();
-        let etag = match &response.etag {
-            Some(etag) => etag.clone(),
-            None => match config.validator {
+        let preset = self.streaming.as_mut().and_then(|streaming| streaming.preset.take());
+        let fill_id = preset.as_ref().map_or_else(random_value, |(fill_id, _)| *fill_id);
+        let etag = match (&response.etag, preset) {
+            (Some(etag), _) => etag.clone(),
+            (None, Some((_, minted))) => minted,
+            (None, None) => match config.validator {
                 super::ValidatorMode::Timestamp => EntityTag::mint_timestamp(now_ms.saturating_mul(1000), fill_id),
                 super::ValidatorMode::Content => EntityTag::from_content(&response.body),
             },

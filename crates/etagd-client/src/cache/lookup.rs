@@ -236,8 +236,11 @@ impl Cache {
 
     /// Like [`lookup`](Self::lookup), but when another caller is filling, waits for it (up to
     /// [`CacheConfig::fill_wait`](super::CacheConfig::fill_wait)) and looks again. Returns `Busy` only when the wait ran out.
+    /// The wait is extended, one `fill_wait` at a time, while the filler reports that its body is still
+    /// arriving ([`Fill::report_progress`]), so a large body streaming for longer than `fill_wait` does not
+    /// send every waiter to the origin.
     pub async fn lookup_waiting(&self, request: LookupRequest<'_>) -> Lookup {
-        let deadline = tokio::time::Instant::now() + self.inner.config.fill_wait;
+        let mut deadline = tokio::time::Instant::now() + self.inner.config.fill_wait;
         let mut pause = Duration::from_millis(2);
         loop {
             let lookup = self.lookup(request).await;
@@ -246,7 +249,11 @@ impl Cache {
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
-                return Lookup::Busy;
+                // A fill still streaming its body with bytes arriving is worth waiting for (`renew`).
+                if !self.fill_progressing(request.resource).await {
+                    return Lookup::Busy;
+                }
+                deadline = now + self.inner.config.fill_wait;
             }
             // A fill in this process wakes us when it ends; one elsewhere in the fleet is polled with backoff,
             // since Memcached cannot notify.
@@ -254,6 +261,14 @@ impl Cache {
             self.inner.inflight.wait(&request.resource.digest(), wait).await;
             pause = (pause * 2).min(Duration::from_millis(100));
         }
+    }
+
+    /// Whether a fill of the resource reports progress: its marker beside the head record lives one lease past
+    /// the last bytes it received.
+    async fn fill_progressing(&self, resource: &ResourceKey) -> bool {
+        let ns = &self.inner.config.namespace;
+        let read = GetRequest::plain(ns.fill_progress_key(resource)).near(ns.head_key(resource));
+        matches!(self.inner.store.get_many(&[read]).await.pop(), Some(Ok(GetOutcome::Hit(_))))
     }
 
     /// Releases a placeholder this caller created, unless someone replaced it since.
