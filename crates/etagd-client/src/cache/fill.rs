@@ -29,6 +29,7 @@ use http::HeaderMap;
 use super::{Cache, Live, LookupRequest, bump, inflight, renew};
 
 mod plan;
+mod streaming;
 
 use crate::cacheability::{Freshness, NoStoreReason};
 use crate::entry::{EntryMeta, Generations, HeadRecord, PassMarker, VaryIndex};
@@ -38,6 +39,7 @@ use crate::key::ResourceKey;
 use crate::store::{DeleteMode, Expiry, GetOutcome, GetRequest, Placement, SetCondition, SetOutcome, StoreError};
 use plan::Held;
 pub(crate) use plan::Plan;
+use streaming::Streaming;
 
 /// Why a fill was not stored. The response is still good to send to the client.
 #[derive(Debug, thiserror::Error)]
@@ -96,15 +98,6 @@ pub struct FillResponse {
     pub last_modified: Option<String>,
     /// Encoded representations to store beside identity: (content coding, encoded body, headers to replay).
     pub codings: Vec<(String, Bytes)>,
-}
-
-/// What a streaming fill chose or started before its body arrived.
-#[derive(Debug, Default)]
-struct Streaming {
-    /// The fill id and minted validator.
-    preset: Option<(u64, EntityTag)>,
-    /// Reports the fill's progress to waiters in the fleet.
-    progress: Option<renew::Progress>,
 }
 
 /// The right (and duty) to fill one entry. Commit it, abandon it, or drop it.
@@ -175,44 +168,6 @@ impl Fill {
     /// Whether this fill holds the placeholder of a variant read with lease CAS `cas`.
     pub(crate) fn holds_variant_lease(&self, cas: u64) -> bool {
         self.plan.held == Held::VariantPlaceholder(cas)
-    }
-
-    /// The validator the stored entry will carry, chosen now, before the body arrives, so an answer can stream
-    /// to the client while the fill stores it: the origin's own tag, or a minted timestamp tag (whose fill id
-    /// the commit then uses). `None` under [`super::ValidatorMode::Content`] without an origin tag: that tag is
-    /// the body's hash, known only once it is whole.
-    pub fn validator_before_body(&mut self, origin: Option<&EntityTag>) -> Option<EntityTag> {
-        if let Some(origin) = origin {
-            return Some(origin.clone());
-        }
-        let streaming = self.streaming.get_or_insert_default();
-        if let Some((_, etag)) = &streaming.preset {
-            return Some(etag.clone());
-        }
-        match self.cache.config().validator {
-            super::ValidatorMode::Timestamp => {
-                let fill_id = random_value();
-                let etag = EntityTag::mint_timestamp(self.cache.now_ms().saturating_mul(1000), fill_id);
-                streaming.preset = Some((fill_id, etag.clone()));
-                Some(etag)
-            }
-            super::ValidatorMode::Content => None,
-        }
-    }
-
-    /// Announces that this fill is streaming the origin's body, and returns the counter to add received bytes
-    /// to. While the count grows, a marker beside the head record is kept alive (every third of a lease, with
-    /// the lease renewal), and waiters on other replicas whose `fill_wait` ran out keep waiting for this fill
-    /// instead of going to the origin (see [`Cache::lookup_waiting`]). Only a fill holding the lease reports.
-    pub fn report_progress(&mut self) -> Option<Arc<std::sync::atomic::AtomicU64>> {
-        if !self.is_leader() {
-            return None;
-        }
-        let streaming = self.streaming.get_or_insert_default();
-        if streaming.progress.is_none() {
-            streaming.progress = renew::Progress::start(&self.cache, &self.resource);
-        }
-        streaming.progress.as_ref().map(renew::Progress::bytes)
     }
 
     /// Unix ms when the lookup that made this fill began.

@@ -235,10 +235,8 @@ impl Cache {
     }
 
     /// Like [`lookup`](Self::lookup), but when another caller is filling, waits for it (up to
-    /// [`CacheConfig::fill_wait`](super::CacheConfig::fill_wait)) and looks again. Returns `Busy` only when the wait ran out.
-    /// The wait is extended, one `fill_wait` at a time, while the filler reports that its body is still
-    /// arriving ([`Fill::report_progress`]), so a large body streaming for longer than `fill_wait` does not
-    /// send every waiter to the origin.
+    /// [`CacheConfig::fill_wait`](super::CacheConfig::fill_wait), extended while the filler reports its body still
+    /// arriving: [`Fill::report_progress`]) and looks again. Returns `Busy` only when the wait ran out.
     pub async fn lookup_waiting(&self, request: LookupRequest<'_>) -> Lookup {
         let mut deadline = tokio::time::Instant::now() + self.inner.config.fill_wait;
         let mut pause = Duration::from_millis(2);
@@ -261,14 +259,6 @@ impl Cache {
             self.inner.inflight.wait(&request.resource.digest(), wait).await;
             pause = (pause * 2).min(Duration::from_millis(100));
         }
-    }
-
-    /// Whether a fill of the resource reports progress: its marker beside the head record lives one lease past
-    /// the last bytes it received.
-    async fn fill_progressing(&self, resource: &ResourceKey) -> bool {
-        let ns = &self.inner.config.namespace;
-        let read = GetRequest::plain(ns.fill_progress_key(resource)).near(ns.head_key(resource));
-        matches!(self.inner.store.get_many(&[read]).await.pop(), Some(Ok(GetOutcome::Hit(_))))
     }
 
     /// Releases a placeholder this caller created, unless someone replaced it since.

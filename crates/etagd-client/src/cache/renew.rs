@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 
 use super::Cache;
 use crate::key::ResourceKey;
-use crate::store::{Expiry, Placement, SetCondition};
+use crate::store::{Expiry, GetOutcome, GetRequest, Placement, SetCondition};
 
 /// The shortest interval between renewals, whatever the lease.
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -138,6 +138,16 @@ impl Progress {
     /// The count of body bytes received, which the streaming side adds to.
     pub(super) fn bytes(&self) -> Arc<AtomicU64> {
         self.bytes.clone()
+    }
+}
+
+impl Cache {
+    /// Whether a fill of the resource reports progress: its marker beside the head record lives one lease past
+    /// the last bytes it received.
+    pub(super) async fn fill_progressing(&self, resource: &ResourceKey) -> bool {
+        let ns = &self.inner.config.namespace;
+        let read = GetRequest::plain(ns.fill_progress_key(resource)).near(ns.head_key(resource));
+        matches!(self.inner.store.get_many(&[read]).await.pop(), Some(Ok(GetOutcome::Hit(_))))
     }
 }
 
