@@ -6,6 +6,7 @@
 //! | `sharing` | replicas share one fill, one validator, 304s and HEAD hits |
 //! | `headers` | Cache-Status and Age, etagd's own headers and hop-by-hop fields stripped |
 //! | `storage_rules` | bodies over `--max-body-bytes` pass whole; a session cookie never gets a route rule's shared page |
+//! | `streaming_fills` | a large miss streams to its client while stored; disconnects and waiters past `--fill-wait` |
 //! | `large_bodies` | bodies over one item stored in chunks: shared, ranged, refilled on eviction, invalidated, admitted |
 //! | `invalidation` | URL, tag, all, unsafe methods, origin headers; the late-fill race |
 //! | `authentication` | with `--entry-key`, items forged in Memcached are misses, never served |
@@ -44,6 +45,7 @@ mod revalidation;
 mod sharing;
 mod stale;
 mod storage_rules;
+mod streaming_fills;
 mod support;
 mod table;
 mod timeouts;

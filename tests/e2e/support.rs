@@ -18,6 +18,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 use bytes::Bytes;
 use etagd_testkit::Memcached;
+use futures_util::StreamExt;
 use tokio::sync::{Semaphore, oneshot};
 
 /// The host every proxied request names.
@@ -63,6 +64,7 @@ pub(crate) struct Route {
     chunked: bool,
     delay: Duration,
     gate: Option<Arc<Semaphore>>,
+    stall: Option<(usize, Arc<Semaphore>)>,
     revalidates: bool,
 }
 
@@ -81,6 +83,7 @@ impl Route {
             chunked: false,
             delay: Duration::ZERO,
             gate: None,
+            stall: None,
             revalidates: false,
         }
     }
@@ -119,6 +122,13 @@ impl Route {
     /// Sleeps this long after counting the request, before answering.
     pub(crate) fn delay(mut self, delay: Duration) -> Self {
         self.delay = delay;
+        self
+    }
+
+    /// Sends the first `bytes` of the body (with its `Content-Length`), then waits for a permit of `gate` before
+    /// sending the rest: an origin stalling halfway.
+    pub(crate) fn stall_after(mut self, bytes: usize, gate: Arc<Semaphore>) -> Self {
+        self.stall = Some((bytes, gate));
         self
     }
 
@@ -273,8 +283,16 @@ async fn answer(state: &OriginState, method: &Method, uri: &Uri, headers: Header
     }
     // A HEAD answer describes the GET's body (RFC 9110 section 9.3.2), its length included.
     let head_length = (*method == Method::HEAD && !not_modified && !route.chunked).then_some(body.len());
+    let stall_length = (route.stall.is_some() && *method != Method::HEAD && !not_modified).then_some(body.len());
     let body = if *method == Method::HEAD || not_modified {
         Body::empty()
+    } else if let Some((first, gate)) = route.stall.clone() {
+        let (head, rest) = (body.slice(..first.min(body.len())), body.slice(first.min(body.len())..));
+        let rest = async move {
+            let _permit = gate.acquire().await.expect("the gate is never closed");
+            Ok::<_, std::io::Error>(rest)
+        };
+        Body::from_stream(futures_util::stream::iter([Ok(head)]).chain(futures_util::stream::once(rest)))
     } else if route.chunked {
         let chunks: Vec<Result<Bytes, std::io::Error>> =
             body.chunks(1000).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
@@ -283,7 +301,7 @@ async fn answer(state: &OriginState, method: &Method, uri: &Uri, headers: Header
         Body::from(body)
     };
     let mut response = Response::new(body);
-    if let Some(length) = head_length {
+    if let Some(length) = head_length.or(stall_length) {
         response.headers_mut().insert(axum::http::header::CONTENT_LENGTH, HeaderValue::from(length));
     }
     let status = if not_modified { 304 } else { route.status };
@@ -527,6 +545,11 @@ impl Replica {
         let reply = self.get(path, &[]).await;
         assert_eq!(reply.status, 200, "GET {path}: {}", reply.text());
         reply
+    }
+
+    /// The proxy's base URL.
+    pub(crate) fn proxy_url(&self) -> String {
+        self.proxy.clone()
     }
 
     /// The admin port's base URL.

@@ -31,6 +31,7 @@ mod policy;
 mod range;
 mod revalidate;
 mod serve;
+mod stream;
 mod triggers;
 mod upstream;
 

@@ -42,6 +42,7 @@
 //! | `etagd2:<ns>:g:t:<xxh3_128(tag)>` | one tag's generation: one copy on every server, read beside the head |
 //! | `etagd2:<ns>:g:t:<xxh3_128("prefix " + scheme "://" host path-prefix)>` | a path prefix's generation (see `prefix.rs`) |
 //! | `etagd2:<ns>:l:<digest>` | the refresh lock of one entry (stale-while-revalidate) |
+//! | `etagd2:<ns>:s:<resource digest>` | a streaming fill's progress: present while its body is still arriving |
 //! | `etagd2:<ns>:f:<xxh3_128(server address)>` | a fence for a server that missed an invalidation (on the others) |
 //!
 //! `<fill id>` is 16 lowercase hex digits, unique per fill; `<coding>` is a content coding (`gzip`, `br`, `zstd`);
@@ -203,6 +204,13 @@ impl Namespace {
         self.key("f", &Digest::of(server.as_bytes()).to_string())
     }
 
+    /// The key of a resource's streaming-fill progress marker: written beside the head record while a fill
+    /// streams the origin's body, and rewritten only while bytes keep arriving, so waiters elsewhere in the
+    /// fleet keep waiting for a fill that is making progress instead of all going to the origin.
+    pub fn fill_progress_key(&self, resource: &ResourceKey) -> String {
+        self.key("s", &resource.digest().to_string())
+    }
+
     /// The key of the refresh lock of an entry.
     pub fn refresh_lock_key(&self, entry: &Digest) -> String {
         self.key("l", &entry.to_string())
@@ -294,6 +302,7 @@ mod tests {
             ns.all_generation_key(),
             ns.tag_generation_key("a tag with spaces\n"),
             ns.refresh_lock_key(&r.digest()),
+            ns.fill_progress_key(&r),
             ns.fence_key("memcached-0.memcached:11211"),
         ];
         for key in keys {

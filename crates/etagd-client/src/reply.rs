@@ -421,6 +421,31 @@ pub fn prepare_fill(
     }
 }
 
+/// The head of an origin answer streamed to the client while the fill stores it: what an answer from the stored
+/// entry would replay (the same fields [`prepare_fill`] keeps), the validator the entry will carry, the `Age`
+/// the answer arrived with (RFC 9111 section 5.1), and the origin's `Content-Length` when it sent one.
+pub fn streamed_head(parts: &Parts, etag: &EntityTag, initial_age_s: u64) -> Response<()> {
+    let mut headers = parts.headers.clone();
+    headers::strip_hop_by_hop(&mut headers);
+    let length = headers.get(CONTENT_LENGTH).cloned();
+    for name in NOT_REPLAYED {
+        headers.remove(name);
+    }
+    if let Ok(value) = HeaderValue::from_str(&etag.to_header_value()) {
+        headers.insert(ETAG, value);
+    }
+    if initial_age_s > 0 {
+        headers.insert(AGE, HeaderValue::from(initial_age_s));
+    }
+    if let Some(length) = length {
+        headers.insert(CONTENT_LENGTH, length);
+    }
+    let mut response = Response::new(());
+    *response.status_mut() = parts.status;
+    *response.headers_mut() = headers;
+    response
+}
+
 /// Adds `Accept-Encoding` to `Vary` unless it (or `*`) is there (RFC 9110 section 12.5.5): caches downstream
 /// must key on it once etagd picks codings per request.
 pub fn vary_on_accept_encoding(headers: &mut HeaderMap) {

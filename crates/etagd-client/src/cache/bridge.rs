@@ -17,8 +17,6 @@
 //! It costs one more batch per lookup (the older items live on the servers their own keys hash to) and a read at
 //! the start of each fill, so it is meant for the length of a rollout: turn it off once no older replica is left.
 
-use std::collections::HashMap;
-
 use super::fill::Fill;
 use super::invalidate::TargetReport;
 use super::{Cache, CommitError, Lookup, LookupRequest};
@@ -26,6 +24,10 @@ use crate::entry::EntryMeta;
 use crate::generation::Generation;
 use crate::key::{BridgedNames, ResourceKey};
 use crate::store::{DeleteMode, Expiry, GetOutcome, GetRequest, Placement, SetCondition, StoreError};
+
+/// The older items' CAS values as a fill began, by key.
+#[derive(Debug)]
+pub(super) struct Begun(Vec<(String, u64)>);
 
 /// What the older schema holds for one entry: the head record's CAS, then the namespace counter and each tag's
 /// (0: absent), with the counters decoded where present.
@@ -88,10 +90,10 @@ impl Cache {
     /// What the older schema holds as a fill begins: the CAS (0: absent) of its head record, namespace counter
     /// and the counters of `tags` (those the lookup read), by key. `None` without a bridge or when it could not
     /// be read, which keeps the fill from being stored.
-    pub(super) async fn bridge_begin(&self, resource: &ResourceKey, tags: &[String]) -> Option<HashMap<String, u64>> {
+    pub(super) async fn bridge_begin(&self, resource: &ResourceKey, tags: &[String]) -> Option<Box<Begun>> {
         let names = self.bridged()?;
         match self.older_state(names, resource, tags).await {
-            Ok(state) => Some(older_keys(names, resource, tags).zip(state.cas).collect()),
+            Ok(state) => Some(Box::new(Begun(older_keys(names, resource, tags).zip(state.cas).collect()))),
             Err(error) => {
                 self.store_error(&error);
                 None
@@ -171,8 +173,8 @@ impl Fill {
         let skew = self.cache.config().clock_skew;
         let counters = std::iter::once(None).chain(state.counters.iter().map(Some));
         for ((key, cas), counter) in older_keys(names, &self.resource, tags).zip(&state.cas).zip(counters) {
-            let unchanged = match begun.get(&key) {
-                Some(before) => before == cas,
+            let unchanged = match begun.0.iter().find(|(begun_key, _)| *begun_key == key) {
+                Some((_, before)) => before == cas,
                 None => counter.and_then(Option::as_ref).is_none_or(|counter| counter.predates(self.started_ms, skew)),
             };
             if !unchanged {

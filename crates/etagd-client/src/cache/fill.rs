@@ -29,6 +29,7 @@ use http::HeaderMap;
 use super::{Cache, Live, LookupRequest, bump, inflight, renew};
 
 mod plan;
+mod streaming;
 
 use crate::cacheability::{Freshness, NoStoreReason};
 use crate::entry::{EntryMeta, Generations, HeadRecord, PassMarker, VaryIndex};
@@ -38,6 +39,7 @@ use crate::key::{ResourceKey, is_prefix_tag};
 use crate::store::{DeleteMode, Expiry, GetOutcome, GetRequest, Placement, SetCondition, SetOutcome, StoreError};
 use plan::Held;
 pub(crate) use plan::Plan;
+use streaming::Streaming;
 
 /// Why a fill was not stored. The response is still good to send to the client.
 #[derive(Debug, thiserror::Error)]
@@ -108,18 +110,22 @@ pub struct Fill {
     pub(super) live: Live,
     pub(super) started_ms: u64,
     finished: bool,
-    /// While a rolling upgrade is bridged: the older schema's items as the fill began (`bridge.rs`).
-    pub(super) bridge_begun: Option<std::collections::HashMap<String, u64>>,
-    /// Keeps the lease or lock alive while the fill works (see `renew`).
-    renewal: Option<renew::Renewal>,
+    /// While a rolling upgrade is bridged: the older schema's items as the fill began (`bridge.rs`; boxed:
+    /// most deployments never bridge).
+    pub(super) bridge_begun: Option<Box<super::bridge::Begun>>,
+    /// Keeps the lease or lock alive while the fill works (see `renew`); boxed to keep `Lookup` small.
+    renewal: Option<Box<renew::Renewal>>,
+    /// What a streaming fill chose or started before its body arrived (boxed: most fills never stream).
+    streaming: Option<Box<Streaming>>,
     _in_flight: Option<inflight::Guard>,
 }
 
 impl Fill {
     pub(crate) fn new(cache: &Cache, request: LookupRequest<'_>, plan: Plan, live: Live, started_ms: u64) -> Self {
         let in_flight = (plan.held != Held::Nothing).then(|| cache.inflight_guard(request.resource.digest()));
-        let renewal =
-            Self::held_item(cache, request.resource, &plan).and_then(|held| renew::Renewal::start(cache, held));
+        let renewal = Self::held_item(cache, request.resource, &plan)
+            .and_then(|held| renew::Renewal::start(cache, held))
+            .map(Box::new);
         Self {
             cache: cache.clone(),
             resource: request.resource.clone(),
@@ -130,6 +136,7 @@ impl Fill {
             finished: false,
             bridge_begun: None,
             renewal,
+            streaming: None,
             _in_flight: in_flight,
         }
     }
@@ -266,6 +273,10 @@ impl Fill {
 
     async fn release(&mut self, committed: bool) {
         self.finished = true;
+        // Nothing more is coming: waiters need not wait for this fill any longer than for any other.
+        if let Some(streaming) = &mut self.streaming {
+            streaming.progress.take();
+        }
         let ns = &self.cache.config().namespace;
         let head_key = ns.head_key(&self.resource);
         match &self.plan.held {
@@ -394,10 +405,12 @@ impl Fill {
         let chunk_size = cache.admit(&mut response)?;
         let mut generations = self.generations(&response.tags).await?;
         let now_ms = cache.now_ms();
-        let fill_id = random_value();
-        let etag = match &response.etag {
-            Some(etag) => etag.clone(),
-            None => match config.validator {
+        let preset = self.streaming.as_mut().and_then(|streaming| streaming.preset.take());
+        let fill_id = preset.as_ref().map_or_else(random_value, |(fill_id, _)| *fill_id);
+        let etag = match (&response.etag, preset) {
+            (Some(etag), _) => etag.clone(),
+            (None, Some((_, minted))) => minted,
+            (None, None) => match config.validator {
                 super::ValidatorMode::Timestamp => EntityTag::mint_timestamp(now_ms.saturating_mul(1000), fill_id),
                 super::ValidatorMode::Content => EntityTag::from_content(&response.body),
             },

@@ -253,9 +253,10 @@ impl Cache {
     }
 
     /// Like [`lookup`](Self::lookup), but when another caller is filling, waits for it (up to
-    /// [`CacheConfig::fill_wait`](super::CacheConfig::fill_wait)) and looks again. Returns `Busy` only when the wait ran out.
+    /// [`CacheConfig::fill_wait`](super::CacheConfig::fill_wait), extended while the filler reports its body still
+    /// arriving: [`Fill::report_progress`]) and looks again. Returns `Busy` only when the wait ran out.
     pub async fn lookup_waiting(&self, request: LookupRequest<'_>) -> Lookup {
-        let deadline = tokio::time::Instant::now() + self.inner.config.fill_wait;
+        let mut deadline = tokio::time::Instant::now() + self.inner.config.fill_wait;
         let mut pause = Duration::from_millis(2);
         loop {
             let lookup = self.lookup(request).await;
@@ -264,7 +265,11 @@ impl Cache {
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
-                return Lookup::Busy;
+                // A fill still streaming its body with bytes arriving is worth waiting for (`renew`).
+                if !self.fill_progressing(request.resource).await {
+                    return Lookup::Busy;
+                }
+                deadline = now + self.inner.config.fill_wait;
             }
             // A fill in this process wakes us when it ends; one elsewhere in the fleet is polled with backoff,
             // since Memcached cannot notify.

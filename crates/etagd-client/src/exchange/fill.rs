@@ -1,7 +1,7 @@
 //! Fills: the origin's answer to a request the cache will store, judged (RFC 9111 section 3), read up to the
 //! body limit, compressed once, committed with CAS, and answered from what was stored.
 
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG};
 use http::{HeaderValue, Method, Response, StatusCode};
 
 use super::policy::{self, Refusal};
@@ -10,6 +10,7 @@ use crate::body::{Body, Collected, read_limited};
 use crate::cache::{CommitError, Fill};
 use crate::cacheability::{self, NoStoreReason};
 use crate::conditional::Evaluation;
+use crate::etag::EntityTag;
 use crate::headers::{self, MAX_TAGS, SURROGATE_KEY};
 use crate::reply::{self, Representation};
 
@@ -55,7 +56,7 @@ where
         let (mut parts, body) = response.into_parts();
         self.apply_invalidate_header(&mut parts.headers).await;
         headers::strip_hop_by_hop(&mut parts.headers);
-        let mut tags = headers::tags_in(&parts.headers, SURROGATE_KEY);
+        let tags = headers::tags_in(&parts.headers, SURROGATE_KEY);
         parts.headers.remove(SURROGATE_KEY);
         let targeted = (config.strip_targeted, config.targeted_fields.clone());
         let route = config.route_for(self.key.as_ref().expect("a fill has a key").path());
@@ -106,6 +107,30 @@ where
                 return Ok(Response::from_parts(parts, body));
             }
         };
+        // A body larger than one store item streams to the client while it is stored (`stream`); a smaller one
+        // is read whole first.
+        let mut fill = fill;
+        let item = exchange.cache().store().max_item_bytes();
+        let body = if item < limit && super::stream::streams(&self.parts.method, &self.parts.headers) {
+            match read_limited(body, &parts.headers, item).await {
+                Collected::Partial { body, reason: NoStoreReason::TooLarge } => {
+                    let origin_etag = parts.headers.get(ETAG).and_then(|v| v.to_str().ok()).and_then(EntityTag::parse);
+                    match fill.validator_before_body(origin_etag.as_ref()) {
+                        Some(etag) => {
+                            let tags = with_route_tags(tags, &route.tags);
+                            return self
+                                .stream_fill(parts, body, fill, &etag, freshness, tags, limit, outcome, refreshing);
+                        }
+                        // The validator is the body's hash: read it whole.
+                        None => body,
+                    }
+                }
+                Collected::Whole(bytes) => Body::full(bytes),
+                Collected::Partial { body, .. } | Collected::Failed(body) => body,
+            }
+        } else {
+            body
+        };
         let bytes = match read_limited(body, &parts.headers, limit).await {
             Collected::Whole(bytes) => bytes,
             Collected::Partial { body, reason } => {
@@ -120,11 +145,7 @@ where
                 return Ok(broken_off());
             }
         };
-        for tag in &route.tags {
-            if tags.len() < MAX_TAGS && !tags.contains(tag) {
-                tags.push(tag.clone());
-            }
-        }
+        let tags = with_route_tags(tags, &route.tags);
         let codings = if config.compression.applies(&parts.headers, bytes.len()) {
             let policy = config.compression.clone();
             let body = bytes.clone();
@@ -182,14 +203,34 @@ where
 
     /// Gives a refused fill up, leaving behind what the request policy allows.
     pub(super) async fn refuse(&mut self, fill: Fill, reason: NoStoreReason, status: StatusCode, refreshing: bool) {
-        match policy::refusal(reason, status, refreshing) {
-            Refusal::Release => fill.abandon(None).await,
-            Refusal::Pass => fill.abandon(Some(reason.as_str())).await,
-            Refusal::ShortPass => {
-                fill.abandon_for(Some(reason.as_str()), self.exchange.config().server_error_pass).await
-            }
+        give_up(fill, reason, status, refreshing, self.exchange.config().server_error_pass).await;
+    }
+}
+
+/// Gives a refused fill up, leaving behind what the request policy allows (`server_error_pass`: the short
+/// hit-for-pass of an origin 5xx).
+pub(super) async fn give_up(
+    fill: Fill,
+    reason: NoStoreReason,
+    status: StatusCode,
+    refreshing: bool,
+    server_error_pass: std::time::Duration,
+) {
+    match policy::refusal(reason, status, refreshing) {
+        Refusal::Release => fill.abandon(None).await,
+        Refusal::Pass => fill.abandon(Some(reason.as_str())).await,
+        Refusal::ShortPass => fill.abandon_for(Some(reason.as_str()), server_error_pass).await,
+    }
+}
+
+/// The origin's tags and then the route's, up to the limit.
+fn with_route_tags(mut tags: Vec<String>, route: &[String]) -> Vec<String> {
+    for tag in route {
+        if tags.len() < MAX_TAGS && !tags.contains(tag) {
+            tags.push(tag.clone());
         }
     }
+    tags
 }
 
 /// The origin's body broke off before the cache had it all: nothing was sent yet, so the client gets an honest

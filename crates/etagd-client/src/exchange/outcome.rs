@@ -15,6 +15,9 @@ pub enum Filled {
     Stored,
     /// Not storable (RFC 9111 section 3), or too large.
     NotStored(NoStoreReason),
+    /// Streamed to the client as it arrived while the fill stores it (a body larger than one store item): whether
+    /// it was stored is known only after the answer's head went out, so `Cache-Status` does not say `stored`.
+    Streamed,
     /// Storable, but above the admission limit (a fraction of the smallest server's memory): stored, it would
     /// evict too much else.
     NotAdmitted,
@@ -41,6 +44,7 @@ impl Filled {
             Filled::Stored => None,
             Filled::NotStored(reason) => Some(reason.detail()),
             Filled::NotAdmitted => Some("too-large-for-memory"),
+            Filled::Streamed => Some("streamed-fill"),
             Filled::Invalidated => Some("invalidated-during-fill"),
             Filled::Raced => Some("lost-race"),
             Filled::StoreFailed => Some("store-unavailable"),
