@@ -23,7 +23,7 @@ use super::{Cache, CommitError, Lookup, LookupRequest};
 use crate::entry::EntryMeta;
 use crate::generation::Generation;
 use crate::key::{BridgedNames, ResourceKey};
-use crate::store::{DeleteMode, Expiry, GetOutcome, GetRequest, Placement, SetCondition, StoreError};
+use crate::store::{DeleteMode, GetOutcome, GetRequest, Placement, StoreError};
 
 /// The older items' CAS values as a fill began, by key.
 #[derive(Debug)]
@@ -122,9 +122,7 @@ impl Cache {
             counters.push(("", names.all_generation_key()));
         }
         let bumps = counters.into_iter().map(|(name, key)| async move {
-            let next = Generation::invalidated(None, self.now_ms(), None);
-            let result =
-                self.store().set_placed(&key, Placement::Own, next.encode(), Expiry::Never, SetCondition::Always).await;
+            let result = self.bump_hard(&key, Placement::Own).await;
             let kind = if name.is_empty() { "bridge-all" } else { "bridge-tag" };
             self.report(kind, name, &key, result.map(|_| ()).map_err(|e| e.to_string()), None)
         });

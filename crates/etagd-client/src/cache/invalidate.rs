@@ -220,6 +220,12 @@ impl Cache {
         (TargetReport { kind, name: name.to_owned(), server, ok, existed: None, error }, missed)
     }
 
+    /// A hard invalidation of one counter copy: one blind write of a new value where `placement` says.
+    pub(super) async fn bump_hard(&self, key: &str, placement: Placement<'_>) -> Result<SetOutcome, StoreError> {
+        let next = Generation::invalidated(None, self.now_ms(), None);
+        self.store().set_placed(key, placement, next.encode(), Expiry::Never, SetCondition::Always).await
+    }
+
     /// Bumps the copy of a counter on one server. A hard invalidation is one blind write; a soft one reads that
     /// server's own previous value (to keep it servable for the grace period) and writes back under the CAS it
     /// read, so that a hard invalidation landing in between is never overwritten.
@@ -230,10 +236,7 @@ impl Cache {
         grace: Option<Duration>,
     ) -> Result<(), StoreError> {
         let placement = Placement::Server(server);
-        let hard = || {
-            let next = Generation::invalidated(None, self.now_ms(), None);
-            self.store().set_placed(key, placement, next.encode(), Expiry::Never, SetCondition::Always)
-        };
+        let hard = || self.bump_hard(key, placement);
         let Some(grace) = grace else {
             return hard().await.map(|_| ());
         };

@@ -58,7 +58,6 @@ where
         headers::strip_hop_by_hop(&mut parts.headers);
         let tags = headers::tags_in(&parts.headers, SURROGATE_KEY);
         parts.headers.remove(SURROGATE_KEY);
-        let targeted = (config.strip_targeted, config.targeted_fields.clone());
         let route = config.route_for(self.key.as_ref().expect("a fill has a key").path());
         // HEAD was turned into GET for the fill, so the rules are those of GET.
         let decision = cacheability::storable(
@@ -86,19 +85,9 @@ where
             parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
         let decision = match decision {
             Ok(_) if declared.is_some_and(|len| len > limit) => Err(NoStoreReason::TooLarge),
-            // Freshness from a route rule alone is for anonymous requests: this answer may be personalised.
-            Ok(_)
-                if self.personal && !cacheability::has_explicit_freshness(&parts.headers, &config.targeted_fields) =>
-            {
-                Err(NoStoreReason::Cookie)
-            }
-            other => other,
+            other => self.unless_personal(other, &parts.headers),
         };
-        if targeted.0 {
-            for name in &targeted.1 {
-                parts.headers.remove(name);
-            }
-        }
+        self.strip_targeted(&mut parts.headers);
         let freshness = match decision {
             Ok(freshness) => freshness,
             Err(reason) => {
@@ -201,6 +190,32 @@ where
         }
     }
 
+    /// A storage decision with the cookie rule applied: freshness from a route rule alone is for anonymous
+    /// requests, so for a request with cookies that matter an answer without its own freshness is refused.
+    pub(super) fn unless_personal(
+        &self,
+        decision: Result<cacheability::Freshness, NoStoreReason>,
+        response: &http::HeaderMap,
+    ) -> Result<cacheability::Freshness, NoStoreReason> {
+        let targeted = &self.exchange.config().targeted_fields;
+        match decision {
+            Ok(_) if self.personal && !cacheability::has_explicit_freshness(response, targeted) => {
+                Err(NoStoreReason::Cookie)
+            }
+            other => other,
+        }
+    }
+
+    /// Removes the targeted cache-control fields from what clients get, when configured to.
+    pub(super) fn strip_targeted(&self, headers: &mut http::HeaderMap) {
+        let config = self.exchange.config();
+        if config.strip_targeted {
+            for name in &config.targeted_fields {
+                headers.remove(name);
+            }
+        }
+    }
+
     /// Gives a refused fill up, leaving behind what the request policy allows.
     pub(super) async fn refuse(&mut self, fill: Fill, reason: NoStoreReason, status: StatusCode, refreshing: bool) {
         give_up(fill, reason, status, refreshing, self.exchange.config().server_error_pass).await;
@@ -224,7 +239,7 @@ pub(super) async fn give_up(
 }
 
 /// The origin's tags and then the route's, up to the limit.
-fn with_route_tags(mut tags: Vec<String>, route: &[String]) -> Vec<String> {
+pub(super) fn with_route_tags(mut tags: Vec<String>, route: &[String]) -> Vec<String> {
     for tag in route {
         if tags.len() < MAX_TAGS && !tags.contains(tag) {
             tags.push(tag.clone());

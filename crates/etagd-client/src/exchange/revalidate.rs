@@ -13,7 +13,7 @@ use crate::cache::{CommitError, Fill, Hit, LookupRequest};
 use crate::cacheability::{self, Freshness, NoStoreReason};
 use crate::entry::EntryMeta;
 use crate::etag::EntityTag;
-use crate::headers::{self, MAX_TAGS, SURROGATE_KEY};
+use crate::headers::{self, SURROGATE_KEY};
 
 /// What the origin's answer to a revalidation says about the stored entry.
 enum Verdict {
@@ -208,14 +208,9 @@ where
             updated.last_modified = Some(value.to_owned());
         }
         // New tags replace the old ones, as they would on a 200; route tags always apply.
-        let mut tags = headers::tags_in(answer, SURROGATE_KEY);
+        let tags = headers::tags_in(answer, SURROGATE_KEY);
         if !tags.is_empty() {
-            for tag in &route.tags {
-                if tags.len() < MAX_TAGS && !tags.contains(tag) {
-                    tags.push(tag.clone());
-                }
-            }
-            updated.tags = tags;
+            updated.tags = super::fill::with_route_tags(tags, &route.tags);
         }
         let status = StatusCode::from_u16(previous.status).unwrap_or(StatusCode::OK);
         // Judged with the answer's `Age` too: it is never stored, but it says how old the answer already is
@@ -232,18 +227,8 @@ where
             &config.policy(route),
             self.exchange.now(),
         );
-        let decision = match decision {
-            // Freshness from a route rule alone is for anonymous requests, as on a fill.
-            Ok(_) if self.personal && !cacheability::has_explicit_freshness(&merged, &config.targeted_fields) => {
-                Err(NoStoreReason::Cookie)
-            }
-            other => other,
-        };
-        if config.strip_targeted {
-            for name in &config.targeted_fields {
-                merged.remove(name);
-            }
-        }
+        let decision = self.unless_personal(decision, &merged);
+        self.strip_targeted(&mut merged);
         updated.set_headers(&merged);
         (updated, decision)
     }
