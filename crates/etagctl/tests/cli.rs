@@ -82,7 +82,6 @@ fn fill(rt: &Runtime, cache: &Cache, url: &str, tags: &[&str], etag: &str) -> St
             tags: tags.iter().map(|t| (*t).to_owned()).collect(),
             vary: Vec::new(),
             etag: EntityTag::parse(etag),
-            last_modified: None,
             codings: Vec::new(),
         };
         fill.commit(response).await.expect("the fill commits").etag.clone()

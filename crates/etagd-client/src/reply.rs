@@ -297,7 +297,7 @@ impl<'a> Representation<'a> {
             let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.meta.stored_at_ms);
             httpdate::fmt_http_date(at)
         };
-        let last_modified = self.meta.last_modified.clone().unwrap_or_else(stored);
+        let last_modified = self.meta.last_modified().map_or_else(stored, str::to_owned);
         conditional::evaluate(self.request, self.etag.as_ref(), Some(&last_modified))
     }
 
@@ -328,7 +328,7 @@ impl<'a> Representation<'a> {
         if let Some(etag) = etag {
             headers.insert(ETAG, etag);
         }
-        if let Some(value) = self.meta.last_modified.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+        if let Some(value) = self.meta.last_modified().and_then(|v| HeaderValue::from_str(v).ok()) {
             headers.insert(LAST_MODIFIED, value);
         }
         if let Some(age_s) = age_s {
@@ -400,7 +400,6 @@ pub fn prepare_fill(
     }
     let text = |name: HeaderName| headers.get(name).and_then(|value| value.to_str().ok()).map(str::to_owned);
     let etag = text(ETAG).as_deref().and_then(EntityTag::parse);
-    let last_modified = text(LAST_MODIFIED);
     for name in NOT_REPLAYED {
         headers.remove(name);
     }
@@ -408,17 +407,7 @@ pub fn prepare_fill(
         .iter()
         .map(|(name, value)| (name.as_str().to_owned(), Bytes::copy_from_slice(value.as_bytes())))
         .collect();
-    FillResponse {
-        status: parts.status.as_u16(),
-        headers: replay,
-        body,
-        freshness,
-        tags,
-        vary,
-        etag,
-        last_modified,
-        codings,
-    }
+    FillResponse { status: parts.status.as_u16(), headers: replay, body, freshness, tags, vary, etag, codings }
 }
 
 /// The head of an origin answer streamed to the client while the fill stores it: what an answer from the stored
@@ -471,14 +460,16 @@ pub(crate) mod tests {
             status,
             etag: etag.to_owned(),
             minted: true,
-            last_modified: last_modified.map(str::to_owned),
             stored_at_ms: 0,
             initial_age_s: 0,
             fresh_for_s: u64::MAX,
             stale_while_revalidate_s: 0,
             stale_if_error_s: 0,
             must_revalidate: false,
-            headers: vec![("cache-control".to_owned(), serde_bytes::ByteBuf::from(b"max-age=60".to_vec()))],
+            headers: std::iter::once(("cache-control", "max-age=60"))
+                .chain(last_modified.map(|value| ("last-modified", value)))
+                .map(|(name, value)| (name.to_owned(), serde_bytes::ByteBuf::from(value.as_bytes().to_vec())))
+                .collect(),
             vary: Vec::new(),
             tags: Vec::new(),
             generations: Generations::default(),
@@ -757,7 +748,6 @@ pub(crate) mod tests {
         names.sort_unstable();
         assert_eq!(names, ["cache-control", "content-type", "last-modified", "vary", "x-multi", "x-multi"]);
         assert_eq!(fill.etag, Some(EntityTag::strong("origin")));
-        assert_eq!(fill.last_modified.as_deref(), Some(LM));
         assert_eq!(fill.vary, ["accept-encoding"]);
         assert_eq!((fill.status, fill.freshness, fill.tags), (200, freshness(), vec!["a".to_owned()]));
         assert_eq!(fill.body, Bytes::from_static(b"[]"));

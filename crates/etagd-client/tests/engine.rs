@@ -103,7 +103,6 @@ fn response(body: &str, freshness: Freshness, tags: &[&str], vary: &[&str]) -> F
         tags: tags.iter().map(|tag| (*tag).to_owned()).collect(),
         vary: vary.iter().map(|name| (*name).to_owned()).collect(),
         etag: None,
-        last_modified: None,
         codings: Vec::new(),
     }
 }

@@ -94,8 +94,6 @@ pub struct FillResponse {
     pub vary: Vec<String>,
     /// The origin's own validator, kept when present.
     pub etag: Option<EntityTag>,
-    /// The origin's `Last-Modified`.
-    pub last_modified: Option<String>,
     /// Encoded representations to store beside identity: (content coding, encoded body, headers to replay).
     pub codings: Vec<(String, Bytes)>,
 }
@@ -431,7 +429,6 @@ impl Fill {
             status: response.status,
             etag: etag.to_header_value(),
             minted: response.etag.is_none(),
-            last_modified: response.last_modified.clone(),
             stored_at_ms: now_ms,
             initial_age_s: response.freshness.initial_age_s,
             fresh_for_s: response.freshness.fresh_for_s,

@@ -102,7 +102,7 @@ pub(crate) fn for_revalidation(headers: &mut HeaderMap, meta: &EntryMeta, compre
             headers.insert(IF_NONE_MATCH, value);
         }
     }
-    if let Some(value) = meta.last_modified.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+    if let Some(value) = meta.last_modified().and_then(|v| HeaderValue::from_str(v).ok()) {
         headers.insert(IF_MODIFIED_SINCE, value);
     }
 }

@@ -204,9 +204,6 @@ where
         let route = config.route_for(self.key.as_ref().expect("a hit has a key").path());
         let mut merged = headers::updated_with_304(&previous.header_map(), answer);
         let mut updated = previous.clone();
-        if let Some(value) = answer.get(LAST_MODIFIED).and_then(|v| v.to_str().ok()) {
-            updated.last_modified = Some(value.to_owned());
-        }
         // New tags replace the old ones, as they would on a 200; route tags always apply.
         let tags = headers::tags_in(answer, SURROGATE_KEY);
         if !tags.is_empty() {
@@ -262,7 +259,7 @@ fn same_representation(meta: &EntryMeta, head: &HeaderMap) -> bool {
         }
     }
     if let Some(modified) = text(LAST_MODIFIED) {
-        if meta.last_modified.as_deref() != Some(modified) {
+        if meta.last_modified() != Some(modified) {
             return false;
         }
     }
