@@ -162,7 +162,7 @@ impl Namespace {
 
     /// The key of the head record of a resource.
     pub fn head_key(&self, resource: &ResourceKey) -> String {
-        self.key("u", &resource.digest().to_string())
+        self.key("u", std::str::from_utf8(&resource.digest().hex()).expect("hex digits are ASCII"))
     }
 
     /// The key of the entry of one Vary variant.
@@ -279,15 +279,35 @@ impl Digest {
     }
 }
 
+impl Digest {
+    /// The 32 lower-case hex digits of the digest, without `core::fmt`: every key name carries one, and
+    /// `{:032x}` on a `u128` was a visible share of a lookup's CPU.
+    fn hex(&self) -> [u8; 32] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 32];
+        for (i, digit) in out.iter_mut().enumerate() {
+            *digit = DIGITS[((self.0 >> (124 - 4 * i)) & 0xf) as usize];
+        }
+        out
+    }
+}
+
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
+        f.write_str(std::str::from_utf8(&self.hex()).expect("hex digits are ASCII"))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digests_print_as_32_lower_case_hex_digits() {
+        for value in [0u128, 0xab, u128::MAX, 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210] {
+            assert_eq!(Digest(value).to_string(), format!("{value:032x}"));
+        }
+    }
 
     #[test]
     fn every_key_is_a_valid_memcached_key() {

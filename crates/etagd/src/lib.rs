@@ -5,6 +5,7 @@
 //! - [`proxy`]: the inbound transport: client connections into runs of the library's exchange;
 //! - [`origin`]: the outbound transport: the app as the exchange's upstream;
 //! - [`admin`]: the admin port;
+//! - [`logging`]: the buffered log writer and the access log's formatter;
 //! - [`metrics`]: Prometheus metrics.
 //!
 //! [`start`] builds everything and binds; `main.rs` only adds the runtime, logging and signals. Tests call
@@ -12,6 +13,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod logging;
 pub mod metrics;
 pub mod origin;
 pub mod proxy;

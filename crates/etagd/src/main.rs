@@ -9,7 +9,7 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser;
-use etagd::config::{Args, Config, LogFormat};
+use etagd::config::{Args, Config};
 
 fn main() -> ExitCode {
     let config = match Config::from_args(Args::parse()) {
@@ -19,7 +19,13 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
-    let _logs = init_logging(config.log_format);
+    let _logs = match etagd::logging::init(config.log_format) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("etagd: cannot start the log writer thread: {error}");
+            return ExitCode::from(1);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(config.workers).enable_all().build()
     {
         Ok(runtime) => runtime,
@@ -64,24 +70,4 @@ async fn wait_for_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-}
-
-/// Logs go to stdout through a writer thread: the access log writes a line per request, and formatting it on
-/// the request's thread but handing the write to another keeps a syscall per request off the hot path. The
-/// writer thread buffers what it drains and flushes when the queue is empty, so under load one `write` carries
-/// many lines (Rust's stdout alone flushes at every newline: a syscall a request, on the same two cores as the
-/// proxy). The guard flushes what is queued when `main` returns. Colour only on a terminal: escape codes in a log file or a
-/// collector's pipe are noise.
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ETAGD_LOG").unwrap_or_else(|_| "info".into());
-    let ansi = std::io::stdout().is_terminal();
-    let (writer, guard) =
-        tracing_appender::non_blocking(std::io::BufWriter::with_capacity(64 << 10, std::io::stdout()));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-    guard
 }
