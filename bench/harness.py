@@ -266,6 +266,8 @@ def prepare(scenario: str, base_url: str, lua_path: str, server: str = "") -> in
         value = resp_headers.get(name)
         if value is None:
             continue
+        if name == "etag" and spec.distinct:
+            continue  # a new one per URL: it would make every round's note differ
         if name == "x-varnish":
             # Two transaction ids mean the object came from the cache; one means a fetch from the backend.
             value = "hit" if len(value.split()) == 2 else "miss"

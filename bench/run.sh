@@ -315,12 +315,16 @@ is_unavailable() { cut -f1 "$UNAVAILABLE" | grep -qxF -- "$1"; }
 ROOT_USER=()
 ((EUID == 0)) && ROOT_USER=(-u root)
 
+# Like Varnish's malloc: room for every object of a run, so that the misses of one round (miss-2k's small items,
+# miss-ttfb's 8 MiB bodies) do not take the slab pages the next round's hits need.
+MEMCACHED_MB=1024
+
 # start_memcached NAME: prints the port. memcached cannot report a port it chose, so pick one and retry on a clash.
 start_memcached() {
   local name=$1 _attempt port pid
   for _attempt in 1 2 3; do
     port=$(free_ports 1)
-    memcached -l 127.0.0.1 -p "$port" -U 0 -m 256 -t 1 "${ROOT_USER[@]}" >"$TMP/$name.log" 2>&1 &
+    memcached -l 127.0.0.1 -p "$port" -U 0 -m "$MEMCACHED_MB" -t 1 "${ROOT_USER[@]}" >"$TMP/$name.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
     if wait_port "$port" "$pid" 10; then
@@ -711,7 +715,7 @@ if [[ -n $(git -C "$REPO" status --porcelain 2>/dev/null | head -n1) ]]; then CO
   echo "warmup=$WARMUP"
   echo "threads=$THREADS"
   echo "quiet_pct=$QUIET_PCT"
-  settings="memcached -U 0 -m 256 -t 1 (one per etagd variant x --memcached-servers, one for limit, one for nginx-memcached); varnishd -s malloc,$VARNISH_MALLOC, default thread pools, JSON up to 1 MiB stored gzipped; nginx worker_processes $NGINX_CHOICE, proxy_cache files in $(dirname "$NGINX_CACHE_ROOT")"
+  settings="memcached -U 0 -m $MEMCACHED_MB -t 1 (one per etagd variant x --memcached-servers, one for limit, one for nginx-memcached); varnishd -s malloc,$VARNISH_MALLOC, default thread pools, JSON up to 1 MiB stored gzipped; nginx worker_processes $NGINX_CHOICE, proxy_cache files in $(dirname "$NGINX_CACHE_ROOT")"
   [[ -n ${NGINX_PROBE-} ]] && settings+=" ($NGINX_PROBE)"
   settings+="; demo-origin with default tokio workers (one per CPU)"
   [[ -n $ETAGD_WORKERS ]] && settings+="; etagd --workers $ETAGD_WORKERS"
