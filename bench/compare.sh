@@ -6,7 +6,7 @@
 #   bench/compare.sh OLD_ETAGD NEW_ETAGD [ROUNDS] [SECONDS]
 #
 # Build the old binary from a worktree of the commit to compare against (git worktree add /tmp/old <commit>;
-# cargo build --release -p etagd there); the new one is target/release/etagd. Loopback only; bounded in time.
+# cargo build --release -p etagd there); the new one is $CARGO_TARGET_DIR/release/etagd (default target/). Loopback only; bounded in time.
 set -euo pipefail
 OLD=${1:?usage: bench/compare.sh OLD_ETAGD NEW_ETAGD [ROUNDS] [SECONDS]}
 NEW=${2:?usage: bench/compare.sh OLD_ETAGD NEW_ETAGD [ROUNDS] [SECONDS]}
@@ -17,7 +17,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 read -r MC_PORT ORIGIN_PORT A_PORT A_ADMIN B_PORT B_ADMIN C_PORT C_ADMIN <<<"$(free_ports 8)"
 memcached "${as_root[@]}" -l 127.0.0.1 -p "$MC_PORT" -U 0 -m 256 &
 PIDS+=($!)
-"${CARGO_TARGET_DIR:-$REPO/target}/release/demo-origin" --listen "127.0.0.1:$ORIGIN_PORT" >"$TMP/origin.log" 2>&1 &
+"$BIN_DIR/demo-origin" --listen "127.0.0.1:$ORIGIN_PORT" >"$TMP/origin.log" 2>&1 &
 PIDS+=($!)
 start() { # name binary port admin [env...]
   local name=$1 binary=$2 port=$3 admin=$4

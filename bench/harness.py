@@ -6,9 +6,11 @@ run.sh owns the processes and the wrk runs; this file owns everything that parse
   free-ports N                      print N distinct free loopback ports
   mc-gets PORT[,PORT...]            print the sum of memcached's cmd_get over those servers
   mc-set PORT KEY URL               fetch URL and store its body in memcached under KEY (for nginx memcached_pass)
-  prepare SCENARIO BASE_URL LUA     warm a server up for a scenario, check its answers, write the wrk Lua script;
+  prepare SCENARIO BASE_URL LUA [--server NAME]
+                                    warm a server up for a scenario, check its answers, write the wrk Lua script;
                                     prints one line of notes; exit 0 = run it, 3 = scenario not applicable
   row ...                           parse one wrk output and append a row to raw.csv
+  ttfb ...                          time to first byte of N sequential misses (a new URL each) into ttfb.csv
   tree-jiffies PID                  print the CPU jiffies used so far by every live descendant of PID
   summary RUN_DIR [--keep-disturbed]  write RUN_DIR/summary.md from raw.csv, meta.env, notes.tsv, unavailable.tsv
   scenarios                         print the scenario names
@@ -21,23 +23,53 @@ import csv
 import http.client
 import os
 import re
+import secrets
 import socket
 import statistics
 import sys
+import time
 import urllib.parse
 from collections import defaultdict
+from dataclasses import dataclass, field
 
-# Scenario name -> (path, request headers, expected status, expected body length or None, expect gzip).
+
+@dataclass(frozen=True)
+class Scenario:
+    """What one wrk scenario requests and what a correct answer looks like."""
+
+    path: str
+    headers: dict[str, str] = field(default_factory=dict)
+    status: int = 200
+    # Exact body length, or a lower bound for generated JSON whose length is "about n".
+    length: int | None = None
+    min_length: int | None = None
+    # Content-Encodings the answer may carry; empty = it must be identity.
+    encodings: tuple[str, ...] = ()
+    # Every request a URL never asked before (a query counter), so every request is a miss.
+    distinct: bool = False
+
+
 # The 304 scenario's If-None-Match is filled in from the ETag the server itself returns on a warm-up request.
-SCENARIOS: dict[str, tuple[str, dict[str, str], int, int | None, bool]] = {
-    "hit-2k": ("/bytes/2048", {}, 200, 2048, False),
-    "hit-64k": ("/bytes/65536", {}, 200, 65536, False),
-    "304": ("/bytes/2048", {}, 304, 0, False),
-    "json-gzip": ("/json/65536", {"Accept-Encoding": "gzip"}, 200, None, True),
-    "json-identity": ("/json/65536", {}, 200, None, False),
+# The order is the run order within a round: the distinct-URL scenario fills caches, so it runs last (and the
+# next round's warm-up refills whatever it evicted).
+SCENARIOS: dict[str, Scenario] = {
+    "hit-2k": Scenario("/bytes/2048", length=2048),
+    "hit-64k": Scenario("/bytes/65536", length=65536),
+    "304": Scenario("/bytes/2048", status=304, length=0),
+    "json-gzip": Scenario("/json/65536", {"Accept-Encoding": "gzip"}, encodings=("gzip",)),
+    "json-identity": Scenario("/json/65536"),
+    "hit-8m": Scenario("/json/8388608", min_length=8_300_000),
+    "miss-2k": Scenario("/json/2048", {"Accept-Encoding": "gzip, br"}, encodings=("gzip", "br"), distinct=True),
 }
 SCENARIO_ORDER = list(SCENARIOS)
-PEERS = ["varnish", "nginx-proxy-cache", "nginx-memcached"]
+# The ceiling stand-in serves two fixed paths only; demo-origin serves the same bytes under them (`/b2k.json` is
+# `/bytes/2048`), so its 304, hit-2k and hit-64k rows move the same bodies as everyone else's.
+SERVER_PATHS: dict[str, dict[str, str]] = {"limit": {"/bytes/2048": "/b2k.json", "/bytes/65536": "/b64k.json"}}
+PEERS = ["limit", "varnish", "nginx-proxy-cache", "nginx-memcached"]
+# Peers whose per-round ratios are listed beside the medians: the targets of issues 16 and 18 are set against them.
+ROUND_RATIO_PEERS = ["limit", "nginx-proxy-cache", "varnish"]
+TTFB_FIELDS = ["round", "server", "request", "status", "first_byte_ms", "first_body_byte_ms", "total_ms",
+               "body_bytes", "background_busy_pct", "note"]
 WARMUP_REQUESTS = 5
 NOT_AVAILABLE = "not available"
 # Share of the machine's CPU that others may use during a run before the summary flags it.
@@ -97,7 +129,8 @@ def fetch(url: str, headers: dict[str, str], conn: http.client.HTTPConnection | 
     if own:
         conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
     try:
-        conn.request("GET", parts.path or "/", headers=headers)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        conn.request("GET", target, headers=headers)
         resp = conn.getresponse()
         body = resp.read()
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
@@ -162,13 +195,36 @@ end
 """
 
 
-def prepare(scenario: str, base_url: str, lua_path: str) -> int:
-    path, headers, want_status, want_len, want_gzip = SCENARIOS[scenario]
-    headers = dict(headers)
+# Each wrk thread numbers its own requests; the token (new per prepare) and BENCH_PHASE (set by run.sh to tell the
+# warm-up from the measured run) keep every URL of the whole run distinct.
+LUA_DISTINCT = r"""
+local token = TOKEN .. (os.getenv("BENCH_PHASE") or "")
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("thread_id", threads)
+end
+local prefix, counter
+function init(args)
+  prefix = wrk.path .. "?miss=" .. token .. "-" .. tostring(thread_id or 0) .. "-"
+  counter = 0
+end
+function request()
+  counter = counter + 1
+  return wrk.format(nil, prefix .. counter)
+end
+"""
+
+
+def prepare(scenario: str, base_url: str, lua_path: str, server: str = "") -> int:
+    spec = SCENARIOS[scenario]
+    path = SERVER_PATHS.get(server, {}).get(spec.path, spec.path)
+    headers = dict(spec.headers)
     url = base_url.rstrip("/") + path
+    token = secrets.token_hex(4)
     notes: list[str] = []
     parts = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
     try:
         if scenario == "304":
             status, resp_headers, _ = fetch(url, {}, conn)
@@ -180,30 +236,38 @@ def prepare(scenario: str, base_url: str, lua_path: str) -> int:
         status = 0
         resp_headers: dict[str, str] = {}
         body = b""
-        for _ in range(WARMUP_REQUESTS):
-            status, resp_headers, body = fetch(url, headers, conn)
+        for i in range(WARMUP_REQUESTS):
+            # A distinct-URL scenario warms up on URLs of its own: the answers checked are misses, like the run's.
+            target = f"{url}?miss={token}-warm-{i}" if spec.distinct else url
+            status, resp_headers, body = fetch(target, headers, conn)
     except (OSError, http.client.HTTPException) as error:
         print(f"not applicable: warm-up failed: {error}")
         return 3
     finally:
         conn.close()
 
-    if status != want_status:
-        notes.append(f"CHECK FAILED: answered {status}, expected {want_status}")
-    if want_len is not None and status == want_status and len(body) != want_len:
-        notes.append(f"CHECK FAILED: body {len(body)} bytes, expected {want_len}")
+    if status != spec.status:
+        notes.append(f"CHECK FAILED: answered {status}, expected {spec.status}")
     encoding = resp_headers.get("content-encoding", "")
-    if want_gzip and encoding != "gzip":
-        notes.append("not compressed (no Content-Encoding: gzip)")
-    if not want_gzip and encoding:
+    if spec.length is not None and status == spec.status and len(body) != spec.length:
+        notes.append(f"CHECK FAILED: body {len(body)} bytes, expected {spec.length}")
+    if spec.min_length is not None and status == spec.status and not encoding and len(body) < spec.min_length:
+        notes.append(f"CHECK FAILED: body {len(body)} bytes, expected at least {spec.min_length}")
+    if spec.encodings and encoding not in spec.encodings:
+        notes.append(f"not compressed (no Content-Encoding: {' or '.join(spec.encodings)})")
+    if not spec.encodings and encoding:
         notes.append(f"CHECK FAILED: Content-Encoding {encoding} without Accept-Encoding")
-    if scenario.startswith("json"):
-        notes.append(f"body {len(body)} B")
+    if scenario.startswith("json") or scenario.startswith("miss") or scenario == "hit-8m":
+        notes.append(f"body {len(body)} B{' ' + encoding if encoding else ''}")
+    if path != spec.path:
+        notes.append(f"path {path}")
     seen = []
     for name in CACHE_HEADERS:
         value = resp_headers.get(name)
         if value is None:
             continue
+        if name == "etag" and spec.distinct:
+            continue  # a new one per URL: it would make every round's note differ
         if name == "x-varnish":
             # Two transaction ids mean the object came from the cache; one means a fetch from the backend.
             value = "hit" if len(value.split()) == 2 else "miss"
@@ -216,6 +280,8 @@ def prepare(scenario: str, base_url: str, lua_path: str) -> int:
     lines = [f"-- generated by bench/harness.py: scenario {scenario}, {url}", f"wrk.path = {lua_string(path)}"]
     for name, value in headers.items():
         lines.append(f"wrk.headers[{lua_string(name)}] = {lua_string(value)}")
+    if spec.distinct:
+        lines.append(LUA_DISTINCT.replace("TOKEN", lua_string(token)))
     with open(lua_path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n" + LUA_DONE)
     print(" | ".join(notes))
@@ -296,6 +362,67 @@ def append_row(raw: str, record: dict[str, str]) -> None:
         writer.writerow(record)
 
 
+# === ttfb: time to the first byte of a miss ===
+
+
+def time_one(host: str, port: int, target: str, timeout: float) -> tuple[int, float, float, float, int]:
+    """One GET on a new connection: (status, ms to the first response byte, ms to the first body byte, ms to the
+    end, body bytes). The clock starts before connecting, as curl's time_starttransfer does."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        start = time.perf_counter()
+        conn.connect()
+        conn.request("GET", target, headers={"Connection": "close"})
+        # Peeking leaves the byte for the parser: this is when the status line's first byte arrived.
+        assert conn.sock is not None
+        conn.sock.recv(1, socket.MSG_PEEK)
+        first = time.perf_counter()
+        resp = conn.getresponse()
+        head = resp.read(1)
+        first_body = time.perf_counter()
+        rest = resp.read()
+        end = time.perf_counter()
+        return resp.status, (first - start) * 1e3, (first_body - start) * 1e3, (end - start) * 1e3, len(head) + len(rest)
+    finally:
+        conn.close()
+
+
+def ttfb(args: argparse.Namespace) -> None:
+    parts = urllib.parse.urlsplit(args.url)
+    expected = None
+    if args.expect_from:
+        status, _, body = fetch(args.expect_from, {})
+        expected = len(body) if status == 200 else None
+    token = secrets.token_hex(4)
+    new_file = not os.path.exists(args.csv)
+    firsts = []
+    with open(args.csv, "a", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=TTFB_FIELDS)
+        if new_file:
+            writer.writeheader()
+        for i in range(args.requests):
+            # A URL no one asked before, so each request is a miss (the origin ignores the extra parameter).
+            target = f"{args.path}{'&' if '?' in args.path else '?'}miss={token}-{i}"
+            record = {k: "" for k in TTFB_FIELDS}
+            record.update(round=args.round, server=args.server, request=i + 1,
+                          background_busy_pct=args.background_pct)
+            try:
+                status, first, first_body, total, size = time_one(parts.hostname, parts.port, target, args.timeout)
+                record.update(status=status, first_byte_ms=f"{first:.3f}", first_body_byte_ms=f"{first_body:.3f}",
+                              total_ms=f"{total:.1f}", body_bytes=size)
+                if status != 200:
+                    record["note"] = f"answered {status}"
+                elif expected is not None and size != expected:
+                    record["note"] = f"body {size} bytes, expected {expected}"
+                else:
+                    firsts.append(first)
+            except (OSError, http.client.HTTPException) as error:
+                record["note"] = f"failed: {error}"
+            writer.writerow(record)
+    med = f"{statistics.median(firsts):.2f}" if firsts else "-"
+    print(f"  {args.server:<18} {'miss-ttfb':<14} {len(firsts)}/{args.requests} good, median first byte {med} ms")
+
+
 # === summary ===
 
 
@@ -333,6 +460,12 @@ def median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def p90(values: list[float]) -> float | None:
+    if len(values) < 2:
+        return values[0] if values else None
+    return statistics.quantiles(values, n=10, method="inclusive")[8]
+
+
 def fmt(value: float | None, digits: int = 0) -> str:
     if value is None:
         return "-"
@@ -354,8 +487,11 @@ def is_disturbed(r: dict[str, str], quiet_limit: float) -> bool:
 def summary(run_dir: str, keep_disturbed: bool = False) -> None:
     meta = read_meta(os.path.join(run_dir, "meta.env"))
     quiet_limit = fnum(meta.get("quiet_pct", "")) or 10.0
-    with open(os.path.join(run_dir, "raw.csv"), newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    rows: list[dict[str, str]] = []
+    # A run of miss-ttfb alone writes ttfb.csv and no raw.csv.
+    if os.path.exists(os.path.join(run_dir, "raw.csv")):
+        with open(os.path.join(run_dir, "raw.csv"), newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
     notes: dict[tuple[str, str], list[str]] = defaultdict(list)
     for fields in read_tsv(os.path.join(run_dir, "notes.tsv")):
         text = normalize_note(fields[2]) if len(fields) >= 3 else ""
@@ -402,7 +538,8 @@ def summary(run_dir: str, keep_disturbed: bool = False) -> None:
     w("Each figure is the median over rounds (rounds disturbed by another process are left out while a clean one "
       "remains; `rounds` says how many were used). rps counts 2xx/3xx answers only. CPU/req is whole-machine busy CPU "
       "(all processes, /proc/stat) during the wrk run divided by those answers. gets/req is memcached `cmd_get` "
-      "(delta over the run) per answer, for servers that use memcached.")
+      "(delta over the run) per answer, for servers that use memcached. In `miss-2k` every request is a new URL, so "
+      "req/s is misses/s and CPU us/req is CPU per miss.")
     w("")
     if unavailable:
         w("## Not available in this run")
@@ -443,6 +580,7 @@ def summary(run_dir: str, keep_disturbed: bool = False) -> None:
                   f"{fmt(med(key, 'gets_per_req'), 3)} | {err_cell} | {len(used[key])}/{len(group)} | "
                   f"{note.replace('|', '/')} |")
         w("")
+        round_ratio_tables(w, groups, servers, scenarios, c, None if keep_disturbed else quiet_limit)
 
     if len(connections) > 1:
         w("## Scaling with connections (median req/s; p99 ms in brackets)")
@@ -498,6 +636,8 @@ def summary(run_dir: str, keep_disturbed: bool = False) -> None:
     if not noisy and not disturbed:
         w("")
 
+    ttfb_section(w, run_dir)
+
     w("## etagd vs peers (same run)")
     w("")
     w("Ratio = etagd / peer, computed within each round (the two servers ran minutes apart at most), then the median over rounds (range in "
@@ -526,6 +666,8 @@ def summary(run_dir: str, keep_disturbed: bool = False) -> None:
                 w("| scenario | " + " | ".join(f"req/s vs {p} | CPU/req vs {p}" for p in peers) + " |")
                 w("|---|" + "---:|---:|" * len(peers))
                 for scenario in scenarios:
+                    if (etagd, scenario, c) not in groups:
+                        continue
                     cells = []
                     for peer in peers:
                         for field in ("rps", "cpu_us_per_req"):
@@ -536,6 +678,101 @@ def summary(run_dir: str, keep_disturbed: bool = False) -> None:
     with open(os.path.join(run_dir, "summary.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(out))
     print("\n".join(out))
+
+
+def round_ratio_tables(w, groups, servers, scenarios, c, quiet_limit) -> None:
+    """etagd / peer req/s for every round, beside the medians: a 5 % target sits inside one round's noise, so the
+    spread over rounds is what says whether it is met."""
+    etagds = [s for s in servers if s.startswith("etagd") and any(k[0] == s and k[2] == c for k in groups)]
+    rounds = sorted({r["round"] for g in groups.values() for r in g}, key=lambda x: int(x) if x.isdigit() else 0)
+    for etagd in etagds:
+        rows = []
+        for peer in ROUND_RATIO_PEERS:
+            for scenario in scenarios:
+                mine = {r["round"]: r for r in groups.get((etagd, scenario, c), [])}
+                theirs = {r["round"]: r for r in groups.get((peer, scenario, c), [])}
+                cells, clean, every = [], [], []
+                for k in rounds:
+                    a, b = mine.get(k), theirs.get(k)
+                    if not a or not b or not fnum(a["rps"]) or not fnum(b["rps"]):
+                        cells.append("-")
+                        continue
+                    ratio = fnum(a["rps"]) / fnum(b["rps"])
+                    every.append(ratio)
+                    disturbed = quiet_limit is not None and (is_disturbed(a, quiet_limit) or is_disturbed(b, quiet_limit))
+                    if not disturbed:
+                        clean.append(ratio)
+                    cells.append(f"{ratio:.2f}{'~' if disturbed else ''}")
+                if every:
+                    used = clean or every
+                    rows.append(f"| {peer} | {scenario} | {statistics.median(used):.2f} | {min(used):.2f} | "
+                                + " | ".join(cells) + " |")
+        if not rows:
+            continue
+        w(f"### Per-round req/s ratios, {etagd} / peer, {c} connections")
+        w("")
+        w("Each round's ratio of the two servers' runs in that round; `~` = one of the two runs was disturbed (left "
+          "out of the median and the minimum while a clean round remains).")
+        w("")
+        w("| peer | scenario | median | min | " + " | ".join(f"round {k}" for k in rounds) + " |")
+        w("|---|---|---:|---:|" + "---:|" * len(rounds))
+        for line in rows:
+            w(line)
+        w("")
+
+
+def ttfb_section(w, run_dir: str) -> None:
+    path = os.path.join(run_dir, "ttfb.csv")
+    if not os.path.exists(path):
+        return
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    good = [r for r in rows if not r["note"] and fnum(r["first_byte_ms"]) is not None]
+    servers = server_order(sorted({r["server"] for r in rows}))
+    rounds = sorted({r["round"] for r in rows}, key=lambda x: int(x) if x.isdigit() else 0)
+
+    def values(server, column, rnd=None):
+        return [fnum(r[column]) for r in good if r["server"] == server and (rnd is None or r["round"] == rnd)]
+
+    w("## Miss time to first byte (streamed 8 MiB body)")
+    w("")
+    w("Sequential GETs, one per new connection, each a URL never asked before (so every one is a miss through a "
+      "cache), against an origin that sends an 8 MiB JSON body in pieces spread over about one second, no "
+      "Accept-Encoding. First byte = the status line's first byte arrived (clock started before connecting, like "
+      "curl's `time_starttransfer`); first body byte = the body's first byte was read; total = the whole body read.")
+    w("")
+    w("| server | requests | first byte p50 ms | first byte p90 ms | first body byte p50 ms | p90 ms | total p50 ms | "
+      "failed |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for server in servers:
+        failed = sum(1 for r in rows if r["server"] == server and r["note"])
+        w(f"| {server} | {len(values(server, 'first_byte_ms'))} | {fmt(median(values(server, 'first_byte_ms')), 2)} | "
+          f"{fmt(p90(values(server, 'first_byte_ms')), 2)} | {fmt(median(values(server, 'first_body_byte_ms')), 2)} | "
+          f"{fmt(p90(values(server, 'first_body_byte_ms')), 2)} | {fmt(median(values(server, 'total_ms')), 1)} | "
+          f"{'**' + str(failed) + '**' if failed else 0} |")
+    w("")
+    failures = [r for r in rows if r["note"]]
+    for r in failures[:10]:
+        w(f"- failed: {r['server']} round {r['round']} request {r['request']}: {r['note']}")
+    if failures:
+        w("")
+    if "origin" not in servers:
+        return
+    w("Ratio to the origin alone (above 1 = later than the origin; the issue's target is at most 1.10 on the first "
+      "byte), over all requests and per round (medians):")
+    w("")
+    w("| server | figure | p50 ratio | p90 ratio | " + " | ".join(f"round {k}" for k in rounds) + " |")
+    w("|---|---|---:|---:|" + "---:|" * len(rounds))
+    for server in servers:
+        if server == "origin":
+            continue
+        for column, label in (("first_byte_ms", "first byte"), ("first_body_byte_ms", "first body byte")):
+            def ratio(fn, rnd=None):
+                mine, base = fn(values(server, column, rnd)), fn(values("origin", column, rnd))
+                return f"{mine / base:.2f}" if mine is not None and base else "-"
+            per_round = [ratio(median, k) for k in rounds]
+            w(f"| {server} | {label} | {ratio(median)} | {ratio(p90)} | " + " | ".join(per_round) + " |")
+    w("")
 
 
 def ratio_cell(groups, etagd, peer, scenario, c, field, errored, suspect, quiet_limit) -> str:
@@ -571,6 +808,7 @@ def main() -> int:
     p.add_argument("scenario", choices=SCENARIO_ORDER)
     p.add_argument("base_url")
     p.add_argument("lua")
+    p.add_argument("--server", default="", help="server name, for servers that serve the scenario under another path")
     p = sub.add_parser("row")
     p.add_argument("--raw", required=True)
     p.add_argument("--round", required=True)
@@ -587,6 +825,16 @@ def main() -> int:
     p.add_argument("--background-pct", default="", help="machine busy %% just before the run")
     p.add_argument("--foreign-jiffies", type=int, help="process CPU during the run not used by the harness's own")
     p.add_argument("--nproc", type=int, default=0)
+    p = sub.add_parser("ttfb")
+    p.add_argument("--csv", required=True)
+    p.add_argument("--round", required=True)
+    p.add_argument("--server", required=True)
+    p.add_argument("--url", required=True, help="the server's base URL")
+    p.add_argument("--path", required=True, help="path (and query) of the streamed route")
+    p.add_argument("--requests", type=int, default=10)
+    p.add_argument("--timeout", type=float, default=30.0)
+    p.add_argument("--expect-from", help="URL whose body length every answer must have")
+    p.add_argument("--background-pct", default="")
     p = sub.add_parser("summary")
     p.add_argument("run_dir")
     p.add_argument("--keep-disturbed", action="store_true", help="use every round, even disturbed ones")
@@ -601,9 +849,11 @@ def main() -> int:
     elif args.command == "mc-set":
         mc_set(args.port, args.key, args.url)
     elif args.command == "prepare":
-        return prepare(args.scenario, args.base_url, args.lua)
+        return prepare(args.scenario, args.base_url, args.lua, args.server)
     elif args.command == "row":
         row(args)
+    elif args.command == "ttfb":
+        ttfb(args)
     elif args.command == "tree-jiffies":
         print(tree_jiffies(args.root))
     elif args.command == "summary":

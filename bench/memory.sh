@@ -25,9 +25,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 read -r MC ORIGIN PROXY ADMIN <<<"$(free_ports 4)"
 memcached -l 127.0.0.1 -p "$MC" -U 0 -m 1024 -t 1 "${as_root[@]}" & PIDS+=($!)
-"$REPO/target/release/demo-origin" --listen "127.0.0.1:$ORIGIN" >"$TMP/origin.log" 2>&1 & PIDS+=($!)
+"$BIN_DIR/demo-origin" --listen "127.0.0.1:$ORIGIN" >"$TMP/origin.log" 2>&1 & PIDS+=($!)
 sleep 0.3
-ETAGD_LOG=warn "$REPO/target/release/etagd" --listen "127.0.0.1:$PROXY" --admin-listen "127.0.0.1:$ADMIN" \
+ETAGD_LOG=warn "$BIN_DIR/etagd" --listen "127.0.0.1:$PROXY" --admin-listen "127.0.0.1:$ADMIN" \
   --upstream "http://127.0.0.1:$ORIGIN" --memcached "127.0.0.1:$MC" --namespace "mem$$" \
   --body-cache-bytes "$BODY_CACHE" >"$TMP/etagd.log" 2>&1 & ETAGD=$!
 PIDS+=($ETAGD)

@@ -22,7 +22,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 read -r MC ORIGIN P_PLAIN A_PLAIN P_TAGGED A_TAGGED <<<"$(free_ports 6)"
 memcached -l 127.0.0.1 -p "$MC" -U 0 -m 256 -t 1 "${as_root[@]}" & PIDS+=($!)
-"$REPO/target/release/demo-origin" --listen "127.0.0.1:$ORIGIN" >"$TMP/origin.log" 2>&1 & PIDS+=($!)
+"$BIN_DIR/demo-origin" --listen "127.0.0.1:$ORIGIN" >"$TMP/origin.log" 2>&1 & PIDS+=($!)
 cat >"$TMP/tagged.toml" <<TOML
 [[route]]
 prefix = "/bytes/"
@@ -31,7 +31,7 @@ TOML
 start() { # start PORT ADMIN NAMESPACE [--config FILE]
   local port=$1 admin=$2 ns=$3
   shift 3
-  ETAGD_LOG=warn "$REPO/target/release/etagd" --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
+  ETAGD_LOG=warn "$BIN_DIR/etagd" --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
     --upstream "http://127.0.0.1:$ORIGIN" --memcached "127.0.0.1:$MC" --namespace "$ns" "$@" \
     >"$TMP/etagd-$ns.log" 2>&1 &
   PIDS+=($!)

@@ -9,6 +9,7 @@ mod conditional;
 mod payload;
 mod routes;
 mod servers;
+mod stream;
 
 use std::io::Write;
 use std::sync::Arc;
