@@ -106,6 +106,10 @@ pub struct Args {
     /// Memcached I/O timeout per batch.
     #[arg(long, env = "ETAGD_MEMCACHED_TIMEOUT", value_parser = parse_duration, default_value = "100ms")]
     pub memcached_timeout: Duration,
+    /// Memcached I/O timeout of one read of a large body's chunks (own connections; its timing out fails that
+    /// response only and does not mark the server down).
+    #[arg(long, env = "ETAGD_MEMCACHED_BULK_TIMEOUT", value_parser = parse_duration, default_value = "2s")]
+    pub memcached_bulk_timeout: Duration,
     /// Memcached connect timeout.
     #[arg(long, env = "ETAGD_MEMCACHED_CONNECT_TIMEOUT", value_parser = parse_duration, default_value = "50ms")]
     pub memcached_connect_timeout: Duration,
@@ -256,6 +260,8 @@ pub struct Config {
     pub validator: ValidatorMode,
     /// Memcached I/O timeout.
     pub memcached_timeout: Duration,
+    /// See [`Args::memcached_bulk_timeout`].
+    pub memcached_bulk_timeout: Duration,
     /// Memcached connect timeout.
     pub memcached_connect_timeout: Duration,
     /// Memcached back-off after a failure.
@@ -565,6 +571,7 @@ impl Config {
             max_object_fraction,
             validator,
             memcached_timeout: args.memcached_timeout,
+            memcached_bulk_timeout: args.memcached_bulk_timeout,
             memcached_connect_timeout: args.memcached_connect_timeout,
             memcached_backoff: args.memcached_backoff,
             memcached_batch: args.memcached_batch,

@@ -91,6 +91,7 @@ async fn build_backend(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
         servers: config.memcached.clone(),
         connect_timeout: config.memcached_connect_timeout,
         io_timeout: config.memcached_timeout,
+        bulk_timeout: config.memcached_bulk_timeout,
         down_backoff: config.memcached_backoff,
         batch: config.memcached_batch,
         ..MemcachedConfig::default()

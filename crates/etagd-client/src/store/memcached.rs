@@ -57,6 +57,11 @@ pub struct MemcachedConfig {
     pub max_item_bytes: Option<usize>,
     /// Idle connections kept per server (default 16).
     pub max_idle: usize,
+    /// Limit on one read of large values (the chunks of a body larger than one item; default 2 s). Such a read
+    /// moves megabytes and queues behind other clients' at the server, so it gets its own connections and a
+    /// longer limit, and its timing out fails only the response it was for: it does not mark the server down
+    /// (the small reads every request makes decide that).
+    pub bulk_timeout: Duration,
     /// Coalesce the reads of concurrent callers into one pipelined write per server (default on). Off, each
     /// call's reads go out on their own; kept as a switch so the gain can be measured side by side.
     pub batch: bool,
@@ -71,6 +76,7 @@ impl Default for MemcachedConfig {
             down_backoff: Duration::from_secs(2),
             max_item_bytes: None,
             max_idle: 16,
+            bulk_timeout: Duration::from_secs(2),
             batch: true,
         }
     }
@@ -113,17 +119,20 @@ impl MemcachedStore {
                     detail: "listed twice; list each server once".to_owned(),
                 });
             }
-            let client = AsyncMetaClient::builder()
-                .connect_timeout(Some(config.connect_timeout))
-                .io_timeout(Some(config.io_timeout))
-                .max_idle(config.max_idle)
-                .connect_async(addr.as_str())
-                .await
-                .map_err(|error| StoreError::Server {
-                    server: addr.clone(),
-                    detail: format!("cannot resolve the address ({error}); write it as host:port"),
-                })?;
-            nodes.push(ServerNode::new(addr.clone(), client, &config));
+            let client = |io_timeout: Duration| {
+                AsyncMetaClient::builder()
+                    .connect_timeout(Some(config.connect_timeout))
+                    .io_timeout(Some(io_timeout))
+                    .max_idle(config.max_idle)
+                    .connect_async(addr.as_str())
+            };
+            let unresolved = |error: memcache::exp::Error| StoreError::Server {
+                server: addr.clone(),
+                detail: format!("cannot resolve the address ({error}); write it as host:port"),
+            };
+            let small = client(config.io_timeout).await.map_err(unresolved)?;
+            let bulk = client(config.bulk_timeout).await.map_err(unresolved)?;
+            nodes.push(ServerNode::new(addr.clone(), small, bulk, &config));
         }
         // Each server's item limit, read in parallel; a server that does not answer now is asked again later.
         futures_util::future::join_all(nodes.iter().map(ServerNode::learn_item_limit)).await;
@@ -313,5 +322,31 @@ mod tests {
         let store = MemcachedStore::connect(config).await.expect("connect does not dial");
         assert_eq!(store.servers(), ["127.0.0.1:1".to_owned()]);
         assert!(store.health()[0].up);
+    }
+
+    #[tokio::test]
+    async fn a_slow_bulk_read_fails_alone_and_leaves_the_server_up() {
+        use crate::store::{GetRequest, Store};
+        // A server that accepts connections and never answers: every read times out.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let _held = std::thread::spawn(move || {
+            let connections: Vec<_> = listener.incoming().take(8).collect();
+            std::thread::sleep(Duration::from_secs(5));
+            drop(connections);
+        });
+        let config = MemcachedConfig {
+            servers: vec![addr],
+            io_timeout: Duration::from_millis(50),
+            bulk_timeout: Duration::from_millis(80),
+            ..Default::default()
+        };
+        let store = MemcachedStore::connect(config).await.unwrap();
+        let results = store.get_many(&[GetRequest::bulk("etagd2:default:c:x:0")]).await;
+        assert!(matches!(results[0], Err(StoreError::Timeout { timeout, .. }) if timeout == Duration::from_millis(80)));
+        assert!(store.health()[0].up, "a bulk read running long does not mark the server down");
+        let results = store.get_many(&[GetRequest::plain("etagd2:default:u:x")]).await;
+        assert!(matches!(results[0], Err(StoreError::Timeout { .. })));
+        assert!(!store.health()[0].up, "the small reads every request makes still do");
     }
 }

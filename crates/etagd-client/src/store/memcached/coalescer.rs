@@ -159,10 +159,18 @@ async fn release_orphans(addr: String, client: AsyncMetaClient, releases: Vec<De
 }
 
 impl ServerNode {
-    /// Runs reads through the coalescer (or directly when batching is off), bounded by the deadline either way.
+    /// Runs reads through the coalescer (or directly when batching is off), bounded by the deadline either way;
+    /// bulk reads on their own client, bounded by the bulk limit.
     pub(super) async fn run_gets(&self, operations: Vec<Get>, bulk: bool) -> GetsReply {
-        let batcher = self.batcher.as_ref().filter(|_| !bulk);
-        let Some(batcher) = batcher else {
+        if bulk {
+            let deadline = self.connect_timeout + self.bulk_timeout;
+            return match tokio::time::timeout(deadline, self.bulk_client.run_many(operations)).await {
+                Ok(Ok(results)) => Ok(results.into_iter().map(|r| r.map_err(Arc::new)).collect()),
+                Ok(Err(error)) => Err(BatchFailure::Rejected(error.to_string())),
+                Err(_elapsed) => Err(BatchFailure::Timeout),
+            };
+        }
+        let Some(batcher) = self.batcher.as_ref() else {
             return match tokio::time::timeout(self.deadline(), self.client.run_many(operations)).await {
                 Ok(Ok(results)) => Ok(results.into_iter().map(|r| r.map_err(Arc::new)).collect()),
                 Ok(Err(error)) => Err(BatchFailure::Rejected(error.to_string())),

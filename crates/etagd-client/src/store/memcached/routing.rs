@@ -66,6 +66,9 @@ struct NodeState {
 pub(super) struct ServerNode {
     pub(super) addr: String,
     pub(super) client: AsyncMetaClient,
+    /// The client for bulk reads ([`MemcachedConfig::bulk_timeout`]): its own pool and its own time limit.
+    pub(super) bulk_client: AsyncMetaClient,
+    pub(super) bulk_timeout: Duration,
     /// The read coalescer, when batching is on.
     pub(super) batcher: Option<mpsc::UnboundedSender<Job>>,
     state: Mutex<NodeState>,
@@ -128,12 +131,19 @@ impl Drop for Pass<'_> {
 }
 
 impl ServerNode {
-    pub(super) fn new(addr: String, client: AsyncMetaClient, config: &MemcachedConfig) -> ServerNode {
+    pub(super) fn new(
+        addr: String,
+        client: AsyncMetaClient,
+        bulk_client: AsyncMetaClient,
+        config: &MemcachedConfig,
+    ) -> ServerNode {
         let deadline = config.connect_timeout + config.io_timeout;
         let batcher = config.batch.then(|| spawn_batcher(addr.clone(), client.clone(), deadline));
         ServerNode {
             addr,
             client,
+            bulk_client,
+            bulk_timeout: config.bulk_timeout,
             batcher,
             state: Mutex::new(NodeState::default()),
             connect_timeout: config.connect_timeout,
@@ -210,6 +220,10 @@ impl ServerNode {
 
     pub(super) fn timeout_error(&self) -> StoreError {
         StoreError::Timeout { server: self.addr.clone(), timeout: self.io_timeout }
+    }
+
+    pub(super) fn bulk_timeout_error(&self) -> StoreError {
+        StoreError::Timeout { server: self.addr.clone(), timeout: self.bulk_timeout }
     }
 
     /// Maps a client error to a store error, and says whether it is a transport failure (which marks the

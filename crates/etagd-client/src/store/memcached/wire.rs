@@ -112,6 +112,11 @@ impl ServerNode {
             }
         };
         match self.run_gets(operations, bulk).await {
+            // A bulk read that runs long says the server is busy moving megabytes, not that it is gone.
+            Err(BatchFailure::Timeout) if bulk => {
+                drop(pass);
+                (0..count).map(|_| Err(self.bulk_timeout_error())).collect()
+            }
             Err(BatchFailure::Timeout) => {
                 pass.failed(&self.timeout_error());
                 (0..count).map(|_| Err(self.timeout_error())).collect()
@@ -124,20 +129,25 @@ impl ServerNode {
                     .collect()
             }
             Ok(results) => {
+                let convert = |error: &memcache::exp::Error| match self.convert(error) {
+                    (StoreError::Timeout { .. }, transport) if bulk => (self.bulk_timeout_error(), transport),
+                    converted => converted,
+                };
                 let mut transport_failure: Option<StoreError> = None;
                 let mapped: Vec<Result<GetResult, StoreError>> = results
                     .into_iter()
                     .map(|result| {
                         result.map_err(|error| {
-                            let (converted, transport) = self.convert(&error);
+                            let (converted, transport) = convert(&error);
                             if transport && transport_failure.is_none() {
-                                transport_failure = Some(self.convert(&error).0);
+                                transport_failure = Some(convert(&error).0);
                             }
                             converted
                         })
                     })
                     .collect();
                 match transport_failure {
+                    Some(StoreError::Timeout { .. }) if bulk => drop(pass),
                     Some(error) => pass.failed(&error),
                     None => pass.succeeded(),
                 }
