@@ -195,7 +195,7 @@ impl Namespace {
 
     /// The key of one tag's generation.
     pub fn tag_generation_key(&self, tag: &str) -> String {
-        self.key("g", &format!("t:{}", Digest::of(tag.as_bytes())))
+        self.key("g", &tag_generation_suffix(tag))
     }
 
     /// The key of the fence for one server (by its configured address): written on every other server when an
@@ -252,7 +252,7 @@ impl BridgedNames<'_> {
 
     /// `<schema>:<ns>:g:t:<xxh3_128(tag)>`: bumped by that schema's tag invalidations.
     pub fn tag_generation_key(&self, tag: &str) -> String {
-        self.namespace.key_in(self.schema, "g", &format!("t:{}", Digest::of(tag.as_bytes())))
+        self.namespace.key_in(self.schema, "g", &tag_generation_suffix(tag))
     }
 }
 
@@ -277,6 +277,15 @@ impl Digest {
     pub fn of(bytes: &[u8]) -> Self {
         Self(xxh3_128(bytes))
     }
+}
+
+/// `t:<xxh3_128(tag)>`, the part of a tag counter's key after the kind, without `core::fmt` (every lookup names
+/// its tag counters).
+fn tag_generation_suffix(tag: &str) -> String {
+    let mut suffix = String::with_capacity(34);
+    suffix.push_str("t:");
+    suffix.push_str(std::str::from_utf8(&Digest::of(tag.as_bytes()).hex()).expect("hex digits are ASCII"));
+    suffix
 }
 
 impl Digest {

@@ -52,7 +52,12 @@ pub fn is_prefix_tag(tag: &str) -> bool {
 
 /// The one place a prefix tag's name is written.
 fn prefix_tag(scheme: &str, host: &str, prefix: &str) -> String {
-    format!("{PREFIX_TAG}{scheme}://{host}{prefix}")
+    // By hand rather than with `format!`: every lookup names its prefix tags.
+    let mut tag = String::with_capacity(PREFIX_TAG.len() + scheme.len() + 3 + host.len() + prefix.len());
+    for part in [PREFIX_TAG, scheme, "://", host, prefix] {
+        tag.push_str(part);
+    }
+    tag
 }
 
 /// A path prefix to purge, named as clients see it (`http://host/api/`), checked against the configured depth.

@@ -44,7 +44,13 @@ impl ResourceKey {
         };
         let path = if path.is_empty() { "/".to_owned() } else { normalise_percent(path) };
         let query = normalise_query(query);
-        let canonical = format!("GET\n{scheme}\n{host}\n{path}\n{query}");
+        // Built by hand rather than with `format!`: this runs on every request.
+        let mut canonical = String::with_capacity(8 + scheme.len() + host.len() + path.len() + query.len());
+        for part in ["GET", &scheme, &host, &path] {
+            canonical.push_str(part);
+            canonical.push('\n');
+        }
+        canonical.push_str(&query);
         let digest = Digest::of(canonical.as_bytes());
         Self { canonical, digest }
     }

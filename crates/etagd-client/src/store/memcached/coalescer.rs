@@ -55,30 +55,13 @@ pub(super) fn spawn_batcher(addr: String, client: AsyncMetaClient, deadline: Dur
                     Err(_) => break,
                 }
             }
-            // Identical plain reads (the namespace counter and tag counters, which many requests ask for at
-            // once) go out once per batch and every caller gets the answer; each caller's read still happens
-            // after it asked. Leased reads (heads) are never merged: exactly one caller may win a lease, and every
-            // request still reads its own validator.
-            let mut unique: Vec<Get> = Vec::with_capacity(count);
-            let mut slot_of: Vec<usize> = Vec::with_capacity(count);
-            let mut plain: HashMap<Vec<u8>, usize> = HashMap::new();
             let mut sizes = Vec::with_capacity(jobs.len());
+            let mut all: Vec<Get> = Vec::with_capacity(count);
             for job in &mut jobs {
                 sizes.push(job.operations.len());
-                for operation in job.operations.drain(..) {
-                    if operation.lease_ttl.is_none() {
-                        if let Some(&slot) = plain.get(&operation.key) {
-                            if unique[slot] == operation {
-                                slot_of.push(slot);
-                                continue;
-                            }
-                        }
-                        plain.insert(operation.key.clone(), unique.len());
-                    }
-                    slot_of.push(unique.len());
-                    unique.push(operation);
-                }
+                all.append(&mut job.operations);
             }
+            let (unique, slot_of) = merge_plain_reads(all);
             match tokio::time::timeout(deadline, client.run_many(unique)).await {
                 Ok(Ok(results)) => {
                     let mut readers = vec![0usize; results.len()];
@@ -126,6 +109,40 @@ pub(super) fn spawn_batcher(addr: String, client: AsyncMetaClient, deadline: Dur
         }
     });
     sender
+}
+
+/// Identical plain reads (the namespace counter and tag counters, which many requests ask for at once) go out
+/// once per batch and every caller gets the answer; each caller's read still happens after it asked. Leased
+/// reads (heads) are never merged: exactly one caller may win a lease, and every request still reads its own
+/// validator. Returns the reads to send and, for each read asked for, the position of its answer. Keys are
+/// compared in place (no copy per read), since a batch carries a few counters many times over.
+fn merge_plain_reads(all: Vec<Get>) -> (Vec<Get>, Vec<usize>) {
+    let mut slot_of: Vec<usize> = Vec::with_capacity(all.len());
+    let mut keep: Vec<bool> = Vec::with_capacity(all.len());
+    {
+        let mut first: HashMap<&[u8], usize> = HashMap::new();
+        let mut kept = 0usize;
+        // Positions in `all` of the kept reads, to compare a candidate duplicate in full.
+        let mut kept_at: Vec<usize> = Vec::with_capacity(all.len());
+        for (at, operation) in all.iter().enumerate() {
+            if operation.lease_ttl.is_none() {
+                if let Some(&slot) = first.get(operation.key.as_slice()) {
+                    if all[kept_at[slot]] == *operation {
+                        slot_of.push(slot);
+                        keep.push(false);
+                        continue;
+                    }
+                }
+                first.entry(operation.key.as_slice()).or_insert(kept);
+            }
+            slot_of.push(kept);
+            keep.push(true);
+            kept_at.push(at);
+            kept += 1;
+        }
+    }
+    let unique = all.into_iter().zip(keep).filter_map(|(operation, keep)| keep.then_some(operation)).collect();
+    (unique, slot_of)
 }
 
 /// The leases among answers nobody received: a placeholder this read created (`md <key> C<cas>` deletes it)
@@ -186,5 +203,38 @@ impl ServerNode {
             Ok(Err(_closed)) => Err(BatchFailure::Rejected("the batching task stopped".to_owned())),
             Err(_elapsed) => Err(BatchFailure::Timeout),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identical_plain_reads_are_sent_once_and_leased_reads_never_merged() {
+        let counter = || Get::new("etagd2:ns:g:all");
+        let head = || Get::new("etagd2:ns:u:1").lease_ttl(5);
+        let reads = vec![
+            head(),
+            counter(),
+            head(),
+            counter(),
+            Get::new("etagd2:ns:g:all").touch(Duration::from_secs(60)),
+            counter(),
+        ];
+        let (unique, slot_of) = merge_plain_reads(reads);
+        let keys: Vec<_> =
+            unique.iter().map(|get| (String::from_utf8_lossy(&get.key).into_owned(), get.lease_ttl)).collect();
+        assert_eq!(
+            keys,
+            [
+                ("etagd2:ns:u:1".to_owned(), Some(5)),
+                ("etagd2:ns:g:all".to_owned(), None),
+                ("etagd2:ns:u:1".to_owned(), Some(5)),
+                // Same key, different read (it touches): sent on its own.
+                ("etagd2:ns:g:all".to_owned(), None),
+            ]
+        );
+        assert_eq!(slot_of, [0, 1, 2, 1, 3, 1], "every read asked for has an answer, merged ones share it");
     }
 }
