@@ -7,7 +7,7 @@
 //!
 //! The parser is ours because the ones in tower-http and async-compression are private; the rule is short.
 
-use std::io::Write;
+use std::cell::RefCell;
 
 use http::HeaderMap;
 use http::header::{ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE};
@@ -49,12 +49,7 @@ impl Coding {
     /// Encodes a body at `level` (clamped to the codec's range).
     pub fn encode(self, body: &[u8], level: u32) -> std::io::Result<Vec<u8>> {
         match self {
-            Self::Gzip => {
-                let level = flate2::Compression::new(level.min(9));
-                let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 3), level);
-                encoder.write_all(body)?;
-                encoder.finish()
-            }
+            Self::Gzip => gzip(body, level.min(9)),
             Self::Br => {
                 let mut out = Vec::with_capacity(body.len() / 3);
                 let params = brotli::enc::BrotliEncoderParams { quality: level.min(11) as i32, ..Default::default() };
@@ -64,6 +59,46 @@ impl Coding {
             Self::Zstd => zstd::bulk::compress(body, level.clamp(1, 19) as i32),
         }
     }
+}
+
+/// Gzip (RFC 1952) around a raw deflate stream from a compressor kept per thread and level: setting one up
+/// allocates and clears some 300 KiB, which cost more than compressing a 2 KiB body itself.
+fn gzip(body: &[u8], level: u32) -> std::io::Result<Vec<u8>> {
+    thread_local! {
+        static DEFLATERS: RefCell<Vec<(u32, flate2::Compress)>> = const { RefCell::new(Vec::new()) };
+    }
+    // Header: magic, deflate, no flags, no mtime, no extra flags, unknown OS.
+    let mut out = Vec::with_capacity(body.len() / 3 + 64);
+    out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
+    DEFLATERS.with_borrow_mut(|deflaters| {
+        let index = match deflaters.iter().position(|(l, _)| *l == level) {
+            Some(index) => index,
+            None => {
+                deflaters.push((level, flate2::Compress::new(flate2::Compression::new(level), false)));
+                deflaters.len() - 1
+            }
+        };
+        let deflater = &mut deflaters[index].1;
+        deflater.reset();
+        let start = deflater.total_in();
+        loop {
+            let consumed = (deflater.total_in() - start) as usize;
+            if out.capacity() - out.len() < 64 {
+                out.reserve(body.len() / 4 + 64);
+            }
+            let status = deflater
+                .compress_vec(&body[consumed..], &mut out, flate2::FlushCompress::Finish)
+                .map_err(std::io::Error::other)?;
+            if status == flate2::Status::StreamEnd {
+                return Ok::<(), std::io::Error>(());
+            }
+        }
+    })?;
+    let mut crc = flate2::Crc::new();
+    crc.update(body);
+    out.extend_from_slice(&crc.sum().to_le_bytes());
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    Ok(out)
 }
 
 /// Picks the representation for a request among the stored codings: `Some(coding)`, or `None` for identity.
@@ -128,7 +163,15 @@ pub struct CompressionPolicy {
     pub types: Vec<String>,
     /// Smallest body worth compressing.
     pub min_bytes: usize,
+    /// Largest body compressed: above it only identity is stored ([`CompressionPolicy::identity_only`]).
+    pub max_bytes: usize,
 }
+
+/// The default [`CompressionPolicy::max_bytes`]: 8 MiB. Measured (`examples/coding_cost.rs`, release build, JSON
+/// from the demo origin) the three codings at level 5 cost about 1.5 s of one core for an 8 MiB body (brotli
+/// 1 s of it) and scale linearly: a 40 MiB export would hold a fill (and its waiters) for about 7 s and keep
+/// four copies of the body in memory, while the bytes it saves matter to few clients of such an export.
+pub const DEFAULT_COMPRESS_MAX_BYTES: usize = 8 << 20;
 
 impl Default for CompressionPolicy {
     fn default() -> Self {
@@ -151,6 +194,7 @@ impl Default for CompressionPolicy {
             .map(str::to_owned)
             .to_vec(),
             min_bytes: 1024,
+            max_bytes: DEFAULT_COMPRESS_MAX_BYTES,
         }
     }
 }
@@ -178,11 +222,32 @@ impl CompressionPolicy {
         identity && !no_transform && listed
     }
 
+    /// Whether a body that [`applies`](Self::applies) is above [`max_bytes`](Self::max_bytes), so only its
+    /// identity is stored (`Cache-Status` says `identity-only` on the fill's answer).
+    pub fn identity_only(&self, body_len: usize) -> bool {
+        body_len > self.max_bytes
+    }
+
+    /// The level `coding` is produced at for a body of `body_len` bytes: the configured level, capped where a
+    /// higher one costs far more CPU than it saves bytes (measured with `examples/coding_cost.rs` on JSON):
+    /// brotli above quality 3 costs 2-4x the time for 5-15 % smaller output at every size; above 1 MiB, gzip
+    /// above 4 and zstd above 3 cost 1.3-2.5x for a few percent.
+    pub fn level_for(&self, coding: Coding, body_len: usize) -> u32 {
+        let large = body_len > 1 << 20;
+        let cap = match coding {
+            Coding::Br => 3,
+            Coding::Gzip if large => 4,
+            Coding::Zstd if large => 3,
+            Coding::Gzip | Coding::Zstd => u32::MAX,
+        };
+        self.level.min(cap)
+    }
+
     /// Produces every configured coding of `body`; a coding that fails or does not shrink the body is skipped.
     pub fn encode_all(&self, body: &[u8]) -> Vec<(String, bytes::Bytes)> {
         self.codings
             .iter()
-            .filter_map(|coding| match coding.encode(body, self.level) {
+            .filter_map(|coding| match coding.encode(body, self.level_for(*coding, body.len())) {
                 Ok(encoded) if encoded.len() < body.len() => Some((coding.as_str().to_owned(), encoded.into())),
                 Ok(_) => None,
                 Err(error) => {
@@ -256,6 +321,38 @@ mod tests {
             };
             assert_eq!(decoded, body, "{coding}");
         }
+    }
+
+    /// A reused per-thread compressor starts every body afresh: two different bodies in a row each decode to
+    /// themselves (RFC 1952 framing, CRC and length included), at two levels.
+    #[test]
+    fn gzip_from_a_reused_compressor_decodes_to_each_body() {
+        let first = br#"{"a":1}"#.repeat(900);
+        let second = br#"[{"b":"two"}]"#.repeat(3000);
+        for level in [1, 5, 1] {
+            for body in [&first, &second] {
+                let encoded = Coding::Gzip.encode(body, level).unwrap();
+                let mut decoded = Vec::new();
+                flate2::read::GzDecoder::new(&encoded[..]).read_to_end(&mut decoded).unwrap();
+                assert_eq!(&decoded, body, "level {level}");
+            }
+        }
+    }
+
+    /// Above `max_bytes` only identity is stored; levels are capped by coding and size, never raised.
+    #[test]
+    fn large_bodies_are_identity_only_and_levels_follow_size() {
+        let policy = CompressionPolicy { max_bytes: 1000, ..CompressionPolicy::default() };
+        assert!(!policy.identity_only(1000));
+        assert!(policy.identity_only(1001));
+        let policy = CompressionPolicy::default();
+        assert_eq!(policy.level_for(Coding::Br, 2048), 3);
+        assert_eq!(policy.level_for(Coding::Gzip, 2048), 5);
+        assert_eq!(policy.level_for(Coding::Zstd, 2048), 5);
+        assert_eq!(policy.level_for(Coding::Gzip, 4 << 20), 4);
+        assert_eq!(policy.level_for(Coding::Zstd, 4 << 20), 3);
+        let low = CompressionPolicy { level: 1, ..CompressionPolicy::default() };
+        assert_eq!(low.level_for(Coding::Br, 2048), 1);
     }
 
     #[test]

@@ -216,8 +216,13 @@ fn write_sf_item(out: &mut impl fmt::Write, value: &str) -> fmt::Result {
 /// The freshness an entry has left at `age_s`, for `Cache-Status` `ttl` (negative once stale; `None`: kept
 /// until invalidated).
 pub fn ttl(meta: &EntryMeta, age_s: u64) -> Option<i64> {
-    (meta.fresh_for_s != u64::MAX).then(|| {
-        let fresh = i64::try_from(meta.fresh_for_s).unwrap_or(i64::MAX);
+    ttl_left(meta.fresh_for_s, age_s)
+}
+
+/// [`ttl`] of a response fresh for `fresh_for_s` (`u64::MAX`: until invalidated), before it is an entry.
+pub fn ttl_left(fresh_for_s: u64, age_s: u64) -> Option<i64> {
+    (fresh_for_s != u64::MAX).then(|| {
+        let fresh = i64::try_from(fresh_for_s).unwrap_or(i64::MAX);
         fresh.saturating_sub(i64::try_from(age_s).unwrap_or(i64::MAX))
     })
 }

@@ -160,6 +160,10 @@ pub struct Args {
     /// Smallest body worth compressing, in bytes.
     #[arg(long, env = "ETAGD_COMPRESS_MIN_BYTES", default_value_t = 1024)]
     pub compress_min_bytes: usize,
+    /// Largest body compressed, in bytes: above it only identity is stored (`Cache-Status` detail
+    /// `identity-only`), because producing every coding of a body that large costs seconds of CPU per fill.
+    #[arg(long, env = "ETAGD_COMPRESS_MAX_BYTES", default_value_t = etagd_client::encoding::DEFAULT_COMPRESS_MAX_BYTES)]
+    pub compress_max_bytes: usize,
     /// How long in-flight requests may run after SIGTERM.
     #[arg(long, env = "ETAGD_DRAIN_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
     pub drain_timeout: Duration,
@@ -509,6 +513,7 @@ impl Config {
             codings: Vec::new(),
             level: args.compress_level,
             min_bytes: args.compress_min_bytes,
+            max_bytes: args.compress_max_bytes,
             ..CompressionPolicy::default()
         };
         if !args.compress.trim().eq_ignore_ascii_case("off") {
@@ -520,6 +525,9 @@ impl Config {
                     compression.codings.push(coding);
                 }
             }
+        }
+        if compression.max_bytes < compression.min_bytes {
+            return Err(invalid("--compress-max-bytes", "must be at least --compress-min-bytes (or use --compress off)"));
         }
         if let Some(types) = file.compress_types {
             compression.types = types.into_iter().map(|t| t.to_ascii_lowercase()).collect();
@@ -669,6 +677,7 @@ mod tests {
             (&["--prefix-depth", "9"][..], "--prefix-depth"),
             (&["--max-object-fraction", "0"][..], "--max-object-fraction"),
             (&["--max-object-fraction", "1.5"][..], "--max-object-fraction"),
+            (&["--compress-max-bytes", "100"][..], "--compress-max-bytes"),
         ];
         for (args, needle) in cases {
             let error = parse(args).unwrap_err();

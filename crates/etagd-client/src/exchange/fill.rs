@@ -135,7 +135,9 @@ where
             }
         };
         let tags = with_route_tags(tags, &route.tags);
-        let codings = if config.compression.applies(&parts.headers, bytes.len()) {
+        let compressible = config.compression.applies(&parts.headers, bytes.len());
+        let identity_only = compressible && config.compression.identity_only(bytes.len());
+        let codings = if compressible && !identity_only {
             let policy = config.compression.clone();
             let body = bytes.clone();
             // Compression is CPU work of up to milliseconds: keep it off the reactor threads.
@@ -152,7 +154,7 @@ where
             Ok(meta) => {
                 self.report.stored_bytes =
                     (bytes.len() + codings.iter().map(|(_, body)| body.len()).sum::<usize>()) as u64;
-                self.report.outcome = outcome(Filled::Stored);
+                self.report.outcome = outcome(if identity_only { Filled::IdentityOnly } else { Filled::Stored });
                 self.report.ttl = reply::ttl(&meta, meta.initial_age_s);
                 // RFC 9111 section 5.1: an answer the origin made for this request carries no Age of etagd's,
                 // only the one it arrived with.

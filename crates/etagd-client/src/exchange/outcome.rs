@@ -15,9 +15,18 @@ pub enum Filled {
     Stored,
     /// Not storable (RFC 9111 section 3), or too large.
     NotStored(NoStoreReason),
-    /// Streamed to the client as it arrived while the fill stores it (a body larger than one store item): whether
-    /// it was stored is known only after the answer's head went out, so `Cache-Status` does not say `stored`.
-    Streamed,
+    /// Stored with its identity body only: compressible, but above the size compression stops at
+    /// ([`crate::encoding::CompressionPolicy::max_bytes`]).
+    IdentityOnly,
+    /// Streamed to the client as it arrived while the fill stores it (a body larger than one store item).
+    /// `Cache-Status` says `stored` (RFC 9211 section 2.6: the cache decided to store it): the answer's head
+    /// goes out before the commit lands, so a commit that then loses to an invalidation or a store failure is
+    /// told only in the log, as a buffered fill's lost commit would be by the next request. `identity_only`:
+    /// the announced length is above the compression limit, so only identity is stored.
+    Streamed {
+        /// Only identity is stored (see [`Filled::IdentityOnly`]).
+        identity_only: bool,
+    },
     /// Storable, but above the admission limit (a fraction of the smallest server's memory): stored, it would
     /// evict too much else.
     NotAdmitted,
@@ -44,7 +53,9 @@ impl Filled {
             Filled::Stored => None,
             Filled::NotStored(reason) => Some(reason.detail()),
             Filled::NotAdmitted => Some("too-large-for-memory"),
-            Filled::Streamed => Some("streamed-fill"),
+            Filled::IdentityOnly => Some("identity-only"),
+            Filled::Streamed { identity_only: false } => Some("streamed-fill"),
+            Filled::Streamed { identity_only: true } => Some("streamed-fill-identity-only"),
             Filled::Invalidated => Some("invalidated-during-fill"),
             Filled::Raced => Some("lost-race"),
             Filled::StoreFailed => Some("store-unavailable"),
@@ -149,9 +160,9 @@ impl Outcome {
     pub fn stored(self) -> bool {
         matches!(
             self,
-            Outcome::Miss(Filled::Stored)
-                | Outcome::Refreshed(Filled::Stored)
-                | Outcome::BodyMissing(Filled::Stored)
+            Outcome::Miss(Filled::Stored | Filled::IdentityOnly | Filled::Streamed { .. })
+                | Outcome::Refreshed(Filled::Stored | Filled::IdentityOnly | Filled::Streamed { .. })
+                | Outcome::BodyMissing(Filled::Stored | Filled::IdentityOnly | Filled::Streamed { .. })
                 | Outcome::Revalidated
         )
     }
@@ -253,6 +264,32 @@ mod tests {
                 Some(200),
                 None,
                 "etagd; fwd=uri-miss; fwd-status=200; stored",
+                "miss",
+            ),
+            // RFC 9211 section 2.6: `stored` says the cache stores the answer; a streamed fill decided to before
+            // its head went out, and says so like a buffered one.
+            (
+                Outcome::Miss(Filled::Streamed { identity_only: false }),
+                false,
+                Some(200),
+                Some(60),
+                "etagd; fwd=uri-miss; fwd-status=200; stored; ttl=60; detail=streamed-fill",
+                "miss",
+            ),
+            (
+                Outcome::Miss(Filled::Streamed { identity_only: true }),
+                false,
+                Some(200),
+                None,
+                "etagd; fwd=uri-miss; fwd-status=200; stored; detail=streamed-fill-identity-only",
+                "miss",
+            ),
+            (
+                Outcome::Miss(Filled::IdentityOnly),
+                false,
+                Some(200),
+                None,
+                "etagd; fwd=uri-miss; fwd-status=200; stored; detail=identity-only",
                 "miss",
             ),
             (

@@ -1,7 +1,7 @@
 //! Streaming fills: the client that won the lease gets the origin's bytes as they arrive, while a task of the
 //! fill's own reads them on, compresses them off the request path and commits (the head last, with CAS, as any
 //! fill). Used for bodies larger than one store item (`fill.rs` decides); smaller ones are read whole first,
-//! which costs them nothing noticeable and keeps their answer's `Cache-Status` exact (`stored`).
+//! which lets their answer be chosen from what was stored (a coding, a 304, a range).
 //!
 //! The task owns the origin body and the fill, so a client that disconnects mid-fill does not abort storing a
 //! body etagd decided to store: only the forwarding stops. Frames go to the client through an unbounded
@@ -88,12 +88,20 @@ where
         // Whether codings will be stored is known only once the body is whole; the answer varies on
         // Accept-Encoding as soon as they may be (a downstream cache keying on it for nothing costs nothing).
         // The stored entry gets `Vary` as a buffered fill's would: only when codings were stored.
-        let compressing = config.compression.applies(&parts.headers, limit);
         let mut head = reply::streamed_head(&parts, etag, freshness.initial_age_s);
+        let declared: Option<u64> =
+            head.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+        let compression = &config.compression;
+        // An announced length above the compression limit is known now to be stored as identity only.
+        let identity_only = declared.is_some_and(|len| {
+            let len = usize::try_from(len).unwrap_or(usize::MAX);
+            compression.applies(&parts.headers, len) && compression.identity_only(len)
+        });
+        let compressing = !identity_only && compression.applies(&parts.headers, limit);
         if compressing {
             reply::vary_on_accept_encoding(head.headers_mut());
         }
-        let declared = head.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+        self.report.ttl = reply::ttl_left(freshness.fresh_for_s, freshness.initial_age_s);
         let (sender, receiver) = mpsc::unbounded_channel();
         let progress = fill.report_progress();
         let streamed = Streamed {
@@ -108,7 +116,8 @@ where
             pieces: sender,
         };
         tokio::spawn(streamed.run(body, progress));
-        self.report.outcome = outcome(Filled::Streamed);
+        self.report.outcome = outcome(Filled::Streamed { identity_only });
+
         Ok(head.map(|()| Body::stream(Tee { pieces: receiver, rest: None, done: false, remaining: declared })))
     }
 }
@@ -156,7 +165,9 @@ impl Streamed {
         drop(self.pieces);
         let bytes = received.freeze();
         let codings =
-            if self.compressing && self.exchange.config().compression.applies(&self.parts.headers, bytes.len()) {
+            if self.compressing && self.exchange.config().compression.applies(&self.parts.headers, bytes.len())
+                && !self.exchange.config().compression.identity_only(bytes.len())
+            {
                 let policy = self.exchange.config().compression.clone();
                 let body = bytes.clone();
                 tokio::task::spawn_blocking(move || policy.encode_all(&body)).await.unwrap_or_default()
