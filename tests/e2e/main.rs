@@ -7,6 +7,7 @@
 //! | `headers` | Cache-Status and Age, etagd's own headers and hop-by-hop fields stripped |
 //! | `storage_rules` | bodies over `--max-body-bytes` pass whole; a session cookie never gets a route rule's shared page |
 //! | `streaming_fills` | a large miss streams to its client while stored; disconnects and waiters past `--fill-wait` |
+//! | `large_json` | 8 and 40 MiB JSON filled once for two replicas, identity only above `--compress-max-bytes`, the sidecar's memory under 16 downloads |
 //! | `large_bodies` | bodies over one item stored in chunks: shared, ranged, refilled on eviction, invalidated, admitted |
 //! | `invalidation` | URL, tag, all, unsafe methods, origin headers; the late-fill race |
 //! | `authentication` | with `--entry-key`, items forged in Memcached are misses, never served |
@@ -38,6 +39,7 @@ mod headers;
 mod hygiene;
 mod invalidation;
 mod large_bodies;
+mod large_json;
 mod operator;
 mod parity;
 mod prometheus;
