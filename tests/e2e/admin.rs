@@ -47,6 +47,8 @@ async fn entries_show_the_stored_etag() {
         let fleet = Fleet::new(&origin, &[&memcached]);
         let (a, b) = fleet.pair(&[]).await;
         let etag = a.get_ok("/page").await.etag();
+        // The fill's answer goes out before its commit lands.
+        b.wait_entry_state("/page", "fresh").await;
 
         let query = format!("/entries?url={}", url("/page"));
         let entry = b.admin("GET", &query, &[], None).await;

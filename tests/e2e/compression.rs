@@ -252,7 +252,11 @@ impl Stack {
     async fn get_items(&self, client: Client, version: usize) -> Reply {
         let reply = self.get(client, ITEMS, &[]).await;
         assert_eq!(reply.status, 200, "{client:?}: {}", reply.text());
-        assert_eq!(reply.header("content-encoding"), client.coding.unwrap_or(""), "{client:?}: {:?}", reply.headers);
+        // A fill under a lease answers identity as the origin sent it and produces the codings after (through
+        // nginx, nginx gzips that answer itself); one others do not wait for answers from what it stored.
+        let coding = reply.header("content-encoding");
+        let fill_identity = forwarded(&reply) && client.via == Via::Direct && coding.is_empty();
+        assert!(coding == client.coding.unwrap_or("") || fill_identity, "{client:?}: {:?}", reply.headers);
         assert!(varies_on_accept_encoding(&reply), "{client:?}: Vary must name Accept-Encoding: {:?}", reply.headers);
         assert!(
             decode(&reply) == items_json(version),
@@ -483,6 +487,8 @@ async fn one_invalidation_refills_every_coding_from_one_origin_request() {
 async fn weak_copies_of_minted_tags_are_counted_and_still_get_304() {
     guard(async {
         let stack = Stack::start().await;
+        // The fill's own answer is identity: the gzip tag is the next answer's.
+        assert!(forwarded(&stack.get_items(Client::GZIP, 1).await));
         let gzip_tag = stack.get_items(Client::GZIP, 1).await.etag();
         let origin_tag = stack.get(Client::GZIP, PRE_GZIPPED, &[]).await.etag();
         assert_eq!(origin_tag, ORIGIN_TAG);

@@ -2,7 +2,8 @@
 //! origin sends it, while etagd stores it; a client that goes away mid-fill does not stop the fill; waiters on
 //! another replica keep waiting for a fill whose body is arriving, past `--fill-wait`, and stop waiting once
 //! it stalls. The origin here stalls halfway on a gate the test opens, so nothing depends on timing except
-//! the waits that put a waiter past its `--fill-wait`.
+//! the waits that put a waiter past its `--fill-wait`. A miss within one item is answered as soon as its body
+//! is read, before its codings and commit.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -189,6 +190,49 @@ async fn a_streamed_fill_stores_its_codings_off_the_request_path() {
         assert!(decoded == body, "the stored coding decodes to the body");
         assert!(gzip.body.len() < body.len() / 4, "compressed: {} bytes", gzip.body.len());
         assert_eq!(origin.count("/servers"), 1);
+        shutdown_all([a, b]).await;
+    })
+    .await;
+}
+
+/// A miss within one item (issue 18) is answered identity as it came, without waiting for its codings, and
+/// says `stored` (the fill was admitted); the request right after it, on either replica, waits for that
+/// fill's commit instead of filling again and gets the coding it asks for, produced once under the fill's
+/// validator with the coding's suffix (RFC 9110 section 8.8.3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_miss_is_answered_before_its_codings_and_the_next_request_gets_them() {
+    guard(async {
+        use std::io::Read;
+
+        let memcached = Memcached::start();
+        let origin = Origin::start().await;
+        let json: String = (0..400).map(|n| format!("{{\"id\":{n},\"name\":\"server-{n}\"}},")).collect();
+        let body = bytes::Bytes::from(format!("[{}]", json.trim_end_matches(',')));
+        let served = body.clone();
+        origin.route(
+            "/servers",
+            Route::cacheable().header("content-type", "application/json").body(move |_| served.clone()),
+        );
+        let fleet = Fleet::new(&origin, &[&memcached]);
+        let (a, b) = fleet.pair(&[]).await;
+
+        let first = a.get("/servers", &[("accept-encoding", "gzip")]).await;
+        let status = first.cache_status();
+        assert!(status.contains("fwd=uri-miss") && status.contains("; stored"), "{status}");
+        assert_eq!(first.header("content-encoding"), "", "the filling client gets identity, as it came");
+        assert!(first.body == body);
+        assert!(first.header("vary").to_ascii_lowercase().contains("accept-encoding"));
+
+        for replica in [&a, &b] {
+            let gzip = replica.get("/servers", &[("accept-encoding", "gzip")]).await;
+            assert!(gzip.is_fresh_hit(), "{}", gzip.cache_status());
+            assert_eq!(gzip.header("content-encoding"), "gzip");
+            assert_eq!(gzip.etag(), format!("{}-gzip\"", first.etag().trim_end_matches('"')));
+            let mut decoded = Vec::new();
+            flate2::read::GzDecoder::new(&gzip.body[..]).read_to_end(&mut decoded).expect("valid gzip");
+            assert!(decoded == body, "the stored coding decodes to the body");
+        }
+        assert_eq!(origin.count("/servers"), 1, "one fill");
         shutdown_all([a, b]).await;
     })
     .await;

@@ -71,6 +71,8 @@ struct Inner {
     dates: log::DateCache,
     store_log: log::RateLimited,
     weakened_log: log::RateLimited,
+    /// Commits of fills answered before them, at once (`stream.rs`).
+    commits: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Exchange {
@@ -103,6 +105,7 @@ impl Exchange {
                 dates: log::DateCache::default(),
                 store_log: log::RateLimited::default(),
                 weakened_log: log::RateLimited::default(),
+                commits: Arc::new(tokio::sync::Semaphore::new(stream::BACKGROUND_COMMITS)),
             }),
         }
     }

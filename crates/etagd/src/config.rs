@@ -527,7 +527,10 @@ impl Config {
             }
         }
         if compression.max_bytes < compression.min_bytes {
-            return Err(invalid("--compress-max-bytes", "must be at least --compress-min-bytes (or use --compress off)"));
+            return Err(invalid(
+                "--compress-max-bytes",
+                "must be at least --compress-min-bytes (or use --compress off)",
+            ));
         }
         if let Some(types) = file.compress_types {
             compression.types = types.into_iter().map(|t| t.to_ascii_lowercase()).collect();

@@ -1,5 +1,6 @@
 //! Fills: the origin's answer to a request the cache will store, judged (RFC 9111 section 3), read up to the
-//! body limit, compressed once, committed with CAS, and answered from what was stored.
+//! body limit, compressed once and committed with CAS; a plain GET under a lease is answered before the
+//! codings and the commit (`stream.rs`), anything else from what was stored.
 
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG};
 use http::{HeaderValue, Method, Response, StatusCode};
@@ -137,6 +138,24 @@ where
         let tags = with_route_tags(tags, &route.tags);
         let compressible = config.compression.applies(&parts.headers, bytes.len());
         let identity_only = compressible && config.compression.identity_only(bytes.len());
+        // A plain GET is answered now, identity as it came; the codings and the commit follow off the request
+        // path (`stream::answer_then_store`), under a lease that makes the next requests wait for the commit.
+        // A range, a conditional request or a HEAD is answered from what was stored, and so is a fill others
+        // do not wait for (a refresh under a lock, an uncoordinated fill): the next request would find the old
+        // entry and fill again.
+        if fill.holds_lease() && super::stream::streams(&self.parts.method, &self.parts.headers) {
+            let compressing = compressible && !identity_only;
+            return Ok(self.answer_then_store(
+                parts,
+                bytes,
+                fill,
+                freshness,
+                tags,
+                outcome,
+                compressing,
+                identity_only,
+            ));
+        }
         let codings = if compressible && !identity_only {
             let policy = config.compression.clone();
             let body = bytes.clone();

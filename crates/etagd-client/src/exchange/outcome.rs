@@ -11,7 +11,8 @@ use super::policy::RequestBypass;
 /// What became of an origin answer offered to the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Filled {
-    /// Stored: every replica can answer from it now.
+    /// Stored, or being stored: the cache decided to store it (RFC 9211 section 2.6), and a plain GET under a
+    /// lease is answered before the commit lands (requests meanwhile wait for it).
     Stored,
     /// Not storable (RFC 9111 section 3), or too large.
     NotStored(NoStoreReason),

@@ -113,7 +113,19 @@ impl Fixture {
         let status = response.status().as_u16();
         let (parts, body) = response.into_parts();
         let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        self.settle().await;
         Got { status, headers: parts.headers, body, report: exchanged.report }
+    }
+
+    /// Lets fills answered before their commit (`stream::answer_then_store`) commit before the test moves the
+    /// clock. Bounded: a fill the test itself holds up (a gated upstream) is left running.
+    async fn settle(&self) {
+        for _ in 0..200 {
+            if self.exchange.cache().counters().fills_in_flight == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
     }
 
     async fn get(&self, target: &str, lines: &[(&str, &str)]) -> Got {

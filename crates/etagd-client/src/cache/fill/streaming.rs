@@ -42,6 +42,13 @@ impl Fill {
         }
     }
 
+    /// The validator the stored entry will carry, for a body already whole, so its answer can go out before
+    /// the commit: as [`validator_before_body`](Self::validator_before_body), or under
+    /// [`ValidatorMode::Content`] the body's hash, which the commit derives alike.
+    pub fn validator_for_body(&mut self, origin: Option<&EntityTag>, body: &[u8]) -> EntityTag {
+        self.validator_before_body(origin).unwrap_or_else(|| EntityTag::from_content(body))
+    }
+
     /// Announces that this fill is streaming the origin's body, and returns the counter to add received bytes
     /// to. While the count grows, a marker beside the head record is kept alive (every third of a lease, with
     /// the lease renewal), and waiters on other replicas whose `fill_wait` ran out keep waiting for this fill
