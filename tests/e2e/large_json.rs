@@ -164,7 +164,8 @@ async fn sixteen_clients_downloading_40_mib_keep_the_sidecar_within_its_windows(
             .args(["--memcached", &memcached.addr(), "--namespace", &namespace, "--body-cache-bytes", &body_cache])
             // Generous timeouts: sixteen debug-build downloads queue chunk reads for seconds on a loaded machine,
             // and a read timing out mid-body aborts that response (by design), which is not what this measures.
-            .args(["--memcached-timeout", "30s", "--memcached-connect-timeout", "2s"])
+            .args(["--memcached-timeout", "2s", "--memcached-bulk-timeout", "30s"])
+            .args(["--memcached-connect-timeout", "2s"])
             .env("ETAGD_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
