@@ -81,6 +81,38 @@ async fn the_filling_client_gets_the_first_bytes_while_the_origin_is_still_sendi
     .await;
 }
 
+/// A body of unknown length (chunked, RFC 9112 section 7.1) may be larger than one item, so it streams from its
+/// first byte too: the filling client gets the first bytes while the origin stalls, well before one item's
+/// worth has arrived (waiting to see whether it fits one item would hold them back), and the entry is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_of_unknown_length_streams_from_its_first_byte() {
+    guard(async {
+        let memcached = Memcached::start();
+        let origin = Origin::start().await;
+        let gate = Arc::new(Semaphore::new(0));
+        let body = big_body(3 * MIB);
+        origin.route("/export", stalling(&body, &gate).chunked());
+        let fleet = Fleet::new(&origin, &[&memcached]);
+        let (a, b) = fleet.pair(&[]).await;
+
+        let (mut response, mut read) = read_first(&a, "/export", STALL_AT).await;
+        assert_eq!(read[..], body[..read.len()], "the first bytes, while the origin stalls");
+        assert!(response.headers().get("content-length").is_none(), "the length was not announced");
+        let status = response.headers()["cache-status"].to_str().expect("text").to_owned();
+        assert!(status.contains("streamed-fill") && status.contains("; stored"), "{status}");
+        gate.add_permits(1);
+        while let Some(chunk) = response.chunk().await.expect("the rest streams") {
+            read.extend_from_slice(&chunk);
+        }
+        assert!(read == body, "every byte, in order");
+        let hit = b.get_ok("/export").await;
+        assert!(hit.is_fresh_hit() && hit.body == body, "{}", hit.cache_status());
+        assert_eq!(origin.count("/export"), 1);
+        shutdown_all([a, b]).await;
+    })
+    .await;
+}
+
 /// A client that disconnects mid-fill does not abort the fill: the rest of the body is read and stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_disconnects_mid_fill_does_not_abort_it() {

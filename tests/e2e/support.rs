@@ -125,8 +125,8 @@ impl Route {
         self
     }
 
-    /// Sends the first `bytes` of the body (with its `Content-Length`), then waits for a permit of `gate` before
-    /// sending the rest: an origin stalling halfway.
+    /// Sends the first `bytes` of the body (with its `Content-Length`, unless [`chunked`](Self::chunked)), then
+    /// waits for a permit of `gate` before sending the rest: an origin stalling halfway.
     pub(crate) fn stall_after(mut self, bytes: usize, gate: Arc<Semaphore>) -> Self {
         self.stall = Some((bytes, gate));
         self
@@ -283,7 +283,8 @@ async fn answer(state: &OriginState, method: &Method, uri: &Uri, headers: Header
     }
     // A HEAD answer describes the GET's body (RFC 9110 section 9.3.2), its length included.
     let head_length = (*method == Method::HEAD && !not_modified && !route.chunked).then_some(body.len());
-    let stall_length = (route.stall.is_some() && *method != Method::HEAD && !not_modified).then_some(body.len());
+    let stall_length =
+        (route.stall.is_some() && !route.chunked && *method != Method::HEAD && !not_modified).then_some(body.len());
     let body = if *method == Method::HEAD || not_modified {
         Body::empty()
     } else if let Some((first, gate)) = route.stall.clone() {

@@ -97,30 +97,23 @@ where
                 return Ok(Response::from_parts(parts, body));
             }
         };
-        // A body larger than one store item streams to the client while it is stored (`stream`); a smaller one
-        // is read whole first.
+        // A body that may be larger than one store item (announced so, or of unknown length) streams to the
+        // client from its first byte while it is stored (`stream`): waiting to see whether it fits one item
+        // would hold the first byte back for up to an item's worth of the origin's time. A body announced to
+        // fit is read whole first.
         let mut fill = fill;
         let item = exchange.cache().store().max_item_bytes();
-        let body = if item < limit && super::stream::streams(&self.parts.method, &self.parts.headers) {
-            match read_limited(body, &parts.headers, item).await {
-                Collected::Partial { body, reason: NoStoreReason::TooLarge } => {
-                    let origin_etag = parts.headers.get(ETAG).and_then(|v| v.to_str().ok()).and_then(EntityTag::parse);
-                    match fill.validator_before_body(origin_etag.as_ref()) {
-                        Some(etag) => {
-                            let tags = with_route_tags(tags, &route.tags);
-                            return self
-                                .stream_fill(parts, body, fill, &etag, freshness, tags, limit, outcome, refreshing);
-                        }
-                        // The validator is the body's hash: read it whole.
-                        None => body,
-                    }
-                }
-                Collected::Whole(bytes) => Body::full(bytes),
-                Collected::Partial { body, .. } | Collected::Failed(body) => body,
+        // An in-process service's body often has no Content-Length yet, only an exact size.
+        let known = declared.or_else(|| http_body::Body::size_hint(&body).exact().map(|len| len as usize));
+        let may_exceed_item = known.is_none_or(|len| len > item);
+        if item < limit && may_exceed_item && super::stream::streams(&self.parts.method, &self.parts.headers) {
+            let origin_etag = parts.headers.get(ETAG).and_then(|v| v.to_str().ok()).and_then(EntityTag::parse);
+            // `None`: the validator is the body's hash, so the body is read whole.
+            if let Some(etag) = fill.validator_before_body(origin_etag.as_ref()) {
+                let tags = with_route_tags(tags, &route.tags);
+                return self.stream_fill(parts, body, fill, &etag, freshness, tags, limit, outcome, refreshing);
             }
-        } else {
-            body
-        };
+        }
         let bytes = match read_limited(body, &parts.headers, limit).await {
             Collected::Whole(bytes) => bytes,
             Collected::Partial { body, reason } => {
