@@ -128,7 +128,9 @@ impl Cache {
         if self.inner.config.bridge_from.is_none() {
             return lookup;
         }
-        self.bridge_lookup(request, lookup).await
+        // Boxed: only a rolling upgrade takes this path, and its state inline would double the size of every
+        // lookup's future, which is copied each time a caller creates it.
+        Box::pin(self.bridge_lookup(request, lookup)).await
     }
 
     pub(super) async fn lookup_once(&self, request: LookupRequest<'_>) -> Lookup {

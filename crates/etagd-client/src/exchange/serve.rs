@@ -29,7 +29,7 @@ where
         match hit.state {
             HitState::Fresh if self.exchange.config().client_freshness && self.wants_fresher(&hit) => {
                 // Still fresh: if the origin cannot be reached, this entry is as good as it was a moment ago.
-                self.revalidate(hit, false, true).await
+                Box::pin(self.revalidate(hit, false, true)).await
             }
             HitState::Fresh => self.serve(&hit, hit.meta.clone(), hit.age_s, Outcome::Hit).await,
             // RFC 5861 section 3, and soft invalidation: served now, refreshed once for the fleet.
@@ -49,7 +49,7 @@ where
             HitState::Stale { if_error, stale_for_s, .. } => {
                 let window = u64::from(self.exchange.config().stale_if_unreachable_s);
                 let unreachable = !hit.meta.must_revalidate && stale_for_s <= window;
-                self.revalidate(hit, if_error, unreachable).await
+                Box::pin(self.revalidate(hit, if_error, unreachable)).await
             }
         }
     }
@@ -121,14 +121,14 @@ where
                     None => Body::empty(),
                     Some(part) => match chunked.open(part).await {
                         Some(body) => body,
-                        None => return self.body_missing(hit).await,
+                        None => return Box::pin(self.body_missing(hit)).await,
                     },
                 };
                 self.report.outcome = outcome;
                 self.report.ttl = reply::ttl(&meta, age_s);
                 Ok(head.map(|()| body))
             }
-            Ok(None) | Err(_) => self.body_missing(hit).await,
+            Ok(None) | Err(_) => Box::pin(self.body_missing(hit)).await,
         }
     }
 
