@@ -24,6 +24,11 @@ fn rfc850(text: &str, now: SystemTime) -> Option<SystemTime> {
     if !(6..=9).contains(&weekday.len()) || !weekday.bytes().all(|b| b.is_ascii_alphabetic()) {
         return None;
     }
+    // Dates are ASCII; checking first keeps the byte positions below on character boundaries (a client's
+    // `If-Modified-Since` may carry any bytes).
+    if !rest.is_ascii() {
+        return None;
+    }
     let b = rest.as_bytes();
     let shape = b.len() == 22
         && b[2] == b'-'
@@ -107,6 +112,16 @@ mod tests {
 
     fn at(imf: &str) -> SystemTime {
         httpdate::parse_http_date(imf).unwrap()
+    }
+
+    /// RFC 9110 section 5.6.7: a date is ASCII, so other bytes where one belongs are no date (and never a
+    /// panic: the text comes from a client's `If-Modified-Since`).
+    #[test]
+    fn non_ascii_bytes_where_a_date_belongs_read_as_no_date() {
+        // Found by the `if_none_match` fuzz target: an RFC 850 shape whose 19th byte falls inside a character.
+        let now = at("Tue, 01 Dec 2026 00:00:00 GMT");
+        assert_eq!(parse("Tusday, 24-Nov-26 10:00:0\u{433}\u{171}T", now), None);
+        assert_eq!(parse("Tusday, 24-N\u{f6}v-26 10:00:00 GMT", now), None);
     }
 
     /// RFC 9110 section 5.6.7: the three formats, and the 50-year rule for RFC 850 years.
