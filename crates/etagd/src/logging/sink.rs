@@ -202,8 +202,9 @@ mod tests {
         let out = Captured::default();
         let (sink, guard) = Sink::spawn(Stalled(gate.clone(), out.clone())).unwrap();
         let line = vec![b'x'; 1023].into_iter().chain([b'\n']).collect::<Vec<u8>>();
-        // First fill the buffer past FLUSH_AT so the writer takes it and stalls; then fill it to the capacity.
-        let total = (CAPACITY + FLUSH_AT * 4) / line.len();
+        // The stalled writer holds at most one batch (at most the capacity) and the buffer at most the capacity,
+        // so more than twice the capacity must drop lines, whenever the writer happens to take its batch.
+        let total = (2 * CAPACITY + FLUSH_AT * 4) / line.len();
         for _ in 0..total {
             sink.append(&line);
         }
