@@ -231,25 +231,31 @@ impl Visit for Fields<'_> {
 /// A text-format string value: quoted, with quotes, backslashes and control characters escaped, as Rust's
 /// `Debug` for `str` writes the ones a request can carry.
 fn push_quoted(out: &mut String, value: &str) {
-    out.push('"');
-    for c in value.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{{{:x}}}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    push_escaped(
+        out,
+        value,
+        |c| c.is_control(),
+        |out, c| {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        },
+    );
 }
 
 /// A JSON string (RFC 8259 section 7).
 fn push_json_str(out: &mut String, value: &str) {
+    push_escaped(
+        out,
+        value,
+        |c| (c as u32) < 0x20,
+        |out, c| {
+            let _ = write!(out, "\\u{:04x}", c as u32);
+        },
+    );
+}
+
+/// Quotes `value`, escaping quotes, backslashes and the common whitespace controls the same way in both
+/// shapes; other characters `control` selects are written by `escape`.
+fn push_escaped(out: &mut String, value: &str, control: fn(char) -> bool, escape: fn(&mut String, char)) {
     out.push('"');
     for c in value.chars() {
         match c {
@@ -258,9 +264,7 @@ fn push_json_str(out: &mut String, value: &str) {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
+            c if control(c) => escape(out, c),
             c => out.push(c),
         }
     }
