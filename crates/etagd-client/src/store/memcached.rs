@@ -1,5 +1,5 @@
-//! The Memcached store: the [`Store`] verbs over one or more real servers, speaking the meta protocol through
-//! `memcache::exp::AsyncMetaClient`.
+//! The Memcached store: the [`Store`] verbs over one or more real servers, speaking the meta protocol: reads
+//! through our own pipelined `mg` reader (`reads`), everything else through `memcache::exp::AsyncMetaClient`.
 //!
 //! This file holds the store itself and its settings; one concern per submodule:
 //!
@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `routing` | which server a key (or the key a [`Placement`] names) lives on, down-marking and back-off |
 //! | `coalescer` | concurrent reads for one server merged into one pipelined write, one batch in flight |
+//! | `reads` | the `mg` reads on the wire: encoded in one buffer, answers parsed in place, pooled connections |
 //! | `wire` | the verbs as meta-protocol requests, and memcached's answers (lease, stale flags) as outcomes |
 //! | `stats` | the raw `stats` command |
 //!
@@ -20,6 +21,7 @@
 //!   groups concurrently; concurrent calls' groups for one server are coalesced (`coalescer`).
 
 mod coalescer;
+mod reads;
 mod routing;
 mod stats;
 mod wire;
@@ -119,20 +121,17 @@ impl MemcachedStore {
                     detail: "listed twice; list each server once".to_owned(),
                 });
             }
-            let client = |io_timeout: Duration| {
-                AsyncMetaClient::builder()
-                    .connect_timeout(Some(config.connect_timeout))
-                    .io_timeout(Some(io_timeout))
-                    .max_idle(config.max_idle)
-                    .connect_async(addr.as_str())
-            };
+            let client = AsyncMetaClient::builder()
+                .connect_timeout(Some(config.connect_timeout))
+                .io_timeout(Some(config.io_timeout))
+                .max_idle(config.max_idle)
+                .connect_async(addr.as_str());
             let unresolved = |error: memcache::exp::Error| StoreError::Server {
                 server: addr.clone(),
                 detail: format!("cannot resolve the address ({error}); write it as host:port"),
             };
-            let small = client(config.io_timeout).await.map_err(unresolved)?;
-            let bulk = client(config.bulk_timeout).await.map_err(unresolved)?;
-            nodes.push(ServerNode::new(addr.clone(), small, bulk, &config));
+            let client = client.await.map_err(unresolved)?;
+            nodes.push(ServerNode::new(addr.clone(), client, &config));
         }
         // Each server's item limit, read in parallel; a server that does not answer now is asked again later.
         futures_util::future::join_all(nodes.iter().map(ServerNode::learn_item_limit)).await;

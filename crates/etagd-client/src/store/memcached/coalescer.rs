@@ -6,105 +6,97 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use memcache::exp::{AsyncMetaClient, Delete, Get, GetResult, GetStatus, LeaseState, ValueState};
+use memcache::exp::{AsyncMetaClient, Delete};
 use tokio::sync::{mpsc, oneshot};
 
+use super::reads::{ReadFailure, ReadKind, ReadPool, ReadResult, Reads, key_of};
 use super::routing::ServerNode;
 
 /// The most reads one coalesced batch carries; more wait for the next write.
 const MAX_BATCH: usize = 512;
 
-/// How a coalesced batch failed as a whole.
+/// How a caller's reads failed as a whole.
 #[derive(Debug)]
 pub(super) enum BatchFailure {
     /// The exchange did not finish within the deadline.
     Timeout,
-    /// The client refused the batch before writing it.
-    Rejected(String),
+    /// The batching task is gone.
+    Stopped,
 }
 
-/// One read's answer; the error is shared because merged reads hand the same answer to several callers.
-pub(super) type GetAnswer = Result<GetResult, Arc<memcache::exp::Error>>;
-
-pub(super) type GetsReply = Result<Vec<GetAnswer>, BatchFailure>;
+pub(super) type GetsReply = Result<Vec<ReadResult>, BatchFailure>;
 
 /// One caller's reads, waiting to join a batch.
 pub(super) struct Job {
-    operations: Vec<Get>,
+    reads: Reads,
     reply: oneshot::Sender<GetsReply>,
 }
 
-/// Starts the task that coalesces concurrent reads for one server. It takes everything queued, sends it as one
-/// pipelined `run_many`, hands each caller its slice, and repeats: one batch in flight per server, so the
-/// next batch fills up while this one is on the wire. Under load many requests share one write and one read
-/// system call; idle, a lone read goes out at once. The deadline stops a stuck server from holding the queue;
-/// callers also wait with their own deadline, so none waits past it.
-pub(super) fn spawn_batcher(addr: String, client: AsyncMetaClient, deadline: Duration) -> mpsc::UnboundedSender<Job> {
+/// Starts the task that coalesces concurrent reads for one server. It takes everything queued, writes it as one
+/// pipelined batch, hands each caller its answers, and repeats: one batch in flight per server, so the next
+/// batch fills up while this one is on the wire. Under load many requests share one write and one read system
+/// call; idle, a lone read goes out at once. The deadline stops a stuck server from holding the queue; callers
+/// also wait with their own deadline, so none waits past it.
+pub(super) fn spawn_batcher(
+    addr: String,
+    pool: Arc<ReadPool>,
+    client: AsyncMetaClient,
+    deadline: Duration,
+) -> mpsc::UnboundedSender<Job> {
     let (sender, mut receiver) = mpsc::unbounded_channel::<Job>();
     tokio::spawn(async move {
         let mut jobs: Vec<Job> = Vec::new();
+        let mut wire: Vec<u8> = Vec::new();
         while let Some(first) = receiver.recv().await {
-            let mut count = first.operations.len();
+            let mut count = first.reads.len();
             jobs.push(first);
             while count < MAX_BATCH {
                 match receiver.try_recv() {
                     Ok(job) => {
-                        count += job.operations.len();
+                        count += job.reads.len();
                         jobs.push(job);
                     }
                     Err(_) => break,
                 }
             }
-            let mut sizes = Vec::with_capacity(jobs.len());
-            let mut all: Vec<Get> = Vec::with_capacity(count);
-            for job in &mut jobs {
-                sizes.push(job.operations.len());
-                all.append(&mut job.operations);
-            }
-            let (unique, slot_of) = merge_plain_reads(all);
-            match tokio::time::timeout(deadline, client.run_many(unique)).await {
-                Ok(Ok(results)) => {
-                    let mut readers = vec![0usize; results.len()];
-                    for &slot in &slot_of {
-                        readers[slot] += 1;
-                    }
-                    let mut results: Vec<Option<GetAnswer>> =
-                        results.into_iter().map(|r| Some(r.map_err(Arc::new))).collect();
-                    // The last reader of a slot takes the answer; only merged reads are copied.
-                    let mut answer = |slot: usize| {
-                        readers[slot] -= 1;
-                        if readers[slot] == 0 {
-                            results[slot].take().expect("each slot is taken once, by its last reader")
-                        } else {
-                            results[slot].clone().expect("a slot is present until its last reader")
-                        }
-                    };
-                    let mut slots = slot_of.into_iter();
-                    let mut orphans = Vec::new();
-                    for (job, size) in jobs.drain(..).zip(sizes) {
-                        let answers = slots.by_ref().take(size).map(&mut answer).collect();
-                        if let Err(Ok(answers)) = job.reply.send(Ok(answers)) {
-                            // The caller gave up (its deadline passed while this batch waited its turn, or its
-                            // request was cancelled): nobody will fill what it won.
-                            orphans.extend(orphaned_leases(answers));
-                        }
-                    }
-                    if !orphans.is_empty() {
-                        tokio::spawn(release_orphans(addr.clone(), client.clone(), orphans, deadline));
-                    }
-                }
-                Ok(Err(error)) => {
-                    let detail = error.to_string();
-                    for job in jobs.drain(..) {
-                        let _ = job.reply.send(Err(BatchFailure::Rejected(detail.clone())));
-                    }
-                }
+            wire.clear();
+            let (unique, slot_of) = merge_plain_reads(&jobs, &mut wire);
+            let results = match tokio::time::timeout(deadline, pool.read(&wire, unique)).await {
+                Ok(results) => results,
                 Err(_elapsed) => {
                     tracing::debug!(server = %addr, reads = count, "coalesced batch timed out");
                     for job in jobs.drain(..) {
                         let _ = job.reply.send(Err(BatchFailure::Timeout));
                     }
+                    continue;
                 }
+            };
+            let mut readers = vec![0usize; results.len()];
+            for &slot in &slot_of {
+                readers[slot] += 1;
+            }
+            let mut results: Vec<Option<ReadResult>> = results.into_iter().map(Some).collect();
+            // The last reader of a slot takes the answer; only merged reads are copied.
+            let mut answer = |slot: usize| {
+                readers[slot] -= 1;
+                if readers[slot] == 0 {
+                    results[slot].take().expect("each slot is taken once, by its last reader")
+                } else {
+                    results[slot].clone().expect("a slot is present until its last reader")
+                }
+            };
+            let mut slots = slot_of.into_iter();
+            let mut orphans = Vec::new();
+            for Job { reads, reply } in jobs.drain(..) {
+                let answers = slots.by_ref().take(reads.len()).map(&mut answer).collect();
+                if let Err(Ok(answers)) = reply.send(Ok(answers)) {
+                    // The caller gave up (its deadline passed while this batch waited its turn, or its request
+                    // was cancelled): nobody will fill what it won.
+                    orphans.extend(orphaned_leases(&reads, answers));
+                }
+            }
+            if !orphans.is_empty() {
+                tokio::spawn(release_orphans(addr.clone(), client.clone(), orphans, deadline));
             }
         }
     });
@@ -114,52 +106,40 @@ pub(super) fn spawn_batcher(addr: String, client: AsyncMetaClient, deadline: Dur
 /// Identical plain reads (the namespace counter and tag counters, which many requests ask for at once) go out
 /// once per batch and every caller gets the answer; each caller's read still happens after it asked. Leased
 /// reads (heads) are never merged: exactly one caller may win a lease, and every request still reads its own
-/// validator. Returns the reads to send and, for each read asked for, the position of its answer. Keys are
-/// compared in place (no copy per read), since a batch carries a few counters many times over.
-fn merge_plain_reads(all: Vec<Get>) -> (Vec<Get>, Vec<usize>) {
-    let mut slot_of: Vec<usize> = Vec::with_capacity(all.len());
-    let mut keep: Vec<bool> = Vec::with_capacity(all.len());
-    {
-        let mut first: HashMap<&[u8], usize> = HashMap::new();
-        let mut kept = 0usize;
-        // Positions in `all` of the kept reads, to compare a candidate duplicate in full.
-        let mut kept_at: Vec<usize> = Vec::with_capacity(all.len());
-        for (at, operation) in all.iter().enumerate() {
-            if operation.lease_ttl.is_none() {
-                if let Some(&slot) = first.get(operation.key.as_slice()) {
-                    if all[kept_at[slot]] == *operation {
-                        slot_of.push(slot);
-                        keep.push(false);
-                        continue;
-                    }
+/// validator. Writes the reads to send into `wire` and returns how many there are and, for each read asked for,
+/// the position of its answer. Reads are compared by their command lines, in place.
+fn merge_plain_reads(jobs: &[Job], wire: &mut Vec<u8>) -> (usize, Vec<usize>) {
+    let mut slot_of: Vec<usize> = Vec::with_capacity(jobs.iter().map(|job| job.reads.len()).sum());
+    let mut first: HashMap<&[u8], usize> = HashMap::new();
+    let mut kept = 0usize;
+    for job in jobs {
+        for index in 0..job.reads.len() {
+            let (line, kind) = job.reads.line(index);
+            if kind == ReadKind::Plain {
+                if let Some(&slot) = first.get(line) {
+                    slot_of.push(slot);
+                    continue;
                 }
-                first.entry(operation.key.as_slice()).or_insert(kept);
+                first.insert(line, kept);
             }
+            wire.extend_from_slice(line);
             slot_of.push(kept);
-            keep.push(true);
-            kept_at.push(at);
             kept += 1;
         }
     }
-    let unique = all.into_iter().zip(keep).filter_map(|(operation, keep)| keep.then_some(operation)).collect();
-    (unique, slot_of)
+    (kept, slot_of)
 }
 
 /// The leases among answers nobody received: a placeholder this read created (`md <key> C<cas>` deletes it)
 /// or the refresh token of a stale item (`md <key> C<cas> I` hands it back, keeping the item's expiry).
-fn orphaned_leases(answers: Vec<GetAnswer>) -> Vec<Delete> {
+fn orphaned_leases(reads: &Reads, answers: Vec<ReadResult>) -> Vec<Delete> {
     answers
         .into_iter()
-        .filter_map(Result::ok)
-        .filter(|read| read.lease_state == LeaseState::Granted)
-        .filter_map(|read| {
-            let cas = read.item.cas?;
-            let release = Delete::new(&read.key).compare_cas(cas);
-            Some(if read.status == GetStatus::Hit && read.value_state == ValueState::Stale {
-                release.invalidate()
-            } else {
-                release
-            })
+        .enumerate()
+        .filter_map(|(index, answer)| {
+            let answer = answer.ok().filter(|answer| answer.won)?;
+            let release = Delete::new(key_of(reads.line(index).0)).compare_cas(answer.cas);
+            Some(if answer.stale { release.invalidate() } else { release })
         })
         .collect()
 }
@@ -177,32 +157,35 @@ async fn release_orphans(addr: String, client: AsyncMetaClient, releases: Vec<De
 
 impl ServerNode {
     /// Runs reads through the coalescer (or directly when batching is off), bounded by the deadline either way;
-    /// bulk reads on their own client, bounded by the bulk limit.
-    pub(super) async fn run_gets(&self, operations: Vec<Get>, bulk: bool) -> GetsReply {
+    /// bulk reads on their own connections, bounded by the bulk limit.
+    pub(super) async fn run_gets(&self, reads: Reads, bulk: bool) -> GetsReply {
         if bulk {
-            let deadline = self.connect_timeout + self.bulk_timeout;
-            return match tokio::time::timeout(deadline, self.bulk_client.run_many(operations)).await {
-                Ok(Ok(results)) => Ok(results.into_iter().map(|r| r.map_err(Arc::new)).collect()),
-                Ok(Err(error)) => Err(BatchFailure::Rejected(error.to_string())),
-                Err(_elapsed) => Err(BatchFailure::Timeout),
-            };
+            return read_directly(&self.bulk_reads, &reads, self.connect_timeout + self.bulk_timeout).await;
         }
         let Some(batcher) = self.batcher.as_ref() else {
-            return match tokio::time::timeout(self.deadline(), self.client.run_many(operations)).await {
-                Ok(Ok(results)) => Ok(results.into_iter().map(|r| r.map_err(Arc::new)).collect()),
-                Ok(Err(error)) => Err(BatchFailure::Rejected(error.to_string())),
-                Err(_elapsed) => Err(BatchFailure::Timeout),
-            };
+            return read_directly(&self.reads, &reads, self.deadline()).await;
         };
         let (reply, answer) = oneshot::channel();
-        if batcher.send(Job { operations, reply }).is_err() {
-            return Err(BatchFailure::Rejected("the batching task stopped".to_owned()));
+        if batcher.send(Job { reads, reply }).is_err() {
+            return Err(BatchFailure::Stopped);
         }
         match tokio::time::timeout(self.deadline(), answer).await {
             Ok(Ok(reply)) => reply,
-            Ok(Err(_closed)) => Err(BatchFailure::Rejected("the batching task stopped".to_owned())),
+            Ok(Err(_closed)) => Err(BatchFailure::Stopped),
             Err(_elapsed) => Err(BatchFailure::Timeout),
         }
+    }
+}
+
+async fn read_directly(pool: &ReadPool, reads: &Reads, deadline: Duration) -> GetsReply {
+    tokio::time::timeout(deadline, pool.read(reads.wire(), reads.len())).await.map_err(|_elapsed| BatchFailure::Timeout)
+}
+
+/// A read whose whole batch failed, as the failure each of its reads reports.
+pub(super) fn batch_failure(failure: &BatchFailure) -> ReadFailure {
+    match failure {
+        BatchFailure::Timeout => ReadFailure::Timeout,
+        BatchFailure::Stopped => ReadFailure::Refused("the batching task stopped".to_owned()),
     }
 }
 
@@ -212,28 +195,27 @@ mod tests {
 
     #[test]
     fn identical_plain_reads_are_sent_once_and_leased_reads_never_merged() {
-        let counter = || Get::new("etagd2:ns:g:all");
-        let head = || Get::new("etagd2:ns:u:1").lease_ttl(5);
-        let reads = vec![
-            head(),
-            counter(),
-            head(),
-            counter(),
-            Get::new("etagd2:ns:g:all").touch(Duration::from_secs(60)),
-            counter(),
+        let job = |reads: &[(&str, ReadKind)]| {
+            let mut encoded = Reads::with_capacity(reads.len());
+            for (key, kind) in reads {
+                encoded.push(key, *kind);
+            }
+            Job { reads: encoded, reply: oneshot::channel().0 }
+        };
+        let head = ("etagd2:ns:u:1", ReadKind::Leased(5));
+        let counter = ("etagd2:ns:g:all", ReadKind::Plain);
+        let jobs = [
+            job(&[head, counter]),
+            job(&[head, counter]),
+            // Same key, another kind of read: sent on its own.
+            job(&[("etagd2:ns:g:all", ReadKind::Presence), counter]),
         ];
-        let (unique, slot_of) = merge_plain_reads(reads);
-        let keys: Vec<_> =
-            unique.iter().map(|get| (String::from_utf8_lossy(&get.key).into_owned(), get.lease_ttl)).collect();
+        let mut wire = Vec::new();
+        let (unique, slot_of) = merge_plain_reads(&jobs, &mut wire);
+        assert_eq!(unique, 4);
         assert_eq!(
-            keys,
-            [
-                ("etagd2:ns:u:1".to_owned(), Some(5)),
-                ("etagd2:ns:g:all".to_owned(), None),
-                ("etagd2:ns:u:1".to_owned(), Some(5)),
-                // Same key, different read (it touches): sent on its own.
-                ("etagd2:ns:g:all".to_owned(), None),
-            ]
+            String::from_utf8(wire).unwrap(),
+            "mg etagd2:ns:u:1 v c N5\r\nmg etagd2:ns:g:all v c t\r\nmg etagd2:ns:u:1 v c N5\r\nmg etagd2:ns:g:all c t\r\n"
         );
         assert_eq!(slot_of, [0, 1, 2, 1, 3, 1], "every read asked for has an answer, merged ones share it");
     }

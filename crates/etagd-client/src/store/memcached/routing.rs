@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use super::MemcachedConfig;
 use super::coalescer::{Job, spawn_batcher};
+use super::reads::ReadPool;
 use super::stats::{Limits, read_limits};
 
 /// memcached's default item size limit (`-I 1m`), less headroom: assumed until the server's own is read.
@@ -65,9 +66,12 @@ struct NodeState {
 /// One server: its connection pool and its failure tracking.
 pub(super) struct ServerNode {
     pub(super) addr: String,
+    /// Writes, deletes, touches and the rare reads beside the hot path.
     pub(super) client: AsyncMetaClient,
-    /// The client for bulk reads ([`MemcachedConfig::bulk_timeout`]): its own pool and its own time limit.
-    pub(super) bulk_client: AsyncMetaClient,
+    /// Connections for reads (`reads`), shared with the coalescer.
+    pub(super) reads: Arc<ReadPool>,
+    /// Connections for bulk reads ([`MemcachedConfig::bulk_timeout`]): their own pool and their own time limit.
+    pub(super) bulk_reads: ReadPool,
     pub(super) bulk_timeout: Duration,
     /// The read coalescer, when batching is on.
     pub(super) batcher: Option<mpsc::UnboundedSender<Job>>,
@@ -131,18 +135,15 @@ impl Drop for Pass<'_> {
 }
 
 impl ServerNode {
-    pub(super) fn new(
-        addr: String,
-        client: AsyncMetaClient,
-        bulk_client: AsyncMetaClient,
-        config: &MemcachedConfig,
-    ) -> ServerNode {
+    pub(super) fn new(addr: String, client: AsyncMetaClient, config: &MemcachedConfig) -> ServerNode {
         let deadline = config.connect_timeout + config.io_timeout;
-        let batcher = config.batch.then(|| spawn_batcher(addr.clone(), client.clone(), deadline));
+        let reads = Arc::new(ReadPool::new(addr.clone(), config.connect_timeout, config.max_idle));
+        let batcher = config.batch.then(|| spawn_batcher(addr.clone(), reads.clone(), client.clone(), deadline));
         ServerNode {
+            bulk_reads: ReadPool::new(addr.clone(), config.connect_timeout, config.max_idle),
             addr,
             client,
-            bulk_client,
+            reads,
             bulk_timeout: config.bulk_timeout,
             batcher,
             state: Mutex::new(NodeState::default()),

@@ -10,11 +10,10 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use memcache::exp::{
-    Delete, Get, GetResult, GetStatus, LeaseState, MAX_KEY_LENGTH, Meta, MutationStatus, Set, Ttl, ValueState,
-};
+use memcache::exp::{Delete, Get, GetStatus, MAX_KEY_LENGTH, Meta, MutationStatus, Set, Ttl};
 
-use super::coalescer::BatchFailure;
+use super::coalescer::batch_failure;
+use super::reads::{Answer, ReadFailure, ReadKind, Reads};
 use super::routing::ServerNode;
 use crate::store::{DeleteMode, Expiry, GetOutcome, GetRequest, Item, Lease, SetCondition, SetOutcome, StoreError};
 
@@ -58,47 +57,56 @@ impl ServerNode {
     /// Reads a batch of keys living on this server as one pipelined exchange. One result per request, in
     /// order.
     pub(super) async fn get_batch(&self, requests: &[&GetRequest]) -> Vec<Result<GetOutcome, StoreError>> {
-        let mut outputs: Vec<Option<Result<GetOutcome, StoreError>>> = requests.iter().map(|_| None).collect();
-        let mut sent: Vec<usize> = Vec::with_capacity(requests.len());
-        let mut operations: Vec<Get> = Vec::with_capacity(requests.len());
+        let mut rejected: Vec<(usize, String)> = Vec::new();
+        let mut reads = Reads::with_capacity(requests.len());
         for (position, request) in requests.iter().enumerate() {
             if let Err(detail) = check_key(&request.key) {
-                outputs[position] = Some(Err(StoreError::Server { server: self.addr.clone(), detail }));
+                rejected.push((position, detail));
                 continue;
             }
             // Always ask for the CAS: a hit's CAS is reported, and a lease winner writes with it. A plain read
             // also asks for the remaining TTL, needed to hand back a refresh token it did not ask for.
-            let operation = match request.lease_secs {
-                Some(secs) => Get::new(&request.key).meta(Meta::NONE.cas()).lease_ttl(secs.max(1)),
-                None if request.presence_only => Get::new(&request.key).meta(Meta::NONE.cas().ttl()).without_value(),
-                None => Get::new(&request.key).meta(Meta::NONE.cas().ttl()),
+            let kind = match request.lease_secs {
+                Some(secs) => ReadKind::Leased(secs),
+                None if request.presence_only => ReadKind::Presence,
+                None => ReadKind::Plain,
             };
-            sent.push(position);
-            operations.push(operation);
+            reads.push(&request.key, kind);
         }
-        if !operations.is_empty() {
+        let mut answers = if reads.is_empty() {
+            Vec::new()
+        } else {
             // Large values bypass the coalescer (a batch of one caller's reads either way).
             let bulk = requests.iter().any(|request| request.bulk);
-            let results = self.exchange_gets(operations, bulk).await;
-            let mut give_backs = Vec::new();
-            for (position, result) in sent.into_iter().zip(results) {
-                outputs[position] = Some(result.map(|read| {
-                    let request = requests[position];
-                    let (outcome, give_back) = get_outcome(read, request.lease_secs.is_some(), request.presence_only);
-                    give_backs.extend(give_back);
-                    outcome
-                }));
-            }
-            if !give_backs.is_empty() {
-                self.give_back(give_backs).await;
-            }
+            self.exchange_gets(reads, bulk).await
         }
-        outputs.into_iter().map(|output| output.expect("every request was answered or rejected")).collect()
+        .into_iter();
+        let mut rejected = rejected.into_iter().peekable();
+        let mut give_backs = Vec::new();
+        let mut outputs = Vec::with_capacity(requests.len());
+        for (position, request) in requests.iter().enumerate() {
+            if rejected.peek().is_some_and(|(at, _)| *at == position) {
+                let (_, detail) = rejected.next().expect("peeked");
+                outputs.push(Err(StoreError::Server { server: self.addr.clone(), detail }));
+                continue;
+            }
+            let answer = answers.next().expect("one answer per read sent");
+            outputs.push(answer.map(|answer| {
+                let (outcome, give_back) = get_outcome(answer, request);
+                give_backs.extend(give_back);
+                outcome
+            }));
+        }
+        if !give_backs.is_empty() {
+            self.give_back(give_backs).await;
+        }
+        outputs
     }
 
-    /// Sends the reads as one batch and maps errors; one result per operation, in order.
-    pub(super) async fn exchange_gets(&self, operations: Vec<Get>, bulk: bool) -> Vec<Result<GetResult, StoreError>> {
-        let count = operations.len();
+    /// Sends the reads as one batch, settles the server's health from the outcome and maps failures; one
+    /// result per read, in order.
+    pub(super) async fn exchange_gets(&self, reads: Reads, bulk: bool) -> Vec<Result<Answer, StoreError>> {
+        let count = reads.len();
         let pass = match self.admit() {
             Ok(pass) => pass,
             Err(down) => {
@@ -111,47 +119,43 @@ impl ServerNode {
                     .collect();
             }
         };
-        match self.run_gets(operations, bulk).await {
+        let results = match self.run_gets(reads, bulk).await {
+            Ok(results) => results,
+            Err(failure) => vec![Err(batch_failure(&failure)); count],
+        };
+        let mut transport_failure: Option<StoreError> = None;
+        let mapped = results
+            .into_iter()
+            .map(|result| {
+                result.map_err(|failure| {
+                    let (error, transport) = self.read_failure(&failure, bulk);
+                    if transport && transport_failure.is_none() {
+                        transport_failure = Some(self.read_failure(&failure, bulk).0);
+                    }
+                    error
+                })
+            })
+            .collect();
+        match transport_failure {
             // A bulk read that runs long says the server is busy moving megabytes, not that it is gone.
-            Err(BatchFailure::Timeout) if bulk => {
-                drop(pass);
-                (0..count).map(|_| Err(self.bulk_timeout_error())).collect()
+            Some(StoreError::Timeout { .. }) if bulk => drop(pass),
+            Some(error) => pass.failed(&error),
+            None => pass.succeeded(),
+        }
+        mapped
+    }
+
+    /// A failed read as a store error, and whether it is a transport failure (which marks the server down)
+    /// rather than an answer the server gave.
+    fn read_failure(&self, failure: &ReadFailure, bulk: bool) -> (StoreError, bool) {
+        match failure {
+            ReadFailure::Timeout if bulk => (self.bulk_timeout_error(), true),
+            ReadFailure::Timeout => (self.timeout_error(), true),
+            ReadFailure::Transport(detail) => {
+                (StoreError::Server { server: self.addr.clone(), detail: detail.clone() }, true)
             }
-            Err(BatchFailure::Timeout) => {
-                pass.failed(&self.timeout_error());
-                (0..count).map(|_| Err(self.timeout_error())).collect()
-            }
-            Err(BatchFailure::Rejected(detail)) => {
-                // Validation failed before anything was written (keys were checked, so this is a bug here).
-                drop(pass);
-                (0..count)
-                    .map(|_| Err(StoreError::Server { server: self.addr.clone(), detail: detail.clone() }))
-                    .collect()
-            }
-            Ok(results) => {
-                let convert = |error: &memcache::exp::Error| match self.convert(error) {
-                    (StoreError::Timeout { .. }, transport) if bulk => (self.bulk_timeout_error(), transport),
-                    converted => converted,
-                };
-                let mut transport_failure: Option<StoreError> = None;
-                let mapped: Vec<Result<GetResult, StoreError>> = results
-                    .into_iter()
-                    .map(|result| {
-                        result.map_err(|error| {
-                            let (converted, transport) = convert(&error);
-                            if transport && transport_failure.is_none() {
-                                transport_failure = Some(convert(&error).0);
-                            }
-                            converted
-                        })
-                    })
-                    .collect();
-                match transport_failure {
-                    Some(StoreError::Timeout { .. }) if bulk => drop(pass),
-                    Some(error) => pass.failed(&error),
-                    None => pass.succeeded(),
-                }
-                mapped
+            ReadFailure::Refused(detail) => {
+                (StoreError::Server { server: self.addr.clone(), detail: detail.clone() }, false)
             }
         }
     }
@@ -289,42 +293,41 @@ pub(super) fn refused_as_too_large(error: &memcache::exp::Error) -> bool {
     }
 }
 
-/// Maps one read's result to the store's outcome, plus a refresh token to hand back when a plain read
+/// Maps one read's answer to the store's outcome, plus a refresh token to hand back when a plain read
 /// received one.
 ///
-/// Zero-byte items are lease placeholders (the store never writes empty values), so any zero-byte item reads
-/// as a miss, keeping its lease state.
+/// Zero-byte items are lease placeholders (the store never writes empty values): a zero-byte item carrying a
+/// lease flag is a placeholder, this reader's own when it asked for a lease (it fills) and another's otherwise
+/// (busy); any other zero-byte item also reads as a miss.
 ///
 /// A presence-only read asked for no value: its hit is an item with an empty value (such reads are never
 /// leased, and only of items that are never placeholders: body chunks).
-fn get_outcome(read: GetResult, leased: bool, presence_only: bool) -> (GetOutcome, Option<GiveBack>) {
-    let cas = read.item.cas.unwrap_or(0);
-    let mut give_back = None;
-    let lease = match read.lease_state {
-        LeaseState::Granted if !leased => {
-            give_back =
-                Some(GiveBack { key: String::from_utf8_lossy(&read.key).into_owned(), cas, ttl: read.item.ttl });
-            Lease::None
-        }
-        LeaseState::Granted => Lease::Won { cas },
-        LeaseState::Busy => Lease::Busy,
-        _ => Lease::None,
-    };
-    let outcome = match read.status {
-        GetStatus::Hit if presence_only => {
-            GetOutcome::Hit(Item { value: Bytes::new(), cas, stale: read.value_state == ValueState::Stale, lease })
-        }
-        GetStatus::Hit => match read.value {
-            Some(value) if !value.is_empty() => GetOutcome::Hit(Item {
-                value: Bytes::from(value),
-                cas,
-                stale: read.value_state == ValueState::Stale,
-                lease,
-            }),
-            _ => GetOutcome::Miss { lease },
-        },
+fn get_outcome(answer: Answer, request: &GetRequest) -> (GetOutcome, Option<GiveBack>) {
+    let leased = request.lease_secs.is_some();
+    if !answer.found {
+        return (GetOutcome::Miss { lease: Lease::None }, None);
+    }
+    let cas = answer.cas;
+    let placeholder =
+        !answer.stale && answer.value.as_ref().is_some_and(Bytes::is_empty) && (answer.won || answer.busy);
+    if placeholder && !leased {
         // A placeholder another caller is filling, seen by a plain read.
-        GetStatus::Pending => GetOutcome::Miss { lease: Lease::Busy },
+        return (GetOutcome::Miss { lease: Lease::Busy }, None);
+    }
+    let mut give_back = None;
+    let lease = if answer.won && !leased {
+        give_back = Some(GiveBack { key: request.key.clone(), cas, ttl: answer.ttl });
+        Lease::None
+    } else if answer.won {
+        Lease::Won { cas }
+    } else if answer.busy {
+        Lease::Busy
+    } else {
+        Lease::None
+    };
+    let outcome = match answer.value {
+        _ if request.presence_only => GetOutcome::Hit(Item { value: Bytes::new(), cas, stale: answer.stale, lease }),
+        Some(value) if !value.is_empty() => GetOutcome::Hit(Item { value, cas, stale: answer.stale, lease }),
         _ => GetOutcome::Miss { lease },
     };
     (outcome, give_back)
