@@ -19,10 +19,10 @@
 //! | `Unavailable` | goes to the origin: the store failed, which is never the client's problem |
 //!
 //! One concern per file: `config` (settings and the clock), `lookup` (the batched read, the judgement of what
-//! it found, refresh permits and locks, read hints), `live` (generation counters read and checked), `body` (body
+//! it found, refresh permits and locks), `live` (generation counters read and checked), `body` (body
 //! reads and the in-process body cache), `chunks` (bodies larger than one item: written, touched and streamed
 //! in chunks), `fill` (the commit protocol), `invalidate`, `inspect` (what operators
-//! see), `counters`, `inflight` (waiting for a fill in this process), `memo` (decoded entries) and `renew`
+//! see), `counters`, `inflight` (waiting for a fill in this process), `memo` (decoded entries), `hints` (which keys a resource's first round asks for) and `renew`
 //! (keeping a fill's short lease alive while it works). An entry's bodies, variant and refresh lock are placed
 //! on its head record's server ([`crate::store::Placement`]).
 
@@ -33,6 +33,7 @@ mod config;
 mod counters;
 mod fence;
 mod fill;
+mod hints;
 mod inflight;
 mod inspect;
 mod invalidate;
@@ -52,11 +53,9 @@ pub use inspect::{EntryView, Inspection};
 pub use invalidate::{Invalidation, InvalidationReport, TargetReport};
 pub use lookup::{Hit, HitState, Lookup, LookupRequest};
 
-use crate::key::Digest;
 use crate::store::{Store, StoreError};
 use counters::bump;
 use live::Live;
-use lookup::Hint;
 
 /// The engine. Cheap to clone.
 #[derive(Clone)]
@@ -68,7 +67,7 @@ struct Inner {
     store: Arc<dyn Store>,
     config: CacheConfig,
     bodies: Option<body::BodyCache>,
-    hints: moka::sync::Cache<Digest, Arc<Hint>>,
+    hints: hints::Hints,
     inflight: inflight::InFlight,
     memo: memo::Memo,
     counters: Counters,
@@ -85,7 +84,7 @@ impl Cache {
     /// An engine over a store.
     pub fn new(store: Arc<dyn Store>, config: CacheConfig) -> Self {
         let bodies = body::body_cache(store.as_ref(), &config);
-        let hints = moka::sync::Cache::new(config.hint_capacity);
+        let hints = hints::Hints::new(config.hint_capacity);
         let cache = Self {
             inner: Arc::new(Inner {
                 store,

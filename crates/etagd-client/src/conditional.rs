@@ -70,10 +70,21 @@ pub fn if_none_match(headers: &HeaderMap) -> Option<IfNoneMatch> {
 /// `etag` is the stored entity tag, `last_modified` the stored `Last-Modified` value. Returns
 /// [`Evaluation::NotModified`] when the client's copy is current.
 pub fn evaluate(headers: &HeaderMap, etag: Option<&EntityTag>, last_modified: Option<&str>) -> Evaluation {
+    evaluate_read(headers, if_none_match(headers).as_ref(), etag, last_modified)
+}
+
+/// [`evaluate`] with `If-None-Match` already read (`if_none_match`), for callers that also look at it for
+/// [`weakened_in`].
+pub(crate) fn evaluate_read(
+    headers: &HeaderMap,
+    if_none_match: Option<&IfNoneMatch>,
+    etag: Option<&EntityTag>,
+    last_modified: Option<&str>,
+) -> Evaluation {
     // RFC 9110 section 13.1.3: a recipient MUST ignore If-Modified-Since when the request has If-None-Match,
     // whether or not it could be read.
     if headers.contains_key(IF_NONE_MATCH) {
-        let matched = match if_none_match(headers) {
+        let matched = match if_none_match {
             // RFC 9110 section 13.1.2: `*` is false when a current representation exists, and the cache only asks
             // about one it holds.
             Some(IfNoneMatch::Any) => true,
@@ -110,11 +121,13 @@ fn parse_date(value: &str) -> Option<SystemTime> {
 /// Whether `If-None-Match` carries `W/"<opaque>"` of `etag` while `etag` itself is strong: a proxy in front
 /// weakened a tag we sent (nginx's gzip filter does), which an operator wants counted.
 pub fn weakened_copy_of(headers: &HeaderMap, etag: &EntityTag) -> bool {
-    if etag.weak {
-        return false;
-    }
-    match if_none_match(headers) {
-        Some(IfNoneMatch::Tags(tags)) => tags.iter().any(|tag| tag.weak && tag.opaque == etag.opaque),
+    weakened_in(if_none_match(headers).as_ref(), etag)
+}
+
+/// [`weakened_copy_of`] with `If-None-Match` already read.
+pub(crate) fn weakened_in(if_none_match: Option<&IfNoneMatch>, etag: &EntityTag) -> bool {
+    match if_none_match {
+        Some(IfNoneMatch::Tags(tags)) if !etag.weak => tags.iter().any(|tag| tag.weak && tag.opaque == etag.opaque),
         _ => false,
     }
 }

@@ -9,7 +9,9 @@ use std::borrow::Cow;
 use std::fmt;
 
 use bytes::Bytes;
-use http::header::{AGE, CONTENT_ENCODING, CONTENT_LENGTH, ETAG, IF_NONE_MATCH, LAST_MODIFIED, VARY};
+use http::header::{
+    AGE, CONTENT_ENCODING, CONTENT_LENGTH, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, VARY,
+};
 use http::response::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 
@@ -241,6 +243,9 @@ pub struct Representation<'a> {
     /// The representation's tag, parsed only when needed (a coded tag, or `If-None-Match` to compare with);
     /// `None` also when the stored tag does not parse.
     etag: Option<EntityTag>,
+    /// The client's `If-None-Match`, read once for both [`weakened`](Self::weakened) and
+    /// [`evaluate`](Self::evaluate).
+    if_none_match: Option<conditional::IfNoneMatch>,
     /// The client's `If-None-Match` holds a `W/` copy of the (strong) tag.
     weakened: bool,
     /// A 304 names the tag in the weakened form the client holds.
@@ -266,8 +271,9 @@ impl<'a> Representation<'a> {
                 Some(coding) => base.for_coding(coding.as_str()),
                 None => base,
             });
-        let weakened = etag.as_ref().is_some_and(|etag| conditional::weakened_copy_of(request, etag));
-        Self { request, meta, coding, etag, weakened, echo_weakened: false }
+        let if_none_match = conditional::if_none_match(request);
+        let weakened = etag.as_ref().is_some_and(|etag| conditional::weakened_in(if_none_match.as_ref(), etag));
+        Self { request, meta, coding, etag, if_none_match, weakened, echo_weakened: false }
     }
 
     /// Makes a 304 name the tag as `W/"..."` when the client sent that weakened copy, so a client holding the
@@ -302,8 +308,17 @@ impl<'a> Representation<'a> {
             let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.meta.stored_at_ms);
             httpdate::fmt_http_date(at)
         };
-        let last_modified = self.meta.last_modified().map_or_else(stored, str::to_owned);
-        conditional::evaluate(self.request, self.etag.as_ref(), Some(&last_modified))
+        // Formatted only for a request that can use it: a date per 304 showed in the profile.
+        let last_modified = self
+            .request
+            .contains_key(IF_MODIFIED_SINCE)
+            .then(|| self.meta.last_modified().map_or_else(stored, str::to_owned));
+        conditional::evaluate_read(
+            self.request,
+            self.if_none_match.as_ref(),
+            self.etag.as_ref(),
+            last_modified.as_deref(),
+        )
     }
 
     /// The representation's `ETag` value; `None` when the stored tag is not a valid field value.

@@ -404,7 +404,7 @@ impl Fill {
         let mut hinted_vary = response.vary.clone();
         hinted_vary.sort();
         hinted_vary.dedup();
-        cache.remember(&self.resource, &hinted_vary, &response.tags);
+        cache.remember(&self.resource, None, &hinted_vary, &response.tags);
         // Nothing is written, nor any counter created, for an object the store cannot hold or admit.
         let chunk_size = cache.admit(&mut response)?;
         let mut generations = self.generations(&response.tags).await?;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::HeaderMap;
 
+use super::hints::Hint;
 use super::{Cache, Fill, Live, bump, fill};
 use crate::entry::{EntryMeta, HeadRecord, VaryIndex};
 use crate::generation::Check;
@@ -16,13 +17,6 @@ use crate::key::{Digest, ResourceKey};
 use crate::store::{
     DeleteMode, Expiry, GetOutcome, GetRequest, Item, Lease, Placement, SetCondition, SetOutcome, StoreError,
 };
-
-/// What this process remembers about a resource to batch its reads: never a validator, only which keys to ask.
-#[derive(Debug, Clone, Default)]
-pub(super) struct Hint {
-    vary: Vec<String>,
-    tags: Vec<String>,
-}
 
 /// The request side of a lookup.
 #[derive(Debug, Clone, Copy)]
@@ -181,7 +175,7 @@ impl Cache {
             Ok(GetOutcome::Miss { lease: Lease::Won { cas } }) => Some((digest, *cas)),
             _ => None,
         });
-        let lookup = self.first_round(request, &head_key, &tags, hinted_variant, results).await;
+        let lookup = self.first_round(request, hint.as_deref(), &head_key, &tags, hinted_variant, results).await;
         if let Some((digest, cas)) = hinted_lease {
             let used = matches!(&lookup, Lookup::Miss(fill) if fill.holds_variant_lease(cas));
             if !used {
@@ -195,6 +189,7 @@ impl Cache {
     async fn first_round(
         &self,
         request: LookupRequest<'_>,
+        hint: Option<&Hint>,
         head_key: &str,
         tags: &[String],
         hinted_variant: Option<Digest>,
@@ -250,7 +245,7 @@ impl Cache {
             GetOutcome::Miss { lease: Lease::None } => {
                 Lookup::Miss(Fill::new(self, request, fill::Plan::head(None, false), live, now_ms))
             }
-            GetOutcome::Hit(item) => self.on_head(request, item, live, hinted_variant_result, now_ms).await,
+            GetOutcome::Hit(item) => self.on_head(request, hint, item, live, hinted_variant_result, now_ms).await,
         }
     }
 
@@ -288,17 +283,16 @@ impl Cache {
         }
     }
 
-    pub(super) fn remember(&self, resource: &ResourceKey, vary: &[String], tags: &[String]) {
-        let digest = resource.digest();
-        let same = self.inner.hints.get(&digest).is_some_and(|hint| hint.vary == vary && hint.tags == tags);
-        if !same {
-            self.inner.hints.insert(digest, Arc::new(Hint { vary: vary.to_vec(), tags: tags.to_vec() }));
-        }
+    /// Records a resource's Vary names and tags for its next lookup's first round; `known` is the hint this
+    /// lookup started with (nothing is written when it already says as much).
+    pub(super) fn remember(&self, resource: &ResourceKey, known: Option<&Hint>, vary: &[String], tags: &[String]) {
+        self.inner.hints.remember(resource.digest(), known, vary, tags);
     }
 
     async fn on_head(
         &self,
         request: LookupRequest<'_>,
+        hint: Option<&Hint>,
         item: Item,
         mut live: Live,
         hinted_variant: Option<(Digest, Result<GetOutcome, StoreError>)>,
@@ -326,9 +320,9 @@ impl Cache {
             }
             Head::Other(HeadRecord::Entry(meta)) => {
                 let meta: Arc<EntryMeta> = Arc::new(*meta);
-                self.on_entry_head(request, meta, item, live, now_ms).await
+                self.on_entry_head(request, hint, meta, item, live, now_ms).await
             }
-            Head::Entry(meta) => self.on_entry_head(request, meta, item, live, now_ms).await,
+            Head::Entry(meta) => self.on_entry_head(request, hint, meta, item, live, now_ms).await,
             Head::Other(HeadRecord::Variants(index)) => {
                 let digest = resource.variant(&index.vary, request.headers);
                 let outcome = match hinted_variant {
@@ -347,7 +341,7 @@ impl Cache {
                     Ok(GetOutcome::Hit(variant)) => variant,
                     Ok(GetOutcome::Miss { lease: Lease::Won { cas } }) => {
                         bump(&self.inner.counters.leases_won);
-                        self.remember(resource, &index.vary, &[]);
+                        self.remember(resource, hint, &index.vary, &[]);
                         plan.variant_lease(cas);
                         return Lookup::Miss(Fill::new(self, request, plan, live, now_ms));
                     }
@@ -382,7 +376,7 @@ impl Cache {
                         return Lookup::Miss(Fill::new(self, request, plan, live, now_ms));
                     }
                 };
-                self.remember(resource, &index.vary, &meta.tags);
+                self.remember(resource, hint, &index.vary, &meta.tags);
                 self.read_tags(&meta.tags, &ns_head_key(self, resource), &mut live).await;
                 plan.variant_cas(variant.cas);
                 let slot = Slot {
@@ -403,13 +397,14 @@ impl Cache {
     async fn on_entry_head(
         &self,
         request: LookupRequest<'_>,
+        hint: Option<&Hint>,
         meta: Arc<EntryMeta>,
         item: Item,
         mut live: Live,
         now_ms: u64,
     ) -> Lookup {
         let resource = request.resource;
-        self.remember(resource, &[], &meta.tags);
+        self.remember(resource, hint, &[], &meta.tags);
         self.read_tags(&meta.tags, &ns_head_key(self, resource), &mut live).await;
         let slot = Slot {
             entry_digest: resource.digest(),
