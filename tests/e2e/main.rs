@@ -27,6 +27,7 @@
 //! | `prometheus` | a real Prometheus server scrapes etagd and its query API returns requests by outcome |
 //! | `operator` | route `ttl_override`/`ttl_max`, negative caching of 404/410, purges by path prefix (admin API, etagctl, the layer) |
 
+mod access_log;
 mod admin;
 mod authentication;
 mod compose;

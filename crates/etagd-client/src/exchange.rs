@@ -67,6 +67,8 @@ struct Inner {
     cache: Cache,
     config: ExchangeConfig,
     observer: Option<Arc<dyn Observer>>,
+    /// Write each report's `etagd::access` event (unless the observer writes the access log itself).
+    access_events: bool,
     gate: Option<gate::OriginGate>,
     dates: log::DateCache,
     store_log: log::RateLimited,
@@ -101,6 +103,7 @@ impl Exchange {
                 cache,
                 config,
                 observer: None,
+                access_events: true,
                 gate,
                 dates: log::DateCache::default(),
                 store_log: log::RateLimited::default(),
@@ -113,7 +116,9 @@ impl Exchange {
     /// Hands every [`Report`] (foreground and background) to `observer`, e.g. to update metrics.
     #[must_use]
     pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
-        self.inner_mut().observer = Some(observer);
+        let inner = self.inner_mut();
+        inner.access_events = !observer.writes_access_log();
+        inner.observer = Some(observer);
         self
     }
 
@@ -156,7 +161,11 @@ impl Exchange {
         UNIX_EPOCH + Duration::from_millis(self.inner.cache.now_ms())
     }
 
+    /// Hands a finished report to the access log and the observer.
     fn observe(&self, report: &Report) {
+        if self.inner.access_events {
+            log::access(report);
+        }
         if let Some(observer) = &self.inner.observer {
             observer.report(report);
         }
@@ -421,7 +430,6 @@ where
         }
         report.host = self.key.as_ref().map(|key| key.host().to_owned());
         report.elapsed = started.elapsed();
-        log::access(report);
         self.exchange.observe(report);
         Exchanged { response, report: self.report }
     }

@@ -131,7 +131,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let admin_addr = admin_listener.local_addr()?;
     let (shutdown, watch_shutdown) = watch::channel(false);
 
-    let exchange = Exchange::new(cache.clone(), config.exchange()).with_observer(metrics.clone());
+    let exchange = Exchange::new(cache.clone(), config.exchange())
+        .with_observer(Arc::new(logging::access::Logged(metrics.clone())));
     let origin = origin::Origin::new(&config.upstream, config.origin_timeout, config.origin_body_timeout)
         .count_body_timeouts(metrics.origin_body_timeouts.clone());
     let proxy = Arc::new(proxy::Proxy::new(exchange, origin, metrics.clone()));

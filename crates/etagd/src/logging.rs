@@ -1,7 +1,7 @@
 //! Logging: every line goes to stdout through one buffered [`sink::Sink`] (no system call or wake-up per
-//! line); the per-request access log (`etagd::access`) has its own formatter ([`access`]), everything else goes
-//! through `tracing-subscriber`'s. `ETAGD_LOG` filters both (default `info`; `etagd::access=off` silences the
-//! access log alone).
+//! line); the per-request access log (`etagd::access`) is written from each request's report ([`access`]),
+//! everything else goes through `tracing-subscriber`'s formatter. `ETAGD_LOG` filters both (default `info`;
+//! `etagd::access=off` silences the access log alone).
 
 pub mod access;
 pub mod sink;
@@ -20,19 +20,24 @@ pub fn init(format: LogFormat) -> std::io::Result<sink::SinkGuard> {
     // Colour only on a terminal: escape codes in a log file or a collector's pipe are noise.
     let ansi = std::io::stdout().is_terminal();
     let (sink, guard) = sink::Sink::spawn(std::io::stdout())?;
+    // The access log is written by `access`; an `etagd::access` event from elsewhere is not formatted twice.
     let others = || filter_fn(|meta| meta.target() != access::TARGET);
-    let only_access = || filter_fn(|meta| meta.target() == access::TARGET);
     let registry = tracing_subscriber::registry().with(filter);
     // Two arms because the text and JSON formatters are different types.
-    match format {
-        LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(sink.clone()).with_ansi(ansi).with_filter(others()))
-            .with(access::AccessLayer::new(sink, access::Shape::Text).with_filter(only_access()))
-            .init(),
-        LogFormat::Json => registry
-            .with(tracing_subscriber::fmt::layer().json().with_writer(sink.clone()).with_filter(others()))
-            .with(access::AccessLayer::new(sink, access::Shape::Json).with_filter(only_access()))
-            .init(),
-    }
+    let shape = match format {
+        LogFormat::Text => {
+            registry
+                .with(tracing_subscriber::fmt::layer().with_writer(sink.clone()).with_ansi(ansi).with_filter(others()))
+                .init();
+            access::Shape::Text
+        }
+        LogFormat::Json => {
+            registry
+                .with(tracing_subscriber::fmt::layer().json().with_writer(sink.clone()).with_filter(others()))
+                .init();
+            access::Shape::Json
+        }
+    };
+    access::install(sink, shape);
     Ok(guard)
 }

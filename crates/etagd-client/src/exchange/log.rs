@@ -93,13 +93,21 @@ impl Report {
     }
 }
 
-/// Receives every [`Report`]: the sidecar turns them into metrics.
+/// Receives every [`Report`]: the sidecar turns them into metrics and its access log.
 pub trait Observer: Send + Sync + 'static {
     /// Called once per request, and once per background refresh, after the response head is ready.
     fn report(&self, report: &Report);
+
+    /// Whether this observer writes the access log itself from the reports it receives. The exchange then
+    /// writes no `etagd::access` event of its own (the sidecar formats the line straight from the report,
+    /// which skips the subscriber's dispatch and field visiting on every request).
+    fn writes_access_log(&self) -> bool {
+        false
+    }
 }
 
-/// Writes the access log line of a report.
+/// Writes the access log line of a report as an `etagd::access` event: `request` at info, `background refresh`
+/// at debug.
 pub(crate) fn access(report: &Report) {
     let millis = |d: Duration| d.as_secs_f64() * 1000.0;
     let detail = report.outcome.detail();

@@ -195,7 +195,6 @@ impl<U> Background<U> {
         run.refresh(self.hit).await;
         run.report.elapsed = started.elapsed();
         run.report.host = run.key.as_ref().map(|key| key.host().to_owned());
-        super::log::access(&run.report);
         run.exchange.observe(&run.report);
     }
 }
