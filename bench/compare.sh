@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Two etagd binaries side by side in one run, for "did this change cost speed": same memcached, same demo origin,
-# wrk against each in turn (order rotated every round), medians printed with the ratio B/A. A third variant runs
-# binary B with ETAGD_LOG=warn, to show what the per-request access log costs.
+# wrk against each in turn (order rotated every round), medians printed with the ratio B/A, the per-round ratios,
+# and each sidecar process's own CPU per request (utime+stime from /proc over the wrk run: steadier than req/s on
+# a shared machine). A third variant runs binary B with ETAGD_LOG=warn, to show what the access log costs.
 #
 #   bench/compare.sh OLD_ETAGD NEW_ETAGD [ROUNDS] [SECONDS]
 #
@@ -26,7 +27,9 @@ start() { # name binary port admin [env...]
     --upstream "http://127.0.0.1:$ORIGIN_PORT" --memcached "127.0.0.1:$MC_PORT" --namespace "$name" \
     >"$TMP/$name.log" 2>&1 &
   PIDS+=($!)
+  PID_OF[$name]=$!
 }
+declare -A PID_OF=()
 start old "$OLD" "$A_PORT" "$A_ADMIN"
 start new "$NEW" "$B_PORT" "$B_ADMIN"
 start new-nolog "$NEW" "$C_PORT" "$C_ADMIN" ETAGD_LOG=warn
@@ -35,11 +38,16 @@ for port in "$A_PORT" "$B_PORT" "$C_PORT"; do
 done
 ETAG=$(curl -s -D - -o /dev/null "http://127.0.0.1:$B_PORT/bytes/2048" | awk -F': ' 'tolower($1)=="etag"{print $2}' | tr -d '\r')
 
-run() { # scenario name port
-  local headers=()
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+run() { # scenario name port: prints scenario, name, req/s, process CPU us per request
+  local headers=() before after out
   [ "$1" = 304 ] && headers=(-H "If-None-Match: $ETAG")
-  wrk -t1 -c32 -d"${SECONDS_PER_RUN}s" "${headers[@]}" "http://127.0.0.1:$3/bytes/2048" 2>/dev/null |
-    awk -v s="$1" -v n="$2" '/Requests\/sec/{print s, n, $2}'
+  before=$(cpu_ticks "${PID_OF[$2]}")
+  out=$(wrk -t1 -c32 -d"${SECONDS_PER_RUN}s" "${headers[@]}" "http://127.0.0.1:$3/bytes/2048" 2>/dev/null)
+  after=$(cpu_ticks "${PID_OF[$2]}")
+  awk -v s="$1" -v n="$2" -v ticks="$((after - before))" -v hz="$(getconf CLK_TCK)" \
+    '/requests in/{reqs=$1} /Requests\/sec/{rps=$2} END{printf "%s %s %s %.2f\n", s, n, rps, ticks * 1e6 / hz / reqs}' \
+    <<<"$out"
 }
 servers=("old:$A_PORT" "new:$B_PORT" "new-nolog:$C_PORT")
 : >"$TMP/results"
@@ -54,8 +62,15 @@ done
 python3 - "$TMP/results" <<'EOF'
 import statistics, sys
 rows = [line.split() for line in open(sys.argv[1]) if line.strip()]
+names = ("old", "new", "new-nolog")
 for scenario in ("304", "hit-2k"):
-    med = {n: statistics.median(float(r[2]) for r in rows if r[0] == scenario and r[1] == n) for n in ("old", "new", "new-nolog")}
+    runs = {n: [r for r in rows if r[0] == scenario and r[1] == n] for n in names}
+    med = {n: statistics.median(float(r[2]) for r in runs[n]) for n in names}
+    cpu = {n: statistics.median(float(r[3]) for r in runs[n]) for n in names}
+    ratios = [float(b[2]) / float(a[2]) for a, b in zip(runs["old"], runs["new"])]
     print(f"{scenario}: old {med['old']:.0f}/s, new {med['new']:.0f}/s ({med['new'] / med['old']:.2f}x), "
           f"new without the access log {med['new-nolog']:.0f}/s ({med['new-nolog'] / med['old']:.2f}x)")
+    print(f"  per-round new/old: {' '.join(f'{r:.2f}' for r in ratios)}")
+    print(f"  sidecar CPU us/req: old {cpu['old']:.1f}, new {cpu['new']:.1f} ({cpu['new'] / cpu['old']:.2f}x), "
+          f"new without the access log {cpu['new-nolog']:.1f}")
 EOF
