@@ -39,7 +39,7 @@ pub struct AccessLog {
 
 static INSTALLED: OnceLock<AccessLog> = OnceLock::new();
 
-/// Makes [`write`] write to `sink`, with the filter the global subscriber has (call after installing it).
+/// Makes [`write()`] write to `sink`, with the filter the global subscriber has (call after installing it).
 pub fn install(sink: Sink, shape: Shape) {
     let requests = tracing::enabled!(target: "etagd::access", tracing::Level::INFO);
     let background = tracing::enabled!(target: "etagd::access", tracing::Level::DEBUG);
