@@ -29,6 +29,10 @@
 //! decodes with both empty (every representation one `b:` item), as before.
 
 mod chunks;
+mod parsed;
+
+pub(crate) use parsed::Fields;
+pub use parsed::Parsed;
 
 pub use chunks::ChunkLayout;
 
@@ -120,6 +124,9 @@ pub struct EntryMeta {
     /// misnames an entry's chunks.
     #[serde(default)]
     pub chunk_size: u64,
+    /// The fields in HTTP form, made when first answered from (never stored).
+    #[serde(skip)]
+    pub parsed: Parsed,
 }
 
 /// The head record of a resource.
@@ -349,6 +356,7 @@ pub(crate) mod tests {
             bridge: None,
             coding_lens: vec![],
             chunk_size: 0,
+            parsed: Parsed::default(),
         }
     }
 

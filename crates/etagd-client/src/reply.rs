@@ -9,9 +9,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use bytes::Bytes;
-use http::header::{
-    AGE, CONTENT_ENCODING, CONTENT_LENGTH, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, VARY,
-};
+use http::header::{AGE, CONTENT_ENCODING, CONTENT_LENGTH, ETAG, IF_MODIFIED_SINCE, LAST_MODIFIED, VARY};
 use http::response::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 
@@ -20,6 +18,7 @@ use crate::cacheability::Freshness;
 use crate::conditional::{self, Evaluation};
 use crate::encoding::{self, Coding};
 use crate::entry::EntryMeta;
+use crate::entry::Fields;
 use crate::etag::EntityTag;
 use crate::headers::{self, ETAGD_INVALIDATE, SURROGATE_KEY};
 
@@ -240,9 +239,11 @@ pub struct Representation<'a> {
     request: &'a HeaderMap,
     meta: &'a EntryMeta,
     coding: Option<Coding>,
-    /// The representation's tag, parsed only when needed (a coded tag, or `If-None-Match` to compare with);
-    /// `None` also when the stored tag does not parse.
-    etag: Option<EntityTag>,
+    /// The entry's fields in HTTP form, parsed once per decoded entry.
+    fields: &'a Fields,
+    /// The representation's tag: the stored one, or its per-coding tag; `None` when the stored tag does not
+    /// parse.
+    etag: Option<Cow<'a, EntityTag>>,
     /// The client's `If-None-Match`, read once for both [`weakened`](Self::weakened) and
     /// [`evaluate`](Self::evaluate).
     if_none_match: Option<conditional::IfNoneMatch>,
@@ -264,16 +265,14 @@ impl<'a> Representation<'a> {
     }
 
     fn new(request: &'a HeaderMap, meta: &'a EntryMeta, coding: Option<Coding>) -> Self {
-        let etag = (coding.is_some() || request.contains_key(IF_NONE_MATCH))
-            .then(|| EntityTag::parse(&meta.etag))
-            .flatten()
-            .map(|base| match coding {
-                Some(coding) => base.for_coding(coding.as_str()),
-                None => base,
-            });
+        let fields = meta.parsed.of(meta);
+        let etag = fields.etag.as_ref().map(|base| match coding {
+            Some(coding) => Cow::Owned(base.clone().for_coding(coding.as_str())),
+            None => Cow::Borrowed(base),
+        });
         let if_none_match = conditional::if_none_match(request);
         let weakened = etag.as_ref().is_some_and(|etag| conditional::weakened_in(if_none_match.as_ref(), etag));
-        Self { request, meta, coding, etag, if_none_match, weakened, echo_weakened: false }
+        Self { request, meta, fields, coding, etag, if_none_match, weakened, echo_weakened: false }
     }
 
     /// Makes a 304 name the tag as `W/"..."` when the client sent that weakened copy, so a client holding the
@@ -316,7 +315,7 @@ impl<'a> Representation<'a> {
         conditional::evaluate_read(
             self.request,
             self.if_none_match.as_ref(),
-            self.etag.as_ref(),
+            self.etag.as_deref(),
             last_modified.as_deref(),
         )
     }
@@ -325,7 +324,7 @@ impl<'a> Representation<'a> {
     pub fn etag_value(&self) -> Option<HeaderValue> {
         match (&self.etag, self.coding) {
             (Some(etag), Some(_)) => HeaderValue::try_from(etag.to_header_value()).ok(),
-            _ => HeaderValue::from_str(&self.meta.etag).ok(),
+            _ => self.fields.etag_value.clone(),
         }
     }
 
@@ -336,8 +335,8 @@ impl<'a> Representation<'a> {
         let mut response = Response::new(());
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         let headers = response.headers_mut();
-        for (name, value) in self.meta.headers.iter().filter(|(name, _)| headers::repeated_on_304(name)) {
-            append(headers, name.as_bytes(), value);
+        for (name, value, _) in self.fields.lines.iter().filter(|(_, _, on_304)| *on_304) {
+            headers.append(name.clone(), value.clone());
         }
         let etag = match &self.etag {
             Some(etag) if self.echo_weakened && self.weakened => {
@@ -348,8 +347,8 @@ impl<'a> Representation<'a> {
         if let Some(etag) = etag {
             headers.insert(ETAG, etag);
         }
-        if let Some(value) = self.meta.last_modified().and_then(|v| HeaderValue::from_str(v).ok()) {
-            headers.insert(LAST_MODIFIED, value);
+        if let Some(value) = &self.fields.last_modified {
+            headers.insert(LAST_MODIFIED, value.clone());
         }
         if let Some(age_s) = age_s {
             headers.insert(AGE, HeaderValue::from(age_s));
@@ -363,8 +362,9 @@ impl<'a> Representation<'a> {
         let mut response = Response::new(());
         *response.status_mut() = StatusCode::from_u16(self.meta.status).unwrap_or(StatusCode::OK);
         let headers = response.headers_mut();
-        for (name, value) in &self.meta.headers {
-            append(headers, name.as_bytes(), value);
+        headers.reserve(self.fields.lines.len() + 4);
+        for (name, value, _) in &self.fields.lines {
+            headers.append(name.clone(), value.clone());
         }
         self.stamp(headers, body_len, age_s);
         response
@@ -385,13 +385,6 @@ impl<'a> Representation<'a> {
             headers.insert(AGE, HeaderValue::from(age_s));
         }
         headers.insert(CONTENT_LENGTH, HeaderValue::from(body_len));
-    }
-}
-
-fn append(headers: &mut HeaderMap, name: &[u8], value: &[u8]) {
-    // Stored headers came from a valid response; a line that no longer parses is dropped, not fatal.
-    if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
-        headers.append(name, value);
     }
 }
 
@@ -498,6 +491,7 @@ pub(crate) mod tests {
             bridge: None,
             coding_lens: Vec::new(),
             chunk_size: 0,
+            parsed: Default::default(),
         }
     }
 

@@ -342,6 +342,24 @@ pub trait Store: Send + Sync + 'static {
         condition: SetCondition,
     ) -> Result<SetOutcome, StoreError>;
 
+    /// Writes several items unconditionally, all on the server `placement` names (so it must not be
+    /// [`Placement::Own`] unless they share a server), as one pipelined exchange where the store can: a fill's
+    /// bodies. Every item is attempted in order; the first failure is returned.
+    async fn set_all_placed(
+        &self,
+        items: Vec<(String, Bytes)>,
+        placement: Placement<'_>,
+        expiry: Expiry,
+    ) -> Result<(), StoreError> {
+        let mut first_error = None;
+        for (key, value) in items {
+            if let Err(error) = self.set_placed(&key, placement, value, expiry, SetCondition::Always).await {
+                first_error.get_or_insert(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
     /// Writes one item under a condition, on the server owning its own key.
     async fn set(
         &self,

@@ -124,7 +124,29 @@ contract_tests!(
     every_verb_honours_a_placement,
     a_touch_keeps_a_placeholder_alive_with_its_cas,
     presence_reads_answer_without_the_value_and_bulk_reads_with_it,
+    several_items_are_written_in_one_call,
 );
+
+/// A fill's bodies: several items written in one call, all beside their head record. One too large fails the
+/// call and is not stored; the others are written all the same.
+async fn several_items_are_written_in_one_call(f: Fixture) {
+    let owner = f.key("u:owner");
+    let near = Placement::Near(&owner);
+    let items: Vec<(String, Bytes)> =
+        (0..3).map(|i| (f.key(&format!("b:{i}")), Bytes::from(format!("body {i}")))).collect();
+    f.store.set_all_placed(items.clone(), near, Expiry::Secs(300)).await.expect("written");
+    for (key, value) in &items {
+        assert_eq!(hit(f.read(GetRequest::plain(key).near(&owner)).await).value, *value);
+    }
+    let limit = f.store.max_item_bytes();
+    let big = (f.key("b:big"), Bytes::from(vec![b'x'; limit + 1]));
+    let after = (f.key("b:after"), Bytes::from_static(b"after"));
+    let result = f.store.set_all_placed(vec![big.clone(), after.clone()], near, Expiry::Secs(300)).await;
+    assert!(matches!(result, Err(StoreError::TooLarge { .. })), "{result:?}");
+    assert_eq!(f.read(GetRequest::plain(&big.0).near(&owner)).await, GetOutcome::Miss { lease: Lease::None });
+    assert_eq!(hit(f.read(GetRequest::plain(&after.0).near(&owner)).await).value, after.1);
+    f.store.set_all_placed(Vec::new(), near, Expiry::Secs(300)).await.expect("nothing to write");
+}
 
 /// A presence read (`mg <key>` without `v`) tells a stored item from a missing one without transferring it; a
 /// bulk read (large values, outside the coalescer) reads like a plain one. Mixed in one batch, in order.

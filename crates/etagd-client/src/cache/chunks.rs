@@ -346,6 +346,37 @@ impl Cache {
             .await
     }
 
+    /// Writes a fill's representations (`None`: identity): those of one item each in one pipelined exchange
+    /// (a fill of a small body writes all its codings in one round trip), those in chunks as
+    /// [`write_body`](Self::write_body) does.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn write_bodies(
+        &self,
+        head_key: &str,
+        entry: &Digest,
+        fill_id: u64,
+        bodies: &[(Option<&str>, &Bytes)],
+        chunk_size: u64,
+        expiry: Expiry,
+    ) -> Result<(), StoreError> {
+        let ns = &self.inner.config.namespace;
+        let mut whole = Vec::with_capacity(bodies.len());
+        for &(coding, body) in bodies {
+            if ChunkLayout::of(body.len() as u64, chunk_size).is_some() {
+                self.write_body(head_key, entry, fill_id, coding, body, chunk_size, expiry).await?;
+            } else {
+                whole.push((ns.body_key(entry, fill_id, coding), body));
+            }
+        }
+        let items = whole.iter().map(|(key, body)| (key.clone(), StoredBody::encode(body))).collect();
+        self.store().set_all_placed(items, Placement::Near(head_key), expiry).await?;
+        // The filling process keeps what it wrote, so its first hit does not read it back.
+        for (key, body) in whole {
+            self.keep_body(key, body);
+        }
+        Ok(())
+    }
+
     /// Gives one representation's body items the entry's new lifetime (a revalidation). An item already gone is
     /// left to the next hit, which refills it.
     pub(super) async fn touch_body(

@@ -6,7 +6,7 @@
 //! accounting and housekeeping on every read, twice per lookup). Two resources sharing a slot take turns; the
 //! one forgotten costs one extra round trip on its next lookup, never a wrong answer.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 
@@ -20,6 +20,16 @@ const MAX_SLOTS: usize = 1 << 20;
 pub(super) struct Hint {
     pub(super) vary: Vec<String>,
     pub(super) tags: Vec<String>,
+    /// The counters the resource's first round reads, worked out from the tags above by its first lookup
+    /// with this hint and reused by the next ones.
+    pub(super) round: OnceLock<Round>,
+}
+
+/// The tags whose counters a first round reads, and those counters' keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Round {
+    pub(super) tags: Vec<String>,
+    pub(super) keys: Vec<String>,
 }
 
 type Slot = Option<(Digest, Arc<Hint>)>;
@@ -54,7 +64,7 @@ impl Hints {
         if known.is_some_and(|hint| hint.vary == vary && hint.tags == tags) {
             return;
         }
-        let hint = Arc::new(Hint { vary: vary.to_vec(), tags: tags.to_vec() });
+        let hint = Arc::new(Hint { vary: vary.to_vec(), tags: tags.to_vec(), round: OnceLock::new() });
         *self.slot(&digest).lock() = Some((digest, hint));
     }
 }

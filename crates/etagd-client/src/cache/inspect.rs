@@ -1,8 +1,6 @@
 //! Inspection: what is stored for a resource, read without taking any lease, for operators (`/entries`,
 //! `etagctl inspect`).
 
-use std::collections::HashMap;
-
 use http::HeaderMap;
 
 use super::{Cache, Live};
@@ -23,7 +21,7 @@ impl Cache {
             [GetRequest::plain(head_key.clone()), GetRequest::plain(ns.all_generation_key()).near(head_key.clone())];
         let mut results = self.inner.store.get_many(&requests).await.into_iter();
         let head = results.next().expect("one result")?;
-        let mut live = Live { all: self.generation_of(results.next().expect("one result")?), tags: HashMap::new() };
+        let mut live = Live { all: self.generation_of(results.next().expect("one result")?), tags: Default::default() };
         let now_ms = self.now_ms();
         let mut inspection = Inspection {
             canonical: resource.canonical().to_owned(),

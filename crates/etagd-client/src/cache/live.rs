@@ -1,8 +1,6 @@
 //! Live generations: the counter values a lookup reads (namespace, tags) and the check of an entry's recorded
 //! values against them, shared by lookup and inspection.
 
-use std::collections::HashMap;
-
 use super::{Cache, bump};
 use crate::entry::EntryMeta;
 use crate::generation::{Check, Generation};
@@ -12,7 +10,37 @@ use crate::store::{GetOutcome, GetRequest};
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Live {
     pub(crate) all: Option<Generation>,
-    pub(crate) tags: HashMap<String, Option<Generation>>,
+    pub(crate) tags: TagGenerations,
+}
+
+/// The live counter of each tag read (`None`: missing or unreadable). A list rather than a hash map: a lookup
+/// reads a handful of tags, and hashing each name twice cost more than comparing a few.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TagGenerations(Vec<(String, Option<Generation>)>);
+
+impl TagGenerations {
+    /// Records a tag's counter, replacing what was recorded for it.
+    pub(crate) fn insert(&mut self, tag: String, generation: Option<Generation>) {
+        match self.0.iter_mut().find(|(held, _)| *held == tag) {
+            Some((_, held)) => *held = generation,
+            None => self.0.push((tag, generation)),
+        }
+    }
+
+    /// The counter recorded for `tag`, if it was read.
+    pub(crate) fn get(&self, tag: &str) -> Option<&Option<Generation>> {
+        self.0.iter().find(|(held, _)| held == tag).map(|(_, generation)| generation)
+    }
+
+    /// Whether `tag` was read.
+    pub(crate) fn contains_key(&self, tag: &str) -> bool {
+        self.get(tag).is_some()
+    }
+
+    /// The tags read.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &String> {
+        self.0.iter().map(|(tag, _)| tag)
+    }
 }
 
 impl Cache {
@@ -33,7 +61,7 @@ impl Cache {
     /// Reads the counters of tags not read yet (one round for all of them), from the copies on the server of
     /// the head record `head_key`.
     pub(super) async fn read_tags(&self, tags: &[String], head_key: &str, live: &mut Live) {
-        let missing: Vec<&String> = tags.iter().filter(|tag| !live.tags.contains_key(*tag)).collect();
+        let missing: Vec<&String> = tags.iter().filter(|tag| !live.tags.contains_key(tag)).collect();
         if missing.is_empty() {
             return;
         }

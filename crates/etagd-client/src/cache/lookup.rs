@@ -2,14 +2,13 @@
 //! of what was found (fresh, stale, grace, invalid, pass), taking the fill lease or the refresh lock when this
 //! caller is the one to fill.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderMap;
 
-use super::hints::Hint;
+use super::hints::{Hint, Round};
 use super::{Cache, Fill, Live, bump, fill};
 use crate::entry::{EntryMeta, HeadRecord, VaryIndex};
 use crate::generation::Check;
@@ -133,21 +132,16 @@ impl Cache {
         let resource = request.resource;
         let hint = self.inner.hints.get(&resource.digest());
 
-        // First round: head (leased), g:all, the tags we expect, and the variant we expect. A resource's prefix
-        // tags follow from its key, so their counters are in the first batch even without a hint.
-        let mut tags: Vec<String> = request.route_tags.to_vec();
-        for tag in resource.prefix_tags(config.prefix_depth) {
-            if !tags.contains(&tag) {
-                tags.push(tag);
+        // First round: head (leased), g:all, the tags we expect, and the variant we expect.
+        let computed;
+        let round = match &hint {
+            Some(hint) => hint.round.get_or_init(|| self.round(request, &hint.tags)),
+            None => {
+                computed = self.round(request, &[]);
+                &computed
             }
-        }
-        if let Some(hint) = &hint {
-            for tag in &hint.tags {
-                if !tags.contains(tag) {
-                    tags.push(tag.clone());
-                }
-            }
-        }
+        };
+        let tags = &round.tags;
         let lease_secs = lease_secs(config.fill_lease);
         let head_key = ns.head_key(resource);
         if let Some(error) = self.fenced(&head_key) {
@@ -159,7 +153,7 @@ impl Cache {
             GetRequest::leased(head_key.clone(), lease_secs),
             GetRequest::plain(ns.all_generation_key()).near(head_key.clone()),
         ];
-        requests.extend(tags.iter().map(|tag| GetRequest::plain(ns.tag_generation_key(tag)).near(head_key.clone())));
+        requests.extend(round.keys.iter().map(|key| GetRequest::plain(key.clone()).near(head_key.clone())));
         let hinted_variant = hint
             .as_ref()
             .filter(|hint| !hint.vary.is_empty())
@@ -175,7 +169,7 @@ impl Cache {
             Ok(GetOutcome::Miss { lease: Lease::Won { cas } }) => Some((digest, *cas)),
             _ => None,
         });
-        let lookup = self.first_round(request, hint.as_deref(), &head_key, &tags, hinted_variant, results).await;
+        let lookup = self.first_round(request, hint.as_deref(), &head_key, tags, hinted_variant, results).await;
         if let Some((digest, cas)) = hinted_lease {
             let used = matches!(&lookup, Lookup::Miss(fill) if fill.holds_variant_lease(cas));
             if !used {
@@ -183,6 +177,25 @@ impl Cache {
             }
         }
         lookup
+    }
+
+    /// The tags whose counters a lookup's first round reads: the route's, the resource's prefix tags (they
+    /// follow from its key, so they are read even without a hint) and those its entry had (`known`), each once.
+    fn round(&self, request: LookupRequest<'_>, known: &[String]) -> Round {
+        let config = &self.inner.config;
+        let mut tags: Vec<String> = request.route_tags.to_vec();
+        for tag in request.resource.prefix_tags(config.prefix_depth) {
+            if !tags.contains(&tag) {
+                tags.push(tag);
+            }
+        }
+        for tag in known {
+            if !tags.contains(tag) {
+                tags.push(tag.clone());
+            }
+        }
+        let keys = tags.iter().map(|tag| config.namespace.tag_generation_key(tag)).collect();
+        Round { tags, keys }
     }
 
     /// Judges the first round's results: the head, the counters and the hinted variant.
@@ -198,7 +211,7 @@ impl Cache {
         let mut results = results.into_iter();
         let head = results.next().expect("one result per request");
         let all = results.next().expect("one result per request");
-        let mut live = Live { all: None, tags: HashMap::new() };
+        let mut live = Live { all: None, tags: Default::default() };
         match all {
             Ok(outcome) => live.all = self.generation_of(outcome),
             Err(error) => {
@@ -245,7 +258,9 @@ impl Cache {
             GetOutcome::Miss { lease: Lease::None } => {
                 Lookup::Miss(Fill::new(self, request, fill::Plan::head(None, false), live, now_ms))
             }
-            GetOutcome::Hit(item) => self.on_head(request, hint, item, live, hinted_variant_result, now_ms).await,
+            GetOutcome::Hit(item) => {
+                self.on_head(request, hint, head_key, item, live, hinted_variant_result, now_ms).await
+            }
         }
     }
 
@@ -289,10 +304,12 @@ impl Cache {
         self.inner.hints.remember(resource.digest(), known, vary, tags);
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn on_head(
         &self,
         request: LookupRequest<'_>,
         hint: Option<&Hint>,
+        head_key: &str,
         item: Item,
         mut live: Live,
         hinted_variant: Option<(Digest, Result<GetOutcome, StoreError>)>,
@@ -309,7 +326,7 @@ impl Cache {
             Ok(record) => record,
             Err(error) => {
                 bump(&self.inner.counters.corrupt_items);
-                tracing::warn!(%error, key = %self.inner.config.namespace.head_key(resource), "corrupt head record");
+                tracing::warn!(%error, key = %head_key, "corrupt head record");
                 return Lookup::Miss(Fill::new(self, request, fill::Plan::head(Some(item.cas), false), live, now_ms));
             }
         };
@@ -320,9 +337,9 @@ impl Cache {
             }
             Head::Other(HeadRecord::Entry(meta)) => {
                 let meta: Arc<EntryMeta> = Arc::new(*meta);
-                self.on_entry_head(request, hint, meta, item, live, now_ms).await
+                self.on_entry_head(request, hint, head_key, meta, item, live, now_ms).await
             }
-            Head::Entry(meta) => self.on_entry_head(request, hint, meta, item, live, now_ms).await,
+            Head::Entry(meta) => self.on_entry_head(request, hint, head_key, meta, item, live, now_ms).await,
             Head::Other(HeadRecord::Variants(index)) => {
                 let digest = resource.variant(&index.vary, request.headers);
                 let outcome = match hinted_variant {
@@ -331,7 +348,7 @@ impl Cache {
                         let ns = &self.inner.config.namespace;
                         let lease =
                             GetRequest::leased(ns.variant_key(&digest), lease_secs(self.inner.config.fill_lease))
-                                .near(ns.head_key(resource));
+                                .near(head_key);
                         self.inner.store.get_many(&[lease]).await.pop().expect("one result per request")
                     }
                 };
@@ -377,11 +394,11 @@ impl Cache {
                     }
                 };
                 self.remember(resource, hint, &index.vary, &meta.tags);
-                self.read_tags(&meta.tags, &ns_head_key(self, resource), &mut live).await;
+                self.read_tags(&meta.tags, head_key, &mut live).await;
                 plan.variant_cas(variant.cas);
                 let slot = Slot {
                     entry_digest: digest,
-                    head_key: self.inner.config.namespace.head_key(resource),
+                    head_key: head_key.to_owned(),
                     meta_cas: variant.cas,
                     index: Some(index.clone()),
                     head_cas: item.cas,
@@ -394,10 +411,12 @@ impl Cache {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn on_entry_head(
         &self,
         request: LookupRequest<'_>,
         hint: Option<&Hint>,
+        head_key: &str,
         meta: Arc<EntryMeta>,
         item: Item,
         mut live: Live,
@@ -405,10 +424,10 @@ impl Cache {
     ) -> Lookup {
         let resource = request.resource;
         self.remember(resource, hint, &[], &meta.tags);
-        self.read_tags(&meta.tags, &ns_head_key(self, resource), &mut live).await;
+        self.read_tags(&meta.tags, head_key, &mut live).await;
         let slot = Slot {
             entry_digest: resource.digest(),
-            head_key: self.inner.config.namespace.head_key(resource),
+            head_key: head_key.to_owned(),
             meta_cas: item.cas,
             index: None,
             head_cas: item.cas,
@@ -507,10 +526,6 @@ impl Cache {
         fill.bridge_begun = self.bridge_begin(request.resource, &hit.meta.tags).await;
         Some(fill)
     }
-}
-
-fn ns_head_key(cache: &Cache, resource: &ResourceKey) -> String {
-    cache.inner.config.namespace.head_key(resource)
 }
 
 fn lease_secs(lease: Duration) -> u32 {

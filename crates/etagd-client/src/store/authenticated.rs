@@ -81,6 +81,14 @@ pub struct AuthenticatedStore {
 }
 
 impl AuthenticatedStore {
+    /// `value` with the MAC bound to `key` in front, as stored.
+    fn seal(&self, key: &str, value: &[u8]) -> Bytes {
+        let mut sealed = BytesMut::with_capacity(MAC_LEN + value.len());
+        sealed.put_slice(&self.key.mac(key, value));
+        sealed.put_slice(value);
+        sealed.freeze()
+    }
+
     /// Wraps `inner`.
     pub fn new(inner: Arc<dyn Store>, key: EntryKey) -> Self {
         Self { inner, key, rejected: AtomicU64::new(0) }
@@ -148,10 +156,20 @@ impl Store for AuthenticatedStore {
         expiry: Expiry,
         condition: SetCondition,
     ) -> Result<SetOutcome, StoreError> {
-        let mut sealed = BytesMut::with_capacity(MAC_LEN + value.len());
-        sealed.put_slice(&self.key.mac(key, &value));
-        sealed.put_slice(&value);
-        self.inner.set_placed(key, placement, sealed.freeze(), expiry, condition).await
+        self.inner.set_placed(key, placement, self.seal(key, &value), expiry, condition).await
+    }
+
+    async fn set_all_placed(
+        &self,
+        items: Vec<(String, Bytes)>,
+        placement: Placement<'_>,
+        expiry: Expiry,
+    ) -> Result<(), StoreError> {
+        let sealed = items.into_iter().map(|(key, value)| {
+            let sealed = self.seal(&key, &value);
+            (key, sealed)
+        });
+        self.inner.set_all_placed(sealed.collect(), placement, expiry).await
     }
 
     async fn delete_placed(&self, key: &str, placement: Placement<'_>, mode: DeleteMode) -> Result<bool, StoreError> {

@@ -195,6 +195,39 @@ impl Store for MemcachedStore {
         node.set(key, &value, expiry, condition, limit).await
     }
 
+    async fn set_all_placed(
+        &self,
+        items: Vec<(String, Bytes)>,
+        placement: Placement<'_>,
+        expiry: Expiry,
+    ) -> Result<(), StoreError> {
+        let Some((first, _)) = items.first() else { return Ok(()) };
+        let index = self.index_of(first, placement);
+        if items.iter().any(|(key, _)| self.index_of(key, placement) != index) {
+            // Not one server's items: one at a time, each to its own.
+            for (key, value) in items {
+                self.set_placed(&key, placement, value, expiry, SetCondition::Always).await?;
+            }
+            return Ok(());
+        }
+        let node = &self.nodes[index];
+        let limit = node.item_limit();
+        // An item too large is refused without being sent; the others are still written.
+        let mut refused = None;
+        let fitting: Vec<(String, Bytes)> = items
+            .into_iter()
+            .filter(|(key, value)| match super::check_size(key, value, limit) {
+                Ok(()) => true,
+                Err(error) => {
+                    refused.get_or_insert(error);
+                    false
+                }
+            })
+            .collect();
+        let written = node.set_all(&fitting, expiry, limit).await;
+        refused.map_or(written, Err)
+    }
+
     async fn delete_placed(&self, key: &str, placement: Placement<'_>, mode: DeleteMode) -> Result<bool, StoreError> {
         self.nodes[self.index_of(key, placement)].delete(key, mode).await
     }

@@ -238,6 +238,60 @@ impl ServerNode {
         }
     }
 
+    /// Unconditional sets of several items as one pipelined exchange on one connection; every item is
+    /// attempted, the first failure is returned.
+    pub(super) async fn set_all(
+        &self,
+        items: &[(String, Bytes)],
+        expiry: Expiry,
+        max_item_bytes: usize,
+    ) -> Result<(), StoreError> {
+        for (key, value) in items {
+            check_key(key).map_err(|detail| StoreError::Server { server: self.addr.clone(), detail })?;
+            if value.is_empty() {
+                return Err(StoreError::Server {
+                    server: self.addr.clone(),
+                    detail: format!(
+                        "refusing to store an empty value under {key}: zero-byte items are lease placeholders"
+                    ),
+                });
+            }
+        }
+        let operations: Vec<Set> =
+            items.iter().map(|(key, value)| Set::new(key, value).ttl(wire_ttl(expiry))).collect();
+        let pass = self.admit()?;
+        let results = match tokio::time::timeout(self.deadline(), self.client.run_many(operations)).await {
+            Err(_elapsed) => {
+                pass.failed(&self.timeout_error());
+                return Err(self.timeout_error());
+            }
+            Ok(Err(error)) => return Err(self.settle_failure(pass, &error)),
+            Ok(Ok(results)) => results,
+        };
+        let mut outcome = Ok(());
+        let mut transport: Option<StoreError> = None;
+        for ((key, value), result) in items.iter().zip(results) {
+            let Err(error) = result else { continue };
+            let converted = if refused_as_too_large(&error) {
+                StoreError::TooLarge { key: key.clone(), size: value.len(), limit: max_item_bytes }
+            } else {
+                let (converted, is_transport) = self.convert(&error);
+                if is_transport && transport.is_none() {
+                    transport = Some(self.convert(&error).0);
+                }
+                converted
+            };
+            if outcome.is_ok() {
+                outcome = Err(converted);
+            }
+        }
+        match transport {
+            Some(error) => pass.failed(&error),
+            None => pass.succeeded(),
+        }
+        outcome
+    }
+
     /// `mg <key> c T<ttl>`: a new expiry for the item, placeholder or not; its CAS (`None`: no item).
     pub(super) async fn touch(&self, key: &str, expiry: Expiry) -> Result<Option<u64>, StoreError> {
         check_key(key).map_err(|detail| StoreError::Server { server: self.addr.clone(), detail })?;
