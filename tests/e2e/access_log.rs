@@ -21,9 +21,11 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
-/// Runs the sidecar (embedded store) with `env`, makes a miss and a hit of `/page`, and returns its stdout
-/// lines once it has stopped.
-async fn log_of(origin: &Origin, args: &[&str], env: &[(&str, &str)]) -> Vec<String> {
+/// Runs the sidecar (embedded store, a cacheable `/page` behind it) with `args` and `env`, makes a miss and a
+/// hit of `/page`, and returns its stdout lines once it has stopped.
+async fn log_of(args: &[&str], env: &[(&str, &str)]) -> Vec<String> {
+    let origin = Origin::start().await;
+    origin.route("/page", Route::cacheable());
     let listen = format!("127.0.0.1:{}", free_port());
     let mut child = Command::new(binary("etagd"))
         .args(["--listen", &listen, "--admin-listen", "127.0.0.1:0", "--upstream", &origin.url])
@@ -62,9 +64,7 @@ fn access_lines(lines: &[String]) -> Vec<&String> {
 #[tokio::test]
 async fn each_request_writes_one_text_line_with_its_outcome() {
     guard(async {
-        let origin = Origin::start().await;
-        origin.route("/page", Route::cacheable());
-        let lines = log_of(&origin, &[], &[]).await;
+        let lines = log_of(&[], &[]).await;
         let access = access_lines(&lines);
         assert_eq!(access.len(), 2, "a miss and a hit: {lines:#?}");
         let expected_host = format!("host=\"{}\"", support::HOST);
@@ -82,9 +82,7 @@ async fn each_request_writes_one_text_line_with_its_outcome() {
 #[tokio::test]
 async fn json_lines_carry_the_same_fields() {
     guard(async {
-        let origin = Origin::start().await;
-        origin.route("/page", Route::cacheable());
-        let lines = log_of(&origin, &["--log-format", "json"], &[]).await;
+        let lines = log_of(&["--log-format", "json"], &[]).await;
         let access = access_lines(&lines);
         assert_eq!(access.len(), 2, "{lines:#?}");
         let hit: serde_json::Value = serde_json::from_str(access[1]).expect("one JSON object per line");
@@ -101,9 +99,7 @@ async fn json_lines_carry_the_same_fields() {
 #[tokio::test]
 async fn the_filter_can_silence_the_access_log_alone() {
     guard(async {
-        let origin = Origin::start().await;
-        origin.route("/page", Route::cacheable());
-        let lines = log_of(&origin, &[], &[("ETAGD_LOG", "info,etagd::access=off")]).await;
+        let lines = log_of(&[], &[("ETAGD_LOG", "info,etagd::access=off")]).await;
         assert!(access_lines(&lines).is_empty(), "{lines:#?}");
         assert!(lines.iter().any(|line| line.contains("INFO")), "other info lines still written: {lines:#?}");
     })

@@ -325,6 +325,23 @@ pub struct ServerHealth {
     pub last_error: Option<String>,
 }
 
+/// [`Store::set_all_placed`] one item at a time: every item attempted in order, the first failure returned.
+/// The way of stores without a pipelined write, and of the Memcached store for items of several servers.
+pub(crate) async fn set_each<S: Store + ?Sized>(
+    store: &S,
+    items: Vec<(String, Bytes)>,
+    placement: Placement<'_>,
+    expiry: Expiry,
+) -> Result<(), StoreError> {
+    let mut first_error = None;
+    for (key, value) in items {
+        if let Err(error) = store.set_placed(&key, placement, value, expiry, SetCondition::Always).await {
+            first_error.get_or_insert(error);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
 /// The storage abstraction. Implementations are cheap to share (`Arc<dyn Store>`).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -351,13 +368,7 @@ pub trait Store: Send + Sync + 'static {
         placement: Placement<'_>,
         expiry: Expiry,
     ) -> Result<(), StoreError> {
-        let mut first_error = None;
-        for (key, value) in items {
-            if let Err(error) = self.set_placed(&key, placement, value, expiry, SetCondition::Always).await {
-                first_error.get_or_insert(error);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+        set_each(self, items, placement, expiry).await
     }
 
     /// Writes one item under a condition, on the server owning its own key.

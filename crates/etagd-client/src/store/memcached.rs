@@ -205,10 +205,7 @@ impl Store for MemcachedStore {
         let index = self.index_of(first, placement);
         if items.iter().any(|(key, _)| self.index_of(key, placement) != index) {
             // Not one server's items: one at a time, each to its own.
-            for (key, value) in items {
-                self.set_placed(&key, placement, value, expiry, SetCondition::Always).await?;
-            }
-            return Ok(());
+            return super::set_each(self, items, placement, expiry).await;
         }
         let node = &self.nodes[index];
         let limit = node.item_limit();
