@@ -116,7 +116,7 @@ pub struct Args {
     /// How long a failed Memcached server is skipped before it is tried again.
     #[arg(long, env = "ETAGD_MEMCACHED_BACKOFF", value_parser = parse_duration, default_value = "2s")]
     pub memcached_backoff: Duration,
-    /// Coalesce concurrent Memcached reads into one pipelined write per server.
+    /// Coalesce concurrent Memcached reads and small writes into one pipelined write per server.
     #[arg(long, env = "ETAGD_MEMCACHED_BATCH", default_value_t = true, action = clap::ArgAction::Set)]
     pub memcached_batch: bool,
     /// Bytes of the embedded store (when no --memcached).

@@ -1,27 +1,30 @@
-//! The Memcached store: the [`Store`] verbs over one or more real servers, speaking the meta protocol: reads
-//! through our own pipelined `mg` reader (`reads`), everything else through `memcache::exp::AsyncMetaClient`.
+//! The Memcached store: the [`Store`] verbs over one or more real servers, speaking the meta protocol through
+//! our own pipelined client (`protocol`, `pool`, `coalescer`); `memcache::exp` provides the routing hash.
 //!
 //! This file holds the store itself and its settings; one concern per submodule:
 //!
 //! | module | owns |
 //! |---|---|
 //! | `routing` | which server a key (or the key a [`Placement`] names) lives on, down-marking and back-off |
-//! | `coalescer` | concurrent reads for one server merged into one pipelined write, one batch in flight |
-//! | `reads` | the `mg` reads on the wire: encoded in one buffer, answers parsed in place, pooled connections |
+//! | `coalescer` | concurrent callers' commands for one server merged into one pipelined write, one batch in flight |
+//! | `protocol` | `mg`/`ms`/`md` on the wire: a batch encoded in one buffer, answers parsed in place |
+//! | `pool` | pooled connections to one server: a batch written, its answers read back in order |
 //! | `wire` | the verbs as meta-protocol requests, and memcached's answers (lease, stale flags) as outcomes |
 //! | `stats` | the raw `stats` command |
 //!
 //! Design choices:
-//! - One `AsyncMetaClient` per server rather than one multi-server client: the store must know which server a
-//!   key lives on to mark that server down and to report it, and the crate's own router is not observable.
+//! - One connection pool per server rather than one multi-server client: the store must know which server a
+//!   key lives on to mark that server down and to report it.
 //! - A down server's keys are never remapped onto the others: when it came back, those copies would be stale
 //!   (an invalidation sent meanwhile would have gone to the wrong server). Its keys fail fast instead, and the
 //!   caller goes to the origin.
-//! - Reads of one call are grouped per server, each group sent as one pipelined batch (`run_many`), the
-//!   groups concurrently; concurrent calls' groups for one server are coalesced (`coalescer`).
+//! - Reads of one call are grouped per server, each group sent as one pipelined batch, the groups
+//!   concurrently; concurrent calls' groups for one server are coalesced (`coalescer`), and so are small
+//!   writes, so that a fill's sets ride in the same write as other requests' reads.
 
 mod coalescer;
-mod reads;
+mod pool;
+mod protocol;
 mod routing;
 mod stats;
 mod wire;
@@ -30,7 +33,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use memcache::exp::AsyncMetaClient;
 
 use super::{
     DeleteMode, Expiry, GetOutcome, GetRequest, Placement, ServerHealth, ServerStats, SetCondition, SetOutcome, Store,
@@ -64,8 +66,9 @@ pub struct MemcachedConfig {
     /// longer limit, and its timing out fails only the response it was for: it does not mark the server down
     /// (the small reads every request makes decide that).
     pub bulk_timeout: Duration,
-    /// Coalesce the reads of concurrent callers into one pipelined write per server (default on). Off, each
-    /// call's reads go out on their own; kept as a switch so the gain can be measured side by side.
+    /// Coalesce the reads and small writes of concurrent callers into one pipelined write per server (default
+    /// on). Off, each call's commands go out on their own; kept as a switch so the gain can be measured side by
+    /// side.
     pub batch: bool,
 }
 
@@ -121,17 +124,16 @@ impl MemcachedStore {
                     detail: "listed twice; list each server once".to_owned(),
                 });
             }
-            let client = AsyncMetaClient::builder()
-                .connect_timeout(Some(config.connect_timeout))
-                .io_timeout(Some(config.io_timeout))
-                .max_idle(config.max_idle)
-                .connect_async(addr.as_str());
-            let unresolved = |error: memcache::exp::Error| StoreError::Server {
+            let unresolved = |detail: String| StoreError::Server {
                 server: addr.clone(),
-                detail: format!("cannot resolve the address ({error}); write it as host:port"),
+                detail: format!("cannot resolve the address ({detail}); write it as host:port"),
             };
-            let client = client.await.map_err(unresolved)?;
-            nodes.push(ServerNode::new(addr.clone(), client, &config));
+            match tokio::net::lookup_host(addr.as_str()).await.map(|mut found| found.next()) {
+                Ok(Some(_)) => {}
+                Ok(None) => return Err(unresolved("no address found".to_owned())),
+                Err(error) => return Err(unresolved(error.to_string())),
+            }
+            nodes.push(ServerNode::new(addr.clone(), &config));
         }
         // Each server's item limit, read in parallel; a server that does not answer now is asked again later.
         futures_util::future::join_all(nodes.iter().map(ServerNode::learn_item_limit)).await;
@@ -276,7 +278,6 @@ impl Store for MemcachedStore {
 
 #[cfg(test)]
 mod tests {
-    use super::wire::refused_as_too_large;
     use super::*;
 
     #[test]
@@ -302,46 +303,6 @@ mod tests {
         assert!(matches!(MemcachedStore::connect(duplicated).await, Err(StoreError::Server { .. })));
         let none = MemcachedConfig { servers: Vec::new(), ..Default::default() };
         assert!(matches!(MemcachedStore::connect(none).await, Err(StoreError::Server { .. })));
-    }
-
-    #[tokio::test]
-    async fn client_errors_map_to_store_errors() {
-        use memcache::exp::Error;
-        use std::io;
-
-        #[derive(Debug, PartialEq)]
-        enum Kind {
-            Timeout,
-            Server,
-        }
-        let config = MemcachedConfig { servers: vec!["127.0.0.1:1".to_owned()], ..Default::default() };
-        let store = MemcachedStore::connect(config).await.expect("connect does not dial");
-        let node = &store.nodes[0];
-        let check = |error: Error, kind: Kind, transport: bool| {
-            let (converted, was_transport) = node.convert(&error);
-            let actual = match &converted {
-                StoreError::Timeout { server, .. } | StoreError::Server { server, .. } => {
-                    assert_eq!(server, "127.0.0.1:1");
-                    if matches!(converted, StoreError::Timeout { .. }) { Kind::Timeout } else { Kind::Server }
-                }
-                other => panic!("unexpected {other:?}"),
-            };
-            assert_eq!((actual, was_transport), (kind, transport), "{error}");
-        };
-        let ambiguous = |source: Error| Error::Ambiguous { key: b"k".to_vec(), source: Box::new(source) };
-        check(Error::Timeout { key: b"k".to_vec() }, Kind::Timeout, true);
-        check(Error::Io(io::Error::from(io::ErrorKind::TimedOut)), Kind::Timeout, true);
-        check(Error::Io(io::Error::from(io::ErrorKind::ConnectionRefused)), Kind::Server, true);
-        check(Error::Protocol("garbage".into()), Kind::Server, true);
-        check(ambiguous(Error::Timeout { key: b"k".to_vec() }), Kind::Timeout, true);
-        check(ambiguous(Error::Io(io::Error::from(io::ErrorKind::ConnectionReset))), Kind::Server, true);
-        check(ambiguous(Error::Server("out of memory".into())), Kind::Server, false);
-        check(Error::Server("out of memory".into()), Kind::Server, false);
-        check(Error::Rejected("bad data chunk".into()), Kind::Server, false);
-        check(Error::Usage("key exceeds 250 bytes on the wire"), Kind::Server, false);
-        assert!(refused_as_too_large(&ambiguous(Error::Server("object too large for cache".into()))));
-        assert!(refused_as_too_large(&Error::Server("object too large for cache".into())));
-        assert!(!refused_as_too_large(&Error::Server("out of memory".into())));
     }
 
     #[tokio::test]

@@ -10,14 +10,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use memcache::exp::{AsyncMetaClient, Rendezvous, Router};
+use memcache::exp::{Rendezvous, Router};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::MemcachedConfig;
 use super::coalescer::{Job, spawn_batcher};
-use super::reads::ReadPool;
+use super::pool::Pool;
 use super::stats::{Limits, read_limits};
 
 /// memcached's default item size limit (`-I 1m`), less headroom: assumed until the server's own is read.
@@ -66,14 +66,12 @@ struct NodeState {
 /// One server: its connection pool and its failure tracking.
 pub(super) struct ServerNode {
     pub(super) addr: String,
-    /// Writes, deletes, touches and the rare reads beside the hot path.
-    pub(super) client: AsyncMetaClient,
-    /// Connections for reads (`reads`), shared with the coalescer.
-    pub(super) reads: Arc<ReadPool>,
+    /// Connections for every command but bulk reads, shared with the coalescer.
+    pub(super) pool: Arc<Pool>,
     /// Connections for bulk reads ([`MemcachedConfig::bulk_timeout`]): their own pool and their own time limit.
-    pub(super) bulk_reads: ReadPool,
+    pub(super) bulk_pool: Pool,
     pub(super) bulk_timeout: Duration,
-    /// The read coalescer, when batching is on.
+    /// The coalescer, when batching is on.
     pub(super) batcher: Option<mpsc::UnboundedSender<Job>>,
     state: Mutex<NodeState>,
     pub(super) connect_timeout: Duration,
@@ -135,15 +133,14 @@ impl Drop for Pass<'_> {
 }
 
 impl ServerNode {
-    pub(super) fn new(addr: String, client: AsyncMetaClient, config: &MemcachedConfig) -> ServerNode {
+    pub(super) fn new(addr: String, config: &MemcachedConfig) -> ServerNode {
         let deadline = config.connect_timeout + config.io_timeout;
-        let reads = Arc::new(ReadPool::new(addr.clone(), config.connect_timeout, config.max_idle));
-        let batcher = config.batch.then(|| spawn_batcher(addr.clone(), reads.clone(), client.clone(), deadline));
+        let pool = Arc::new(Pool::new(addr.clone(), config.connect_timeout, config.max_idle));
+        let batcher = config.batch.then(|| spawn_batcher(addr.clone(), pool.clone(), deadline));
         ServerNode {
-            bulk_reads: ReadPool::new(addr.clone(), config.connect_timeout, config.max_idle),
+            bulk_pool: Pool::new(addr.clone(), config.connect_timeout, config.max_idle),
             addr,
-            client,
-            reads,
+            pool,
             bulk_timeout: config.bulk_timeout,
             batcher,
             state: Mutex::new(NodeState::default()),
@@ -196,8 +193,8 @@ impl ServerNode {
         });
     }
 
-    /// The outer bound on one exchange: dialling plus the exchange itself. The client enforces both limits on
-    /// its own; this bound also covers its one redial of a dead pooled connection.
+    /// The outer bound on one exchange: dialling plus the exchange itself, including the one redial of a
+    /// pooled connection the server closed.
     pub(super) fn deadline(&self) -> Duration {
         self.connect_timeout + self.io_timeout
     }
@@ -225,41 +222,6 @@ impl ServerNode {
 
     pub(super) fn bulk_timeout_error(&self) -> StoreError {
         StoreError::Timeout { server: self.addr.clone(), timeout: self.bulk_timeout }
-    }
-
-    /// Maps a client error to a store error, and says whether it is a transport failure (which marks the
-    /// server down) rather than an answer the server gave.
-    pub(super) fn convert(&self, error: &memcache::exp::Error) -> (StoreError, bool) {
-        use memcache::exp::Error;
-        match error {
-            Error::Timeout { .. } => (self.timeout_error(), true),
-            Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => (self.timeout_error(), true),
-            // Written but not answered as expected: classified by what went wrong underneath (a SERVER_ERROR
-            // reply also arrives this way), reported with the full message.
-            Error::Ambiguous { source, .. } => match self.convert(source) {
-                (timeout @ StoreError::Timeout { .. }, transport) => (timeout, transport),
-                (_, transport) => {
-                    (StoreError::Server { server: self.addr.clone(), detail: error.to_string() }, transport)
-                }
-            },
-            // A malformed answer poisons the connection: treat the server as failing.
-            Error::Io(_) | Error::Protocol(_) => {
-                (StoreError::Server { server: self.addr.clone(), detail: error.to_string() }, true)
-            }
-            // SERVER_ERROR, CLIENT_ERROR and usage errors are answers about one request, not about the server.
-            _ => (StoreError::Server { server: self.addr.clone(), detail: error.to_string() }, false),
-        }
-    }
-
-    /// Converts an error from one request and records it against the server when it is a transport failure.
-    pub(super) fn settle_failure(&self, pass: Pass<'_>, error: &memcache::exp::Error) -> StoreError {
-        let (converted, transport) = self.convert(error);
-        if transport {
-            pass.failed(&converted);
-        } else {
-            pass.succeeded();
-        }
-        converted
     }
 
     pub(super) fn health(&self) -> ServerHealth {

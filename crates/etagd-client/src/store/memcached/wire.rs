@@ -4,16 +4,16 @@
 //! memcached hands the refresh token of a soft-deleted item to whichever reader comes first, plain or not (1.6
 //! `mg`: a stale item without a sent token answers `W` to any read). The store's contract gives it to the first
 //! *leased* reader, so a plain read that receives `W` hands it straight back by re-invalidating the item under
-//! its CAS (`md <key> C<cas> I T<remaining>`), as `memcache::exp`'s own high-level reads do. A leased read
+//! its CAS (`md <key> C<cas> I T<remaining>`). A leased read
 //! racing that give-back sees `Busy` once; the next one wins.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use memcache::exp::{Delete, Get, GetStatus, MAX_KEY_LENGTH, Meta, MutationStatus, Set, Ttl};
+use memcache::exp::MAX_KEY_LENGTH;
 
-use super::coalescer::batch_failure;
-use super::reads::{Answer, ReadFailure, ReadKind, Reads};
+use super::coalescer::{Route, batch_failure};
+use super::protocol::{Answer, Commands, DeleteFlags, Failure, Outcome, ReadKind};
 use super::routing::ServerNode;
 use crate::store::{DeleteMode, Expiry, GetOutcome, GetRequest, Item, Lease, SetCondition, SetOutcome, StoreError};
 
@@ -28,15 +28,6 @@ pub(crate) fn check_key(key: &str) -> Result<(), String> {
             "key {key:?} is not a valid memcached key (1-{MAX_KEY_LENGTH} printable ASCII bytes); \
              build keys with etagd_client::key"
         ))
-    }
-}
-
-/// The TTL to send for an expiry. `Ttl::secs` turns anything above 30 days into the absolute time the
-/// protocol requires.
-fn wire_ttl(expiry: Expiry) -> Ttl {
-    match expiry {
-        Expiry::Never => Ttl::NEVER,
-        Expiry::Secs(secs) => Ttl::secs(secs.max(1)),
     }
 }
 
@@ -58,7 +49,7 @@ impl ServerNode {
     /// order.
     pub(super) async fn get_batch(&self, requests: &[&GetRequest]) -> Vec<Result<GetOutcome, StoreError>> {
         let mut rejected: Vec<(usize, String)> = Vec::new();
-        let mut reads = Reads::with_capacity(requests.len());
+        let mut reads = Commands::with_capacity(requests.len());
         for (position, request) in requests.iter().enumerate() {
             if let Err(detail) = check_key(&request.key) {
                 rejected.push((position, detail));
@@ -71,14 +62,17 @@ impl ServerNode {
                 None if request.presence_only => ReadKind::Presence,
                 None => ReadKind::Plain,
             };
-            reads.push(&request.key, kind);
+            reads.read(&request.key, kind);
         }
         let mut answers = if reads.is_empty() {
             Vec::new()
         } else {
             // Large values bypass the coalescer (a batch of one caller's reads either way).
-            let bulk = requests.iter().any(|request| request.bulk);
-            self.exchange_gets(reads, bulk).await
+            let route = if requests.iter().any(|request| request.bulk) { Route::Bulk } else { Route::Coalesced };
+            match self.exchange(reads, route).await {
+                Ok(answers) => answers,
+                Err(down) => return requests.iter().map(|_| Err(self.down_error(&down))).collect(),
+            }
         }
         .into_iter();
         let mut rejected = rejected.into_iter().peekable();
@@ -91,7 +85,8 @@ impl ServerNode {
                 continue;
             }
             let answer = answers.next().expect("one answer per read sent");
-            outputs.push(answer.map(|answer| {
+            let bulk = request.bulk;
+            outputs.push(answer.map_err(|failure| self.store_error(&failure, bulk)).map(|answer| {
                 let (outcome, give_back) = get_outcome(answer, request);
                 give_backs.extend(give_back);
                 outcome
@@ -103,92 +98,77 @@ impl ServerNode {
         outputs
     }
 
-    /// Sends the reads as one batch, settles the server's health from the outcome and maps failures; one
-    /// result per read, in order.
-    pub(super) async fn exchange_gets(&self, reads: Reads, bulk: bool) -> Vec<Result<Answer, StoreError>> {
-        let count = reads.len();
-        let pass = match self.admit() {
-            Ok(pass) => pass,
-            Err(down) => {
-                let retry_in = match down {
-                    StoreError::ServerDown { retry_in, .. } => retry_in,
-                    _ => Duration::ZERO,
-                };
-                return (0..count)
-                    .map(|_| Err(StoreError::ServerDown { server: self.addr.clone(), retry_in }))
-                    .collect();
-            }
-        };
-        let results = match self.run_gets(reads, bulk).await {
+    /// Sends the commands as one batch by `route` and settles the server's health from the outcome: a
+    /// transport failure marks it down, an answer (even an error answer) says it is up. One result per command,
+    /// in order; `Err` ([`StoreError::ServerDown`]) when the server is marked down and nothing was sent.
+    pub(super) async fn exchange(&self, commands: Commands, route: Route) -> Result<Vec<Outcome>, StoreError> {
+        let count = commands.len();
+        let pass = self.admit()?;
+        let bulk = route == Route::Bulk;
+        let results = match self.run(commands, route).await {
             Ok(results) => results,
             Err(failure) => vec![Err(batch_failure(&failure)); count],
         };
-        let mut transport_failure: Option<StoreError> = None;
-        let mapped = results
-            .into_iter()
-            .map(|result| {
-                result.map_err(|failure| {
-                    let (error, transport) = self.read_failure(&failure, bulk);
-                    if transport && transport_failure.is_none() {
-                        transport_failure = Some(self.read_failure(&failure, bulk).0);
-                    }
-                    error
-                })
-            })
-            .collect();
-        match transport_failure {
+        match results.iter().find_map(|result| result.as_ref().err().filter(|failure| failure.is_transport())) {
             // A bulk read that runs long says the server is busy moving megabytes, not that it is gone.
-            Some(StoreError::Timeout { .. }) if bulk => drop(pass),
-            Some(error) => pass.failed(&error),
+            Some(Failure::Timeout) if bulk => drop(pass),
+            Some(failure) => pass.failed(&self.store_error(failure, bulk)),
             None => pass.succeeded(),
         }
-        mapped
+        Ok(results)
     }
 
-    /// A failed read as a store error, and whether it is a transport failure (which marks the server down)
-    /// rather than an answer the server gave.
-    fn read_failure(&self, failure: &ReadFailure, bulk: bool) -> (StoreError, bool) {
+    /// A failed command as a store error.
+    fn store_error(&self, failure: &Failure, bulk: bool) -> StoreError {
         match failure {
-            ReadFailure::Timeout if bulk => (self.bulk_timeout_error(), true),
-            ReadFailure::Timeout => (self.timeout_error(), true),
-            ReadFailure::Transport(detail) => {
-                (StoreError::Server { server: self.addr.clone(), detail: detail.clone() }, true)
-            }
-            ReadFailure::Refused(detail) => {
-                (StoreError::Server { server: self.addr.clone(), detail: detail.clone() }, false)
+            Failure::Timeout if bulk => self.bulk_timeout_error(),
+            Failure::Timeout => self.timeout_error(),
+            Failure::Transport(detail) | Failure::Refused(detail) => {
+                StoreError::Server { server: self.addr.clone(), detail: detail.clone() }
             }
         }
     }
 
-    /// it. Best effort: if it fails, the item simply stays stale until its grace period ends.
+    /// The same refusal for another command of the batch (a store error is not `Clone`).
+    fn down_error(&self, down: &StoreError) -> StoreError {
+        match down {
+            StoreError::ServerDown { retry_in, .. } => {
+                StoreError::ServerDown { server: self.addr.clone(), retry_in: *retry_in }
+            }
+            other => StoreError::Server { server: self.addr.clone(), detail: other.to_string() },
+        }
+    }
+
+    /// Sends writes: small ones through the coalescer, large ones on a connection of their own.
+    async fn write(&self, commands: Commands) -> Result<Vec<Outcome>, StoreError> {
+        let route = Route::for_write(&commands);
+        self.exchange(commands, route).await
+    }
+
+    /// Sends one write and returns its answer.
+    async fn write_one(&self, commands: Commands) -> Result<Outcome, StoreError> {
+        Ok(self.write(commands).await?.pop().expect("one answer per command"))
+    }
+
+    /// Hands refresh tokens a plain read received back to memcached, so that a leased reader can still win
+    /// them. Best effort: if it fails, the item simply stays stale until its grace period ends.
     async fn give_back(&self, give_backs: Vec<GiveBack>) {
-        let operations: Vec<Delete> = give_backs
-            .iter()
-            .map(|give_back| {
-                let operation = Delete::new(&give_back.key).compare_cas(give_back.cas).invalidate();
-                match give_back.ttl {
-                    // -1 means no expiry: keep it by sending no T.
-                    Some(ttl) if ttl >= 0 => {
-                        operation.stale_for(Ttl::secs(u32::try_from(ttl.max(1)).unwrap_or(u32::MAX)))
-                    }
-                    _ => operation,
-                }
-            })
-            .collect();
-        match tokio::time::timeout(self.deadline(), self.client.run_many(operations)).await {
-            Ok(Ok(results)) => {
+        let mut deletes = Commands::with_capacity(give_backs.len());
+        for give_back in &give_backs {
+            // -1 means no expiry: keep it by sending no T.
+            let stale_secs =
+                give_back.ttl.filter(|ttl| *ttl >= 0).map(|ttl| u32::try_from(ttl.max(1)).unwrap_or(u32::MAX));
+            deletes.delete(&give_back.key, DeleteFlags { cas: Some(give_back.cas), invalidate: true, stale_secs });
+        }
+        match self.write(deletes).await {
+            Ok(results) => {
                 for (give_back, result) in give_backs.iter().zip(results) {
-                    if let Err(error) = result {
-                        tracing::debug!(server = %self.addr, key = %give_back.key, %error, "refresh token not handed back");
+                    if let Err(failure) = result {
+                        tracing::debug!(server = %self.addr, key = %give_back.key, ?failure, "refresh token not handed back");
                     }
                 }
             }
-            Ok(Err(error)) => {
-                tracing::debug!(server = %self.addr, %error, "refresh tokens not handed back")
-            }
-            Err(_elapsed) => {
-                tracing::debug!(server = %self.addr, "refresh tokens not handed back: timed out")
-            }
+            Err(error) => tracing::debug!(server = %self.addr, %error, "refresh tokens not handed back"),
         }
     }
 
@@ -200,150 +180,92 @@ impl ServerNode {
         condition: SetCondition,
         max_item_bytes: usize,
     ) -> Result<SetOutcome, StoreError> {
-        check_key(key).map_err(|detail| StoreError::Server { server: self.addr.clone(), detail })?;
-        if value.is_empty() {
-            // memcached's lease placeholders are zero-byte items, and reads fold zero-byte items into misses.
-            return Err(StoreError::Server {
-                server: self.addr.clone(),
-                detail: format!("refusing to store an empty value under {key}: zero-byte items are lease placeholders"),
-            });
-        }
-        let mut operation = Set::new(key, value).ttl(wire_ttl(expiry));
-        operation = match condition {
-            SetCondition::Always => operation,
-            SetCondition::Add => operation.add(),
-            SetCondition::Cas(cas) => operation.compare_cas(cas),
-        };
-        let pass = self.admit()?;
-        let result = match tokio::time::timeout(self.deadline(), self.client.run(operation)).await {
-            Err(_elapsed) => {
-                pass.failed(&self.timeout_error());
-                return Err(self.timeout_error());
-            }
-            Ok(result) => result,
-        };
-        match result {
-            Ok(mutation) => {
-                pass.succeeded();
-                Ok(match mutation.status {
-                    MutationStatus::Applied => SetOutcome::Stored,
-                    _ => SetOutcome::NotStored,
-                })
-            }
-            Err(error) if refused_as_too_large(&error) => {
-                pass.succeeded();
+        self.check_value(key, value)?;
+        let mut commands = Commands::with_capacity(1);
+        commands.set(key, value, expiry, condition);
+        match self.write_one(commands).await? {
+            Ok(answer) if answer.applied() => Ok(SetOutcome::Stored),
+            Ok(_) => Ok(SetOutcome::NotStored),
+            Err(failure) if failure.too_large() => {
                 Err(StoreError::TooLarge { key: key.to_owned(), size: value.len(), limit: max_item_bytes })
             }
-            Err(error) => Err(self.settle_failure(pass, &error)),
+            Err(failure) => Err(self.store_error(&failure, false)),
         }
     }
 
-    /// Unconditional sets of several items as one pipelined exchange on one connection; every item is
-    /// attempted, the first failure is returned.
+    /// Unconditional sets of several items as one pipelined exchange; every item is attempted, the first
+    /// failure is returned.
     pub(super) async fn set_all(
         &self,
         items: &[(String, Bytes)],
         expiry: Expiry,
         max_item_bytes: usize,
     ) -> Result<(), StoreError> {
+        let mut commands = Commands::with_capacity(items.len());
         for (key, value) in items {
-            check_key(key).map_err(|detail| StoreError::Server { server: self.addr.clone(), detail })?;
-            if value.is_empty() {
-                return Err(StoreError::Server {
-                    server: self.addr.clone(),
-                    detail: format!(
-                        "refusing to store an empty value under {key}: zero-byte items are lease placeholders"
-                    ),
-                });
-            }
+            self.check_value(key, value)?;
+            commands.set(key, value, expiry, SetCondition::Always);
         }
-        let operations: Vec<Set> =
-            items.iter().map(|(key, value)| Set::new(key, value).ttl(wire_ttl(expiry))).collect();
-        let pass = self.admit()?;
-        let results = match tokio::time::timeout(self.deadline(), self.client.run_many(operations)).await {
-            Err(_elapsed) => {
-                pass.failed(&self.timeout_error());
-                return Err(self.timeout_error());
-            }
-            Ok(Err(error)) => return Err(self.settle_failure(pass, &error)),
-            Ok(Ok(results)) => results,
-        };
         let mut outcome = Ok(());
-        let mut transport: Option<StoreError> = None;
-        for ((key, value), result) in items.iter().zip(results) {
-            let Err(error) = result else { continue };
-            let converted = if refused_as_too_large(&error) {
-                StoreError::TooLarge { key: key.clone(), size: value.len(), limit: max_item_bytes }
-            } else {
-                let (converted, is_transport) = self.convert(&error);
-                if is_transport && transport.is_none() {
-                    transport = Some(self.convert(&error).0);
+        for ((key, value), answer) in items.iter().zip(self.write(commands).await?) {
+            let error = match answer {
+                Ok(answer) if answer.applied() => continue,
+                Ok(answer) => StoreError::Server {
+                    server: self.addr.clone(),
+                    detail: format!("memcached did not store {key} ({:?})", answer.code),
+                },
+                Err(failure) if failure.too_large() => {
+                    StoreError::TooLarge { key: key.clone(), size: value.len(), limit: max_item_bytes }
                 }
-                converted
+                Err(failure) => self.store_error(&failure, false),
             };
             if outcome.is_ok() {
-                outcome = Err(converted);
+                outcome = Err(error);
             }
         }
-        match transport {
-            Some(error) => pass.failed(&error),
-            None => pass.succeeded(),
-        }
         outcome
+    }
+
+    /// A key memcached accepts and a value that is not empty: memcached's lease placeholders are zero-byte
+    /// items, and reads fold zero-byte items into misses.
+    fn check_value(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        check_key(key).map_err(|detail| StoreError::Server { server: self.addr.clone(), detail })?;
+        if value.is_empty() {
+            return Err(StoreError::Server {
+                server: self.addr.clone(),
+                detail: format!("refusing to store an empty value under {key}: zero-byte items are lease placeholders"),
+            });
+        }
+        Ok(())
     }
 
     /// `mg <key> c T<ttl>`: a new expiry for the item, placeholder or not; its CAS (`None`: no item).
     pub(super) async fn touch(&self, key: &str, expiry: Expiry) -> Result<Option<u64>, StoreError> {
         check_key(key).map_err(|detail| StoreError::Server { server: self.addr.clone(), detail })?;
-        let operation = Get::new(key).meta(Meta::NONE.cas()).touch(wire_ttl(expiry));
-        let pass = self.admit()?;
-        match tokio::time::timeout(self.deadline(), self.client.run(operation)).await {
-            Err(_elapsed) => {
-                pass.failed(&self.timeout_error());
-                Err(self.timeout_error())
-            }
-            Ok(Ok(read)) => {
-                pass.succeeded();
-                Ok(match read.status {
-                    GetStatus::Miss => None,
-                    _ => Some(read.item.cas.unwrap_or(0)),
-                })
-            }
-            Ok(Err(error)) => Err(self.settle_failure(pass, &error)),
+        let mut commands = Commands::with_capacity(1);
+        commands.touch(key, expiry);
+        match self.write_one(commands).await? {
+            Ok(answer) => Ok(answer.applied().then_some(answer.cas)),
+            Err(failure) => Err(self.store_error(&failure, false)),
         }
     }
 
     pub(super) async fn delete(&self, key: &str, mode: DeleteMode) -> Result<bool, StoreError> {
         check_key(key).map_err(|detail| StoreError::Server { server: self.addr.clone(), detail })?;
-        let operation = match mode {
-            DeleteMode::Hard => Delete::new(key),
-            DeleteMode::IfCas { cas } => Delete::new(key).compare_cas(cas),
+        let flags = match mode {
+            DeleteMode::Hard => DeleteFlags::default(),
+            DeleteMode::IfCas { cas } => DeleteFlags { cas: Some(cas), ..DeleteFlags::default() },
             // `md <key> I T<grace>`: keep the value, flag it stale, hand one reader a refresh token.
-            DeleteMode::Stale { grace } => Delete::new(key).invalidate().stale_for(Ttl::secs(grace_secs(grace))),
+            DeleteMode::Stale { grace } => {
+                DeleteFlags { invalidate: true, stale_secs: Some(grace_secs(grace)), ..DeleteFlags::default() }
+            }
         };
-        let pass = self.admit()?;
-        match tokio::time::timeout(self.deadline(), self.client.run(operation)).await {
-            Err(_elapsed) => {
-                pass.failed(&self.timeout_error());
-                Err(self.timeout_error())
-            }
-            Ok(Ok(mutation)) => {
-                pass.succeeded();
-                Ok(mutation.status == MutationStatus::Applied)
-            }
-            Ok(Err(error)) => Err(self.settle_failure(pass, &error)),
+        let mut commands = Commands::with_capacity(1);
+        commands.delete(key, flags);
+        match self.write_one(commands).await? {
+            Ok(answer) => Ok(answer.applied()),
+            Err(failure) => Err(self.store_error(&failure, false)),
         }
-    }
-}
-
-/// Whether memcached refused a value as larger than its item limit (`SERVER_ERROR object too large for
-/// cache`), which the client reports directly or, since the request was written, wrapped as ambiguous.
-pub(super) fn refused_as_too_large(error: &memcache::exp::Error) -> bool {
-    use memcache::exp::Error;
-    match error {
-        Error::Server(message) => message.contains("too large"),
-        Error::Ambiguous { source, .. } => refused_as_too_large(source),
-        _ => false,
     }
 }
 
@@ -358,7 +280,7 @@ pub(super) fn refused_as_too_large(error: &memcache::exp::Error) -> bool {
 /// leased, and only of items that are never placeholders: body chunks).
 fn get_outcome(answer: Answer, request: &GetRequest) -> (GetOutcome, Option<GiveBack>) {
     let leased = request.lease_secs.is_some();
-    if !answer.found {
+    if !answer.applied() {
         return (GetOutcome::Miss { lease: Lease::None }, None);
     }
     let cas = answer.cas;
@@ -407,12 +329,10 @@ mod tests {
 
     #[test]
     fn expiries_and_grace_periods_map_to_wire_ttls() {
-        fn check(expiry: Expiry, expected: Ttl) {
-            assert_eq!(wire_ttl(expiry), expected, "{expiry:?}");
-        }
-        check(Expiry::Never, Ttl::NEVER);
-        check(Expiry::Secs(60), Ttl::secs(60));
-        check(Expiry::Secs(0), Ttl::secs(1));
+        use super::super::protocol::wire_ttl;
+        assert_eq!(wire_ttl(Expiry::Never), 0, "no expiry");
+        assert_eq!(wire_ttl(Expiry::Secs(60)), 60);
+        assert_eq!(wire_ttl(Expiry::Secs(0)), 1, "never zero, which would mean none");
         for (grace, secs) in [(0, 1), (1, 1), (999, 1), (1000, 1), (1001, 2), (30_000, 30)] {
             assert_eq!(grace_secs(Duration::from_millis(grace)), secs, "{grace} ms");
         }
