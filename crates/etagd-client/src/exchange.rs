@@ -75,6 +75,8 @@ struct Inner {
     weakened_log: log::RateLimited,
     /// Commits of fills answered before them, at once (`stream.rs`).
     commits: Arc<tokio::sync::Semaphore>,
+    /// Commits of fills answered before them, running or waiting (`stream.rs`).
+    queued_commits: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Exchange {
@@ -109,6 +111,7 @@ impl Exchange {
                 store_log: log::RateLimited::default(),
                 weakened_log: log::RateLimited::default(),
                 commits: Arc::new(tokio::sync::Semaphore::new(stream::BACKGROUND_COMMITS)),
+                queued_commits: Arc::new(tokio::sync::Semaphore::new(stream::QUEUED_COMMITS)),
             }),
         }
     }

@@ -138,16 +138,9 @@ where
         // entry and fill again.
         if fill.holds_lease() && super::stream::streams(&self.parts.method, &self.parts.headers) {
             let compressing = compressible && !identity_only;
-            return Ok(self.answer_then_store(
-                parts,
-                bytes,
-                fill,
-                freshness,
-                tags,
-                outcome,
-                compressing,
-                identity_only,
-            ));
+            return Ok(self
+                .answer_then_store(parts, bytes, fill, freshness, tags, outcome, compressing, identity_only)
+                .await);
         }
         let codings = if compressible && !identity_only {
             let policy = config.compression.clone();

@@ -65,12 +65,16 @@ struct Commit {
     compressing: bool,
 }
 
-/// Commits of fills answered before them that run at once. A client answered early sends its next request
-/// while the commit works, so without a bound the commits in flight grow with the miss rate and each holds a
-/// pooled Memcached connection: past the pool's idle limit (16 a server) every set dials and closes one
-/// (measured: 10 000 connections in a 5 s run of distinct-URL misses). Queued commits keep their leases
-/// (renewed), so requests for those entries still wait for them.
+/// Commits of fills answered before them that run at once: each produces its codings on a blocking thread
+/// and the machine has only so many cores; more at once would only add threads and switches. Queued commits
+/// keep their leases (renewed), so requests for those entries still wait for them.
 pub(super) const BACKGROUND_COMMITS: usize = 8;
+
+/// Commits of fills answered before them, running or waiting. Past this, a fill commits before its client is
+/// answered: misses faster than the commits can store them (a cache-busting query string, a cold start under
+/// load) would otherwise queue bodies in memory without bound, and the answer rate would overstate what is
+/// being cached. The client then waits for its commit, which slows the sender down.
+pub(super) const QUEUED_COMMITS: usize = 64;
 
 impl Commit {
     async fn run(self, bytes: Bytes) {
@@ -165,10 +169,11 @@ where
     /// Answers a plain GET with a whole body (within one store item) at once, identity as it came, while a task
     /// of the fill's own produces the codings and commits. The fill keeps its lease until the commit lands, so
     /// a request meanwhile waits for it (as for any fill in flight) and then gets every stored coding; the one
-    /// fill per key and the CAS commit are the buffered fill's. `identity_only`: compressible, but above the
+    /// fill per key and the CAS commit are the buffered fill's. With [`QUEUED_COMMITS`] commits already queued
+    /// the commit runs first and the client waits for it. `identity_only`: compressible, but above the
     /// compression limit.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn answer_then_store(
+    pub(super) async fn answer_then_store(
         &mut self,
         parts: Parts,
         bytes: Bytes,
@@ -190,7 +195,16 @@ where
         self.report.ttl = reply::ttl_left(freshness.fresh_for_s, freshness.initial_age_s);
         self.report.stored_bytes = bytes.len() as u64;
         let commit = Commit { exchange: self.exchange.clone(), fill, parts, freshness, tags, compressing };
-        tokio::spawn(commit.run(bytes.clone()));
+        match self.exchange.inner.queued_commits.clone().try_acquire_owned() {
+            Ok(queued) => {
+                let bytes = bytes.clone();
+                tokio::spawn(async move {
+                    commit.run(bytes).await;
+                    drop(queued);
+                });
+            }
+            Err(_full) => commit.run(bytes.clone()).await,
+        }
         head.map(|()| Body::full(bytes))
     }
 }

@@ -79,9 +79,13 @@ struct Fixture {
 }
 
 fn fixture(config: ExchangeConfig) -> Fixture {
+    fixture_on(Arc::new(MemoryStore::new(16 << 20)), config)
+}
+
+fn fixture_on(store: Arc<dyn crate::store::Store>, config: ExchangeConfig) -> Fixture {
     let clock = Arc::new(TestClock(AtomicU64::new(1_800_000_000_000)));
     let cache_config = CacheConfig { clock: clock.clone(), ..CacheConfig::default() };
-    let cache = Cache::new(Arc::new(MemoryStore::new(16 << 20)), cache_config);
+    let cache = Cache::new(store, cache_config);
     Fixture { exchange: Exchange::new(cache, config), clock, upstream: Scripted::default() }
 }
 
@@ -100,6 +104,13 @@ impl Got {
 
 impl Fixture {
     async fn send(&self, method: Method, target: &str, lines: &[(&str, &str)], peer: Option<&str>) -> Got {
+        let got = self.send_unsettled(method, target, lines, peer).await;
+        self.settle().await;
+        got
+    }
+
+    /// Sends a request and returns its answer without waiting for fills answered before their commit.
+    async fn send_unsettled(&self, method: Method, target: &str, lines: &[(&str, &str)], peer: Option<&str>) -> Got {
         let mut request = Request::new(Body::empty());
         *request.method_mut() = method;
         *request.uri_mut() = target.parse().unwrap();
@@ -113,7 +124,6 @@ impl Fixture {
         let status = response.status().as_u16();
         let (parts, body) = response.into_parts();
         let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-        self.settle().await;
         Got { status, headers: parts.headers, body, report: exchanged.report }
     }
 
@@ -138,6 +148,8 @@ impl Fixture {
 }
 
 const FRESH: &[(&str, &str)] = &[("cache-control", "max-age=60")];
+
+mod commits;
 
 /// RFC 9111 section 4: a stored fresh response answers without the origin; RFC 9110 section 13.1.2: a matching
 /// `If-None-Match` gets a 304.
