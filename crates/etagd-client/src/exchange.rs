@@ -73,8 +73,8 @@ struct Inner {
     dates: log::DateCache,
     store_log: log::RateLimited,
     weakened_log: log::RateLimited,
-    /// Commits of fills answered before them, at once (`stream.rs`).
-    commits: Arc<tokio::sync::Semaphore>,
+    /// Codings produced at once by fills answered before their commit (`stream.rs`).
+    compressions: Arc<tokio::sync::Semaphore>,
     /// Commits of fills answered before them, running or waiting (`stream.rs`).
     queued_commits: Arc<tokio::sync::Semaphore>,
 }
@@ -110,7 +110,7 @@ impl Exchange {
                 dates: log::DateCache::default(),
                 store_log: log::RateLimited::default(),
                 weakened_log: log::RateLimited::default(),
-                commits: Arc::new(tokio::sync::Semaphore::new(stream::BACKGROUND_COMMITS)),
+                compressions: Arc::new(tokio::sync::Semaphore::new(stream::compressions_at_once())),
                 queued_commits: Arc::new(tokio::sync::Semaphore::new(stream::QUEUED_COMMITS)),
             }),
         }

@@ -65,10 +65,12 @@ struct Commit {
     compressing: bool,
 }
 
-/// Commits of fills answered before them that run at once: each produces its codings on a blocking thread
-/// and the machine has only so many cores; more at once would only add threads and switches. Queued commits
-/// keep their leases (renewed), so requests for those entries still wait for them.
-pub(super) const BACKGROUND_COMMITS: usize = 8;
+/// How many fills answered before their commit produce codings at once: one per core. Compression is CPU work
+/// on blocking threads, so more at once would only add threads and switches; the rest of a commit (its sets)
+/// waits on Memcached, not on the CPU, and runs for every queued commit at once.
+pub(super) fn compressions_at_once() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+}
 
 /// Commits of fills answered before them, running or waiting. Past this, a fill commits before its client is
 /// answered: misses faster than the commits can store them (a cache-busting query string, a cold start under
@@ -78,9 +80,6 @@ pub(super) const QUEUED_COMMITS: usize = 64;
 
 impl Commit {
     async fn run(self, bytes: Bytes) {
-        let commits = self.exchange.inner.commits.clone();
-        // The semaphore is never closed.
-        let Ok(_permit) = commits.acquire_owned().await else { return };
         let compression = &self.exchange.config().compression;
         let codings = if self.compressing
             && compression.applies(&self.parts.headers, bytes.len())
@@ -88,6 +87,8 @@ impl Commit {
         {
             let policy = compression.clone();
             let body = bytes.clone();
+            // The semaphore is never closed.
+            let _core = self.exchange.inner.compressions.clone().acquire_owned().await.ok();
             // Compression is CPU work of up to seconds: keep it off the reactor threads.
             tokio::task::spawn_blocking(move || policy.encode_all(&body)).await.unwrap_or_default()
         } else {
