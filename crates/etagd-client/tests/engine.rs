@@ -875,3 +875,25 @@ async fn an_entrys_items_live_on_its_head_records_server() {
     // Without the hint some of these would have landed elsewhere: the test proves the hint, not luck.
     assert!(bodies_elsewhere > 0 && variants_elsewhere > 0, "{bodies_elsewhere} bodies, {variants_elsewhere} variants");
 }
+
+/// RFC 9111 section 4 lets a cache answer from any copy it holds; the process-memory copy of a body is admitted
+/// when the body is read, not when it is written, so a flood of fills that are never read again (distinct URLs)
+/// does not push the hot bodies out.
+#[tokio::test]
+async fn a_body_enters_process_memory_when_read_not_when_written() {
+    let server = Memcached::start();
+    let store = MemcachedStore::connect(relaxed(vec![server.addr()])).await.expect("connect");
+    let engine = Engine::over(Arc::new(store), CacheConfig::default());
+    let headers = HeaderMap::new();
+    let resource = ResourceKey::new("http", "memory.example", "/page");
+    engine.fill(&resource, &headers, response("page", freshness(60), &[], &[])).await;
+    let hit = engine.hit(&resource, &headers).await;
+    let reads = |engine: &Engine| {
+        let counters = engine.cache.counters();
+        (counters.body_store_reads, counters.body_cache_hits)
+    };
+    assert_eq!(engine.cache.body(&hit, None).await.expect("read").expect("present").body, "page".as_bytes());
+    assert_eq!(reads(&engine), (1, 0), "the first read after the fill goes to Memcached");
+    assert_eq!(engine.cache.body(&hit, None).await.expect("read").expect("present").body, "page".as_bytes());
+    assert_eq!(reads(&engine), (1, 1), "the next one is answered from process memory");
+}

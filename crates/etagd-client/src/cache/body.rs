@@ -12,6 +12,9 @@ use crate::entry::StoredBody;
 use crate::store::{GetOutcome, GetRequest, Store, StoreError};
 
 /// The in-process body cache, bounded by bytes; only for a remote store (the embedded one already is memory).
+/// A body enters it when it is read, never when it is written: a fill's bodies are often never asked for again
+/// (a distinct URL per request, a cold start), and writing every one in would cost each miss four inserts and
+/// push the hot bodies out.
 pub(super) type BodyCache = moka::sync::Cache<String, Arc<StoredBody>>;
 
 /// Builds the body cache a store and settings call for (`None`: off).

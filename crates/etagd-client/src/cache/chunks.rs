@@ -327,18 +327,12 @@ impl Cache {
         let Some(layout) = ChunkLayout::of(body.len() as u64, chunk_size) else {
             let key = ns.body_key(entry, fill_id, coding);
             store.set_placed(&key, near, StoredBody::encode(body), expiry, SetCondition::Always).await?;
-            // The filling process keeps what it wrote, so its first hit does not read it back.
-            self.keep_body(key, body);
             return Ok(());
         };
-        let keep = keeps_chunks(self, layout.len());
         stream::iter(layout.split(body).enumerate())
             .map(|(index, chunk)| async move {
                 let key = ns.chunk_key(entry, fill_id, coding, index as u64);
                 store.set_placed(&key, near, StoredBody::encode_chunk(&chunk), expiry, SetCondition::Always).await?;
-                if keep {
-                    self.keep_body(key, &chunk);
-                }
                 Ok::<(), StoreError>(())
             })
             .buffer_unordered(PARALLEL_WRITES)
@@ -368,13 +362,8 @@ impl Cache {
                 whole.push((ns.body_key(entry, fill_id, coding), body));
             }
         }
-        let items = whole.iter().map(|(key, body)| (key.clone(), StoredBody::encode(body))).collect();
-        self.store().set_all_placed(items, Placement::Near(head_key), expiry).await?;
-        // The filling process keeps what it wrote, so its first hit does not read it back.
-        for (key, body) in whole {
-            self.keep_body(key, body);
-        }
-        Ok(())
+        let items = whole.into_iter().map(|(key, body)| (key, StoredBody::encode(body))).collect();
+        self.store().set_all_placed(items, Placement::Near(head_key), expiry).await
     }
 
     /// Gives one representation's body items the entry's new lifetime (a revalidation). An item already gone is
