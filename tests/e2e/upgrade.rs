@@ -38,26 +38,38 @@ struct Landed {
 
 impl Landed {
     async fn start(origin: &Origin, memcached: &Memcached, namespace: &str) -> Landed {
-        let (port, admin) = (free_port(), free_port());
-        let child = Command::new(landed_binary())
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--admin-listen", &format!("127.0.0.1:{admin}")])
-            .args(["--upstream", &origin.url, "--memcached", &memcached.addr(), "--namespace", namespace])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the landed release starts");
-        let landed = Landed {
-            child,
-            proxy: format!("http://127.0.0.1:{port}"),
-            admin: format!("http://127.0.0.1:{admin}"),
-            client: http_client(),
-        };
-        for _ in 0..200 {
-            if landed.client.get(format!("{}/readyz", landed.admin)).send().await.is_ok_and(|r| r.status().is_success())
-            {
-                return landed;
+        // A port picked free can be taken by a parallel test before the process binds it; the process then
+        // exits at once, and is started again on other ports.
+        for _attempt in 0..3 {
+            let (port, admin) = (free_port(), free_port());
+            let child = Command::new(landed_binary())
+                .args(["--listen", &format!("127.0.0.1:{port}"), "--admin-listen", &format!("127.0.0.1:{admin}")])
+                .args(["--upstream", &origin.url, "--memcached", &memcached.addr(), "--namespace", namespace])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("the landed release starts");
+            let mut landed = Landed {
+                child,
+                proxy: format!("http://127.0.0.1:{port}"),
+                admin: format!("http://127.0.0.1:{admin}"),
+                client: http_client(),
+            };
+            for _ in 0..200 {
+                if landed
+                    .client
+                    .get(format!("{}/readyz", landed.admin))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+                {
+                    return landed;
+                }
+                if landed.child.try_wait().expect("the landed release can be waited for").is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("the landed release did not become ready");
     }
