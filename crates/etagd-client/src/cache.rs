@@ -21,7 +21,7 @@
 //! One concern per file: `config` (settings and the clock), `lookup` (the batched read, the judgement of what
 //! it found, refresh permits and locks), `live` (generation counters read and checked), `body` (body
 //! reads and the in-process body cache), `chunks` (bodies larger than one item: written, touched and streamed
-//! in chunks), `fill` (the commit protocol), `invalidate`, `inspect` (what operators
+//! in chunks), `codings` (a coding added to a stored entry on demand), `fill` (the commit protocol), `invalidate`, `inspect` (what operators
 //! see), `counters`, `inflight` (waiting for a fill in this process), `memo` (decoded entries), `hints` (which keys a resource's first round asks for) and `renew`
 //! (keeping a fill's short lease alive while it works). An entry's bodies, variant and refresh lock are placed
 //! on its head record's server ([`crate::store::Placement`]).
@@ -29,6 +29,7 @@
 mod body;
 mod bridge;
 mod chunks;
+mod codings;
 mod config;
 mod counters;
 mod fence;
@@ -46,6 +47,7 @@ use std::sync::Arc;
 
 pub use body::StoredRepresentation;
 pub use chunks::ChunkedBody;
+pub use codings::CODING_CLAIM_TTL_S;
 pub use config::{CacheConfig, Clock, DEFAULT_MAX_OBJECT_FRACTION, SystemClock, ValidatorMode};
 pub use counters::{CounterSnapshot, Counters};
 pub use fill::{CommitError, Fill, FillResponse};

@@ -3,7 +3,10 @@
 //!
 //! Each stored coding is its own representation with its own strong validator derived from the fill's
 //! (`EntityTag::for_coding`), so one invalidation covers them all and every replica serves the same tags.
-//! Encoding happens when an entry is filled, never per hit: a hit serves stored bytes.
+//! A hit serves stored bytes, never encodes. The first configured coding (gzip by default) is made with the
+//! fill; with [`CompressionPolicy::on_demand`] the others are made once, for the whole fleet, when a client
+//! first asks for one ([`CompressionPolicy::wanted`]; `exchange/codings.rs`), so a URL nobody asks again costs
+//! one compression, not three.
 //!
 //! The parser is ours because the ones in tower-http and async-compression are private; the rule is short.
 
@@ -111,6 +114,11 @@ pub fn negotiate(headers: &HeaderMap, available: &[String]) -> Option<Coding> {
     if available.is_empty() {
         return None;
     }
+    negotiate_among(headers, |coding| available.iter().any(|a| a == coding.as_str()))
+}
+
+/// [`negotiate`] over the codings `available` accepts.
+fn negotiate_among(headers: &HeaderMap, available: impl Fn(Coding) -> bool) -> Option<Coding> {
     let mut star: Option<f32> = None;
     let mut named: Vec<(Coding, f32)> = Vec::new();
     let mut any_header = false;
@@ -141,7 +149,7 @@ pub fn negotiate(headers: &HeaderMap, available: &[String]) -> Option<Coding> {
     let weight = |coding: Coding| named.iter().find(|(c, _)| *c == coding).map(|(_, q)| *q).or(star).unwrap_or(0.0);
     let mut best: Option<(Coding, f32)> = None;
     for coding in Coding::PREFERENCE {
-        if !available.iter().any(|a| a == coding.as_str()) {
+        if !available(coding) {
             continue;
         }
         let q = weight(coding);
@@ -169,6 +177,9 @@ pub struct CompressionPolicy {
     pub min_bytes: usize,
     /// Largest body compressed: above it only identity is stored ([`CompressionPolicy::identity_only`]).
     pub max_bytes: usize,
+    /// Whether only the first of [`codings`](Self::codings) is made with the fill and the others when a client
+    /// first asks for one ([`at_fill`](Self::at_fill)); `false` makes every coding with the fill.
+    pub on_demand: bool,
 }
 
 /// The default [`CompressionPolicy::max_bytes`]: 8 MiB. Measured (`examples/coding_cost.rs`, release build, JSON
@@ -199,6 +210,7 @@ impl Default for CompressionPolicy {
             .to_vec(),
             min_bytes: 1024,
             max_bytes: DEFAULT_COMPRESS_MAX_BYTES,
+            on_demand: true,
         }
     }
 }
@@ -253,19 +265,44 @@ impl CompressionPolicy {
         self.level.min(cap)
     }
 
-    /// Produces every configured coding of `body`; a coding that fails or does not shrink the body is skipped.
-    pub fn encode_all(&self, body: &[u8]) -> Vec<(String, bytes::Bytes)> {
-        self.codings
+    /// The codings a fill makes: with [`on_demand`](Self::on_demand) only the first configured one (gzip by
+    /// default: every client that takes a coding takes gzip, as Varnish's `do_gzip` assumes), else all of them.
+    /// The others cost a miss nothing until a client asks for one.
+    pub fn at_fill(&self) -> &[Coding] {
+        if self.on_demand { &self.codings[..self.codings.len().min(1)] } else { &self.codings }
+    }
+
+    /// The coding to make on demand for this request: the one negotiation would pick if every configured
+    /// coding were stored, when it is not stored (`stored`: the entry's codings). `None` when the request is
+    /// best served by a stored representation, or nothing is made on demand.
+    pub fn wanted(&self, request: &HeaderMap, stored: &[String]) -> Option<Coding> {
+        if !self.on_demand || stored.len() >= self.codings.len() || !request.contains_key(ACCEPT_ENCODING) {
+            return None;
+        }
+        negotiate_among(request, |coding| self.codings.contains(&coding))
+            .filter(|coding| !stored.iter().any(|s| s == coding.as_str()))
+    }
+
+    /// Produces the codings a fill makes ([`at_fill`](Self::at_fill)); one that fails or does not shrink the
+    /// body is skipped.
+    pub fn encode_at_fill(&self, body: &[u8]) -> Vec<(String, bytes::Bytes)> {
+        self.at_fill()
             .iter()
-            .filter_map(|coding| match coding.encode(body, self.level_for(*coding, body.len())) {
-                Ok(encoded) if encoded.len() < body.len() => Some((coding.as_str().to_owned(), encoded.into())),
-                Ok(_) => None,
-                Err(error) => {
-                    tracing::warn!(%error, coding = coding.as_str(), "compression failed; serving without it");
-                    None
-                }
-            })
+            .filter_map(|coding| Some((coding.as_str().to_owned(), self.encode_one(*coding, body)?)))
             .collect()
+    }
+
+    /// Produces one coding of `body` at its level ([`level_for`](Self::level_for)); `None` when it fails or
+    /// does not shrink the body.
+    pub fn encode_one(&self, coding: Coding, body: &[u8]) -> Option<bytes::Bytes> {
+        match coding.encode(body, self.level_for(coding, body.len())) {
+            Ok(encoded) if encoded.len() < body.len() => Some(encoded.into()),
+            Ok(_) => None,
+            Err(error) => {
+                tracing::warn!(%error, coding = coding.as_str(), "compression failed; serving without it");
+                None
+            }
+        }
     }
 }
 
@@ -312,8 +349,8 @@ mod tests {
     #[test]
     fn codings_round_trip() {
         let body = br#"[{"id":1,"name":"server-1","region":"eu"}]"#.repeat(200);
-        let policy = CompressionPolicy::default();
-        let encoded = policy.encode_all(&body);
+        let policy = CompressionPolicy { on_demand: false, ..CompressionPolicy::default() };
+        let encoded = policy.encode_at_fill(&body);
         assert_eq!(encoded.len(), 3);
         for (coding, bytes) in encoded {
             let decoded = match coding.as_str() {
@@ -388,5 +425,38 @@ mod tests {
         assert!(!policy.applies(&headers(&[]), 5000));
         let off = CompressionPolicy { codings: vec![], ..CompressionPolicy::default() };
         assert!(!off.applies(&headers(&[("content-type", "text/html")]), 5000));
+    }
+
+    /// With codings on demand a fill makes the first configured coding only; negotiation over every configured
+    /// coding (RFC 9110 section 12.5.3) names the one to make when it is not stored.
+    #[test]
+    fn the_first_coding_is_made_at_fill_and_the_others_when_a_client_wants_one() {
+        let policy = CompressionPolicy::default();
+        assert_eq!(policy.at_fill(), &[Coding::Gzip]);
+        let body = br#"{"id":1,"name":"server-1","region":"eu"}"#.repeat(100);
+        let at_fill = policy.encode_at_fill(&body);
+        assert_eq!(at_fill.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(), ["gzip"]);
+
+        let wanted = |accept: Option<&str>, stored: &[&str]| {
+            let mut request = HeaderMap::new();
+            if let Some(accept) = accept {
+                request.insert(ACCEPT_ENCODING, accept.parse().unwrap());
+            }
+            policy.wanted(&request, &stored.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        };
+        assert_eq!(wanted(Some("gzip, br"), &["gzip"]), Some(Coding::Br));
+        assert_eq!(wanted(Some("gzip, zstd"), &["gzip"]), Some(Coding::Zstd));
+        assert_eq!(wanted(Some("gzip, br"), &["gzip", "br"]), None, "stored already");
+        assert_eq!(wanted(Some("gzip"), &["gzip"]), None, "the best for this client is stored");
+        assert_eq!(wanted(Some("br;q=0.5, gzip"), &["gzip"]), None, "gzip weighs more");
+        assert_eq!(wanted(Some("br;q=0"), &["gzip"]), None, "q=0 refuses br");
+        assert_eq!(wanted(None, &["gzip"]), None, "no Accept-Encoding: identity");
+        assert_eq!(wanted(Some("*"), &["gzip"]), Some(Coding::Br), "* takes the smallest first");
+
+        let eager = CompressionPolicy { on_demand: false, ..CompressionPolicy::default() };
+        assert_eq!(eager.at_fill().len(), 3);
+        assert_eq!(eager.wanted(&HeaderMap::new(), &[]), None);
+        let off = CompressionPolicy { codings: vec![], ..CompressionPolicy::default() };
+        assert!(off.at_fill().is_empty());
     }
 }

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! GET/HEAD ─ key ─ lookup (one store round) ─┬─ fresh hit ─────────── 304 or stored body          (serve.rs)
+//!                                            │                        a wanted coding made later   (codings.rs)
 //!                                            ├─ stale, in SWR/grace ─ stored body now, one background refresh
 //!                                            ├─ stale ─────────────── conditional request; 304 refreshes the entry,
 //!                                            │                        5xx/error within stale-if-error serves it
@@ -20,6 +21,7 @@
 //!
 //! **Invariant:** a store error never becomes a client error; the request goes to the origin.
 
+mod codings;
 mod config;
 mod context;
 mod fill;
@@ -77,6 +79,8 @@ struct Inner {
     compressions: Arc<tokio::sync::Semaphore>,
     /// Commits of fills answered before them, running or waiting (`stream.rs`).
     queued_commits: Arc<tokio::sync::Semaphore>,
+    /// Codings this process lately tried to make on demand (`codings.rs`).
+    on_demand: codings::Recent,
 }
 
 impl std::fmt::Debug for Exchange {
@@ -112,6 +116,7 @@ impl Exchange {
                 weakened_log: log::RateLimited::default(),
                 compressions: Arc::new(tokio::sync::Semaphore::new(stream::compressions_at_once())),
                 queued_commits: Arc::new(tokio::sync::Semaphore::new(stream::QUEUED_COMMITS)),
+                on_demand: codings::Recent::default(),
             }),
         }
     }

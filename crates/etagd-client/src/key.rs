@@ -42,6 +42,7 @@
 //! | `etagd2:<ns>:g:t:<xxh3_128(tag)>` | one tag's generation: one copy on every server, read beside the head |
 //! | `etagd2:<ns>:g:t:<xxh3_128("prefix " + scheme "://" host path-prefix)>` | a path prefix's generation (see `prefix.rs`) |
 //! | `etagd2:<ns>:l:<digest>` | the refresh lock of one entry (stale-while-revalidate) |
+//! | `etagd2:<ns>:k:<digest>:<fill id>:<coding>` | the claim on making one coding of a fill on demand (short-lived) |
 //! | `etagd2:<ns>:s:<resource digest>` | a streaming fill's progress: present while its body is still arriving |
 //! | `etagd2:<ns>:f:<xxh3_128(server address)>` | a fence for a server that missed an invalidation (on the others) |
 //!
@@ -216,6 +217,13 @@ impl Namespace {
         self.key("l", &entry.to_string())
     }
 
+    /// The key of the claim on making `coding` of one fill on demand: added by the one caller in the fleet that
+    /// makes it, placed beside the head record, left to expire (so a coding that did not shrink the body is not
+    /// tried again by every request meanwhile).
+    pub fn coding_claim_key(&self, entry: &Digest, fill_id: u64, coding: &str) -> String {
+        self.key("k", &format!("{entry}:{fill_id:016x}:{coding}"))
+    }
+
     /// The names an older schema gave the items an invalidation touches, for bridging a rolling upgrade
     /// (`cache/bridge.rs`). `schema` is one of [`BRIDGEABLE_SCHEMAS`].
     pub fn bridged(&self, schema: &'static str) -> BridgedNames<'_> {
@@ -331,6 +339,7 @@ mod tests {
             ns.all_generation_key(),
             ns.tag_generation_key("a tag with spaces\n"),
             ns.refresh_lock_key(&r.digest()),
+            ns.coding_claim_key(&r.digest(), u64::MAX, "zstd"),
             ns.fill_progress_key(&r),
             ns.fence_key("memcached-0.memcached:11211"),
         ];

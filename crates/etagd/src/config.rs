@@ -154,6 +154,10 @@ pub struct Args {
     /// Content codings etagd produces once per fill for compressible responses (`gzip,br,zstd`), or `off`.
     #[arg(long, env = "ETAGD_COMPRESS", default_value = "gzip,br,zstd")]
     pub compress: String,
+    /// Make only the first of `--compress` with the fill and each other one when a client first asks for it
+    /// (once per fill for the whole fleet); `false` makes every coding with the fill.
+    #[arg(long, env = "ETAGD_COMPRESS_ON_DEMAND", default_value_t = true, action = clap::ArgAction::Set)]
+    pub compress_on_demand: bool,
     /// Compression level (gzip 1-9, br 0-11, zstd 1-19; clamped per codec).
     #[arg(long, env = "ETAGD_COMPRESS_LEVEL", default_value_t = 5)]
     pub compress_level: u32,
@@ -514,6 +518,7 @@ impl Config {
             level: args.compress_level,
             min_bytes: args.compress_min_bytes,
             max_bytes: args.compress_max_bytes,
+            on_demand: args.compress_on_demand,
             ..CompressionPolicy::default()
         };
         if !args.compress.trim().eq_ignore_ascii_case("off") {

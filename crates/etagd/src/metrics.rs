@@ -18,6 +18,7 @@
 //! | `etagd_corrupt_items_total` | counter | stored items that did not decode (read as misses) |
 //! | `etagd_leases_won_total` / `etagd_leases_busy_total` | counter | fill leases won / found held elsewhere |
 //! | `etagd_fills_stored_total` / `etagd_fills_invalidated_total` / `etagd_fills_raced_total` | counter | fill outcomes |
+//! | `etagd_codings_added_total` | counter | content codings added to stored entries on first demand |
 //! | `etagd_invalidation_targets_ok_total` / `etagd_invalidation_targets_failed_total` | counter | invalidation targets written / not written |
 //! | `etagd_body_cache_hits_total` / `etagd_body_store_reads_total` | counter | bodies served from process memory / read from the store |
 //! | `etagd_body_cache_bytes` | gauge | bytes of bodies held in process |
@@ -226,6 +227,7 @@ impl Collector for EngineCollector {
         counter(e, "fills_stored", "Fills stored", c.fills_stored)?;
         counter(e, "fills_invalidated", "Fills refused: an invalidation landed during the fill", c.fills_invalidated)?;
         counter(e, "fills_raced", "Fills that lost a race with another writer", c.fills_raced)?;
+        counter(e, "codings_added", "Content codings added to stored entries on first demand", c.codings_added)?;
         counter(e, "body_cache_hits", "Bodies served from process memory", c.body_cache_hits)?;
         counter(e, "body_store_reads", "Bodies read from the store", c.body_store_reads)?;
         counter(e, "invalidation_targets_ok", "Invalidation targets written", c.invalidations)?;

@@ -21,6 +21,8 @@ pub struct Counters {
     pub fills_invalidated: AtomicU64,
     /// Fills that lost a race with another writer.
     pub fills_raced: AtomicU64,
+    /// Codings added to stored entries on demand (`codings`).
+    pub codings_added: AtomicU64,
     /// Bodies read from the in-process body cache.
     pub body_cache_hits: AtomicU64,
     /// Bodies read from the store.
@@ -48,6 +50,8 @@ pub struct CounterSnapshot {
     pub fills_invalidated: u64,
     /// See [`Counters::fills_raced`].
     pub fills_raced: u64,
+    /// See [`Counters::codings_added`].
+    pub codings_added: u64,
     /// See [`Counters::body_cache_hits`].
     pub body_cache_hits: u64,
     /// See [`Counters::body_store_reads`].
@@ -80,6 +84,7 @@ impl Cache {
             fills_stored: load(&c.fills_stored),
             fills_invalidated: load(&c.fills_invalidated),
             fills_raced: load(&c.fills_raced),
+            codings_added: load(&c.codings_added),
             body_cache_hits: load(&c.body_cache_hits),
             body_store_reads: load(&c.body_store_reads),
             invalidations: load(&c.invalidations),

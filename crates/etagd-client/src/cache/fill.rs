@@ -382,12 +382,9 @@ impl Fill {
     }
 
     fn expiry(freshness: &Freshness, keep_s: u64) -> Expiry {
-        if freshness.fresh_for_s == u64::MAX {
-            return Expiry::Never;
-        }
-        let stale = u64::from(freshness.stale_while_revalidate_s.max(freshness.stale_if_error_s));
-        let lifetime = freshness.fresh_for_s.saturating_sub(freshness.initial_age_s);
-        Expiry::from_secs(lifetime.saturating_add(stale).saturating_add(keep_s))
+        let stale = freshness.stale_while_revalidate_s.max(freshness.stale_if_error_s);
+        lifetime_s(freshness.fresh_for_s, freshness.initial_age_s, stale, keep_s)
+            .map_or(Expiry::Never, Expiry::from_secs)
     }
 
     async fn write(&mut self, response: FillResponse) -> Result<Arc<EntryMeta>, CommitError> {
@@ -556,6 +553,13 @@ impl Fill {
             SetOutcome::NotStored => Err(CommitError::Raced),
         }
     }
+}
+
+/// An entry's item lifetime as its fill writes it, in seconds: the freshness it has left, its longer stale
+/// window, then `keep_s` (so a 304 can still refresh it); `None` for an entry fresh until invalidated.
+pub(super) fn lifetime_s(fresh_for_s: u64, initial_age_s: u64, stale_s: u32, keep_s: u64) -> Option<u64> {
+    (fresh_for_s != u64::MAX)
+        .then(|| fresh_for_s.saturating_sub(initial_age_s).saturating_add(u64::from(stale_s)).saturating_add(keep_s))
 }
 
 impl Drop for Fill {

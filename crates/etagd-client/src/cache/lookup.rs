@@ -67,8 +67,8 @@ pub(super) struct Slot {
     pub(super) entry_digest: Digest,
     /// The head record's key: the entry's bodies, variant and refresh lock are placed on its server.
     pub(super) head_key: String,
-    meta_cas: u64,
-    index: Option<VaryIndex>,
+    pub(super) meta_cas: u64,
+    pub(super) index: Option<VaryIndex>,
     head_cas: u64,
     generations: Live,
 }

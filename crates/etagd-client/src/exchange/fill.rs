@@ -146,7 +146,7 @@ where
             let policy = config.compression.clone();
             let body = bytes.clone();
             // Compression is CPU work of up to milliseconds: keep it off the reactor threads.
-            tokio::task::spawn_blocking(move || policy.encode_all(&body)).await.unwrap_or_default()
+            tokio::task::spawn_blocking(move || policy.encode_at_fill(&body)).await.unwrap_or_default()
         } else {
             Vec::new()
         };

@@ -1,6 +1,7 @@
 //! Answers from storage: a 304 when the client's validator matches (no body read), else the stored body of the
-//! representation `Accept-Encoding` picks; stale entries within their windows served while one caller in the
-//! fleet refreshes them in the background.
+//! representation `Accept-Encoding` picks (a wanted coding not stored yet is made for later clients:
+//! `codings.rs`); stale entries within their windows served while one caller in the fleet refreshes them in
+//! the background.
 
 use std::sync::Arc;
 
@@ -74,6 +75,10 @@ where
         let exchange = self.exchange.clone();
         // Each stored coding is its own representation with its own validator (RFC 9110 section 8.8.3).
         let chosen = Representation::negotiate(&self.parts.headers, &meta).echo_weakened();
+        if matches!(outcome, Outcome::Hit) {
+            // A coding this client would take and the entry lacks is made for the next ones (`codings.rs`).
+            exchange.make_wanted_coding(hit, &self.parts.headers);
+        }
         if meta.minted && chosen.weakened() {
             self.report.weakened = true;
             if exchange.inner.weakened_log.allow(exchange.cache().now_ms()) {

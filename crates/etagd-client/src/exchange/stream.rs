@@ -90,7 +90,7 @@ impl Commit {
             // The semaphore is never closed.
             let _core = self.exchange.inner.compressions.clone().acquire_owned().await.ok();
             // Compression is CPU work of up to seconds: keep it off the reactor threads.
-            tokio::task::spawn_blocking(move || policy.encode_all(&body)).await.unwrap_or_default()
+            tokio::task::spawn_blocking(move || policy.encode_at_fill(&body)).await.unwrap_or_default()
         } else {
             Vec::new()
         };

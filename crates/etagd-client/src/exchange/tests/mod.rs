@@ -149,6 +149,7 @@ impl Fixture {
 
 const FRESH: &[(&str, &str)] = &[("cache-control", "max-age=60")];
 
+mod codings;
 mod commits;
 
 /// RFC 9111 section 4: a stored fresh response answers without the origin; RFC 9110 section 13.1.2: a matching
