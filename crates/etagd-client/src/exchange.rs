@@ -22,6 +22,7 @@
 //! **Invariant:** a store error never becomes a client error; the request goes to the origin.
 
 mod codings;
+mod compress;
 mod config;
 mod context;
 mod fill;
@@ -75,7 +76,7 @@ struct Inner {
     dates: log::DateCache,
     store_log: log::RateLimited,
     weakened_log: log::RateLimited,
-    /// Codings produced at once by fills answered before their commit (`stream.rs`).
+    /// Bodies compressed at once on blocking threads (`compress.rs`).
     compressions: Arc<tokio::sync::Semaphore>,
     /// Commits of fills answered before them, running or waiting (`stream.rs`).
     queued_commits: Arc<tokio::sync::Semaphore>,
@@ -114,7 +115,7 @@ impl Exchange {
                 dates: log::DateCache::default(),
                 store_log: log::RateLimited::default(),
                 weakened_log: log::RateLimited::default(),
-                compressions: Arc::new(tokio::sync::Semaphore::new(stream::compressions_at_once())),
+                compressions: Arc::new(tokio::sync::Semaphore::new(compress::compressions_at_once())),
                 queued_commits: Arc::new(tokio::sync::Semaphore::new(stream::QUEUED_COMMITS)),
                 on_demand: codings::Recent::default(),
             }),

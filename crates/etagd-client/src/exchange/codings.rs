@@ -63,12 +63,7 @@ impl Exchange {
             return;
         }
         let Ok(Some(identity)) = cache.whole_body(&hit, None).await else { return };
-        let policy = self.config().compression.clone();
-        let encoded = {
-            // The semaphore is never closed. Compression is CPU work: one per core, off the reactor threads.
-            let _core = self.inner.compressions.clone().acquire_owned().await.ok();
-            tokio::task::spawn_blocking(move || policy.encode_one(coding, &identity)).await.ok().flatten()
-        };
+        let encoded = self.compress(&identity, move |policy, body| policy.encode_one(coding, body)).await;
         // A coding that does not shrink the body is not stored; the claim, left to expire, keeps it untried.
         let Some(encoded) = encoded else { return };
         if let Err(error) = cache.add_coding(&hit, coding.as_str(), encoded).await {

@@ -143,10 +143,7 @@ where
                 .await);
         }
         let codings = if compressible && !identity_only {
-            let policy = config.compression.clone();
-            let body = bytes.clone();
-            // Compression is CPU work of up to milliseconds: keep it off the reactor threads.
-            tokio::task::spawn_blocking(move || policy.encode_at_fill(&body)).await.unwrap_or_default()
+            exchange.compress(&bytes, |policy, body| policy.encode_at_fill(body)).await
         } else {
             Vec::new()
         };

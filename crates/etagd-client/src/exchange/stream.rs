@@ -65,13 +65,6 @@ struct Commit {
     compressing: bool,
 }
 
-/// How many fills answered before their commit produce codings at once: one per core. Compression is CPU work
-/// on blocking threads, so more at once would only add threads and switches; the rest of a commit (its sets)
-/// waits on Memcached, not on the CPU, and runs for every queued commit at once.
-pub(super) fn compressions_at_once() -> usize {
-    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
-}
-
 /// Commits of fills answered before them, running or waiting. Past this, a fill commits before its client is
 /// answered: misses faster than the commits can store them (a cache-busting query string, a cold start under
 /// load) would otherwise queue bodies in memory without bound, and the answer rate would overstate what is
@@ -85,12 +78,7 @@ impl Commit {
             && compression.applies(&self.parts.headers, bytes.len())
             && !compression.identity_only(bytes.len())
         {
-            let policy = compression.clone();
-            let body = bytes.clone();
-            // The semaphore is never closed.
-            let _core = self.exchange.inner.compressions.clone().acquire_owned().await.ok();
-            // Compression is CPU work of up to seconds: keep it off the reactor threads.
-            tokio::task::spawn_blocking(move || policy.encode_at_fill(&body)).await.unwrap_or_default()
+            self.exchange.compress(&bytes, |policy, body| policy.encode_at_fill(body)).await
         } else {
             Vec::new()
         };
