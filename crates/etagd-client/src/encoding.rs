@@ -118,7 +118,7 @@ pub fn negotiate(headers: &HeaderMap, available: &[String]) -> Option<Coding> {
 }
 
 /// [`negotiate`] over the codings `available` accepts.
-fn negotiate_among(headers: &HeaderMap, available: impl Fn(Coding) -> bool) -> Option<Coding> {
+pub fn negotiate_among(headers: &HeaderMap, available: impl Fn(Coding) -> bool) -> Option<Coding> {
     let mut star: Option<f32> = None;
     let mut named: Vec<(Coding, f32)> = Vec::new();
     let mut any_header = false;

@@ -29,12 +29,18 @@ impl Exchange {
         F: FnOnce(&CompressionPolicy, &[u8]) -> T + Send + 'static,
     {
         if body.len() <= INLINE_BYTES {
-            return encode(&self.config().compression, body);
+            return self.compress_inline(body, encode);
         }
         // The semaphore is never closed.
         let _core = self.inner.compressions.clone().acquire_owned().await.ok();
         let exchange = self.clone();
         let body = body.clone();
         tokio::task::spawn_blocking(move || encode(&exchange.config().compression, &body)).await.unwrap_or_default()
+    }
+
+    /// Runs `encode` on a body of at most [`INLINE_BYTES`] here and now.
+    pub(super) fn compress_inline<T>(&self, body: &Bytes, encode: impl FnOnce(&CompressionPolicy, &[u8]) -> T) -> T {
+        debug_assert!(body.len() <= INLINE_BYTES, "large bodies go to the blocking pool");
+        encode(&self.config().compression, body)
     }
 }

@@ -30,6 +30,7 @@ use super::{Answer, Exchange, Filled, Outcome, Run, Upstream};
 use crate::body::Body;
 use crate::cache::Fill;
 use crate::cacheability::{Freshness, NoStoreReason};
+use crate::encoding::{self, Coding};
 use crate::etag::EntityTag;
 use crate::reply;
 
@@ -63,6 +64,8 @@ struct Commit {
     tags: Vec<String>,
     /// Whether codings may be stored (the answer already varies on `Accept-Encoding` then).
     compressing: bool,
+    /// The codings, when they were made before the answer (a small body's).
+    codings: Option<Vec<(String, Bytes)>>,
 }
 
 /// Commits of fills answered before them, running or waiting. Past this, a fill commits before its client is
@@ -74,7 +77,9 @@ pub(super) const QUEUED_COMMITS: usize = 64;
 impl Commit {
     async fn run(self, bytes: Bytes) {
         let compression = &self.exchange.config().compression;
-        let codings = if self.compressing
+        let codings = if let Some(codings) = self.codings {
+            codings
+        } else if self.compressing
             && compression.applies(&self.parts.headers, bytes.len())
             && !compression.identity_only(bytes.len())
         {
@@ -141,7 +146,8 @@ where
         self.report.ttl = reply::ttl_left(freshness.fresh_for_s, freshness.initial_age_s);
         let (sender, receiver) = mpsc::unbounded_channel();
         let progress = fill.report_progress();
-        let commit = Commit { exchange: self.exchange.clone(), fill, parts, freshness, tags, compressing };
+        let commit =
+            Commit { exchange: self.exchange.clone(), fill, parts, freshness, tags, compressing, codings: None };
         let streamed = Streamed { commit, limit, refreshing, pieces: sender };
         tokio::spawn(streamed.run(body, progress));
         self.report.outcome = outcome(Filled::Streamed { identity_only });
@@ -176,14 +182,35 @@ where
         let origin = parts.headers.get(http::header::ETAG).and_then(|v| v.to_str().ok()).and_then(EntityTag::parse);
         let etag = fill.validator_for_body(origin.as_ref(), &bytes);
         let mut head = reply::streamed_head(&parts, &etag, freshness.initial_age_s);
-        head.headers_mut().insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(bytes.len()));
+        // A small body's coding costs microseconds inline (`compress.rs`): made now, the filling client gets the
+        // representation it asks for, under the tag every later client of that coding gets, instead of
+        // identity. A larger body is answered identity at once and compressed by the commit.
+        let codings = (compressing && bytes.len() <= super::compress::INLINE_BYTES)
+            .then(|| self.exchange.compress_inline(&bytes, |policy, body| policy.encode_at_fill(body)));
+        let chosen = codings.as_ref().and_then(|codings| {
+            let stored = |coding: Coding| codings.iter().any(|(name, _)| name == coding.as_str());
+            encoding::negotiate_among(&self.parts.headers, stored)
+        });
+        let answer = match (chosen, &codings) {
+            (Some(coding), Some(codings)) => {
+                let (_, coded) = codings.iter().find(|(name, _)| name == coding.as_str()).expect("negotiated");
+                let headers = head.headers_mut();
+                headers.insert(http::header::CONTENT_ENCODING, http::HeaderValue::from_static(coding.as_str()));
+                if let Ok(value) = http::HeaderValue::from_str(&etag.for_coding(coding.as_str()).to_header_value()) {
+                    headers.insert(http::header::ETAG, value);
+                }
+                coded.clone()
+            }
+            _ => bytes.clone(),
+        };
+        head.headers_mut().insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(answer.len()));
         if compressing {
             reply::vary_on_accept_encoding(head.headers_mut());
         }
         self.report.outcome = outcome(if identity_only { Filled::IdentityOnly } else { Filled::Stored });
         self.report.ttl = reply::ttl_left(freshness.fresh_for_s, freshness.initial_age_s);
         self.report.stored_bytes = bytes.len() as u64;
-        let commit = Commit { exchange: self.exchange.clone(), fill, parts, freshness, tags, compressing };
+        let commit = Commit { exchange: self.exchange.clone(), fill, parts, freshness, tags, compressing, codings };
         match self.exchange.inner.queued_commits.clone().try_acquire_owned() {
             Ok(queued) => {
                 let bytes = bytes.clone();
@@ -192,9 +219,9 @@ where
                     drop(queued);
                 });
             }
-            Err(_full) => commit.run(bytes.clone()).await,
+            Err(_full) => commit.run(bytes).await,
         }
-        head.map(|()| Body::full(bytes))
+        head.map(|()| Body::full(answer))
     }
 }
 

@@ -141,3 +141,29 @@ async fn with_on_demand_off_every_coding_is_made_with_the_fill() {
     assert_eq!(coding(&f.get("/a", &[("accept-encoding", "zstd")]).await), "zstd");
     assert_eq!(f.exchange.cache().counters().codings_added, 0);
 }
+
+/// A small miss's coding is made before its answer, so the filling client gets the representation it asks for
+/// (RFC 9110 section 12.5.3), under the tag every later client of that coding gets (section 8.8.3).
+#[tokio::test]
+async fn the_filling_client_of_a_small_body_gets_its_coding() {
+    let f = fixture(ExchangeConfig::default());
+    f.upstream.answer(200, JSON, body());
+    let miss = f.get("/a", GZIP_BR).await;
+    assert_eq!(miss.report.outcome, Outcome::Miss(Filled::Stored));
+    assert_eq!((miss.status, coding(&miss)), (200, "gzip"), "gzip is the coding made with the fill");
+    assert_eq!(miss.headers["vary"], "Accept-Encoding");
+    assert_eq!(miss.headers["content-length"], miss.body.len().to_string().as_str());
+    let mut gunzipped = Vec::new();
+    flate2::read::GzDecoder::new(&miss.body[..]).read_to_end(&mut gunzipped).unwrap();
+    assert_eq!(gunzipped, body().as_bytes());
+
+    let hit = f.get("/a", &[("accept-encoding", "gzip")]).await;
+    assert_eq!((coding(&hit), etag(&hit)), ("gzip", etag(&miss)), "the fill's answer named the stored gzip");
+    assert_eq!(hit.body, miss.body);
+    let revalidated = f.get("/a", &[("accept-encoding", "gzip"), ("if-none-match", &etag(&miss))]).await;
+    assert_eq!(revalidated.status, 304);
+    let identity = f.get("/a", &[]).await;
+    assert_eq!(identity.body.as_ref(), body().as_bytes());
+    assert_eq!(format!("{}-gzip\"", etag(&identity).trim_end_matches('"')), etag(&miss));
+    assert_eq!(f.upstream.calls(), 1);
+}
