@@ -167,3 +167,30 @@ async fn the_filling_client_of_a_small_body_gets_its_coding() {
     assert_eq!(format!("{}-gzip\"", etag(&identity).trim_end_matches('"')), etag(&miss));
     assert_eq!(f.upstream.calls(), 1);
 }
+
+/// A Vary variant (RFC 9110 section 12.5.5) gets its coding in its own entry: the other variant is untouched.
+#[tokio::test]
+async fn a_variant_gets_its_coding_in_its_own_entry() {
+    let f = fixture(ExchangeConfig::default());
+    let varying = &[("cache-control", "max-age=60"), ("content-type", "application/json"), ("vary", "accept-language")];
+    f.upstream.answer(200, varying, body()).answer(200, varying, body());
+    let de = [("accept-language", "de"), ("accept-encoding", "gzip, br")];
+    let fr = [("accept-language", "fr"), ("accept-encoding", "gzip, br")];
+    f.get("/a", &[("accept-language", "de")]).await;
+    f.get("/a", &[("accept-language", "fr")]).await;
+    assert_eq!(f.upstream.calls(), 2, "one fill per variant");
+    assert_eq!(coding(&f.get("/a", &de).await), "gzip");
+    codings_added(&[&f], 1).await;
+    let german = f.get("/a", &de).await;
+    assert_eq!((coding(&german), german.cache_status()), ("br", "etagd; hit; ttl=60"));
+    let vary: Vec<String> =
+        german.headers.get_all("vary").iter().map(|v| v.to_str().unwrap().to_ascii_lowercase()).collect();
+    let vary = vary.join(", ");
+    assert!(vary.contains("accept-language") && vary.contains("accept-encoding"), "{vary}");
+    let french = f.get("/a", &fr).await;
+    assert_eq!(coding(&french), "gzip", "the other variant has not asked for br yet");
+    codings_added(&[&f], 2).await;
+    assert_eq!(coding(&f.get("/a", &fr).await), "br");
+    assert_eq!(coding(&f.get("/a", &de).await), "br");
+    assert_eq!(f.upstream.calls(), 2);
+}
