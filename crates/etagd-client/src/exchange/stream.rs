@@ -1,9 +1,10 @@
 //! Fills answered before their commit. Streaming fills: the client that won the lease gets the origin's bytes
 //! as they arrive, while a task of the fill's own reads them on, compresses them off the request path and
 //! commits (the head last, with CAS, as any fill); used for bodies larger than one store item (`fill.rs`
-//! decides). A smaller body is read whole first and then answered at once (`answer_then_store`), its codings
-//! and commit left to the same task: the client waits for the origin alone, not for three compressions and
-//! the sets. Both hold the fill's lease until the commit lands, so other requests wait for it.
+//! decides). A smaller body is read whole first and then answered at once (`answer_then_store`), its commit
+//! (and, above 4 KiB, its coding) left to the same task: the client waits for the origin and at most a small
+//! body's inline gzip, not for the sets. Both hold the fill's lease until the commit lands, so other requests
+//! wait for it.
 //!
 //! The task owns the origin body and the fill, so a client that disconnects mid-fill does not abort storing a
 //! body etagd decided to store: only the forwarding stops. Frames go to the client through an unbounded
