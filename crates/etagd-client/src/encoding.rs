@@ -5,7 +5,7 @@
 //! (`EntityTag::for_coding`), so one invalidation covers them all and every replica serves the same tags.
 //! A hit serves stored bytes, never encodes. The first configured coding (gzip by default) is made with the
 //! fill; with [`CompressionPolicy::on_demand`] the others are made once, for the whole fleet, when a client
-//! first asks for one ([`CompressionPolicy::wanted`]; `exchange/codings.rs`), so a URL nobody asks again costs
+//! first asks for one ([`CompressionPolicy::choose`]; `exchange/codings.rs`), so a URL nobody asks again costs
 //! one compression, not three.
 //!
 //! The parser is ours because the ones in tower-http and async-compression are private; the rule is short.
@@ -272,15 +272,24 @@ impl CompressionPolicy {
         if self.on_demand { &self.codings[..self.codings.len().min(1)] } else { &self.codings }
     }
 
-    /// The coding to make on demand for this request: the one negotiation would pick if every configured
-    /// coding were stored, when it is not stored (`stored`: the entry's codings). `None` when the request is
-    /// best served by a stored representation, or nothing is made on demand.
-    pub fn wanted(&self, request: &HeaderMap, stored: &[String]) -> Option<Coding> {
-        if !self.on_demand || stored.len() >= self.codings.len() || !request.contains_key(ACCEPT_ENCODING) {
-            return None;
+    /// What a hit answers with and what it should have made, from one negotiation in the common case: the
+    /// stored coding `Accept-Encoding` prefers (`None`: identity), and the coding to make on demand (the one
+    /// negotiation would pick if every configured coding were stored, when it is not stored; `None` when the
+    /// request is best served by a stored representation, or nothing is made on demand). `stored`: the
+    /// entry's codings; an entry stored without any does not vary by coding (it was not compressible), so
+    /// none is made for it.
+    pub fn choose(&self, request: &HeaderMap, stored: &[String]) -> (Option<Coding>, Option<Coding>) {
+        if stored.is_empty() {
+            return (None, None);
         }
-        negotiate_among(request, |coding| self.codings.contains(&coding))
-            .filter(|coding| !stored.iter().any(|s| s == coding.as_str()))
+        let is_stored = |coding: Coding| stored.iter().any(|s| s == coding.as_str());
+        if !self.on_demand || stored.len() >= self.codings.len() || !request.contains_key(ACCEPT_ENCODING) {
+            return (negotiate(request, stored), None);
+        }
+        match negotiate_among(request, |coding| is_stored(coding) || self.codings.contains(&coding)) {
+            Some(best) if !is_stored(best) => (negotiate(request, stored), Some(best)),
+            best => (best, None),
+        }
     }
 
     /// Produces the codings a fill makes ([`at_fill`](Self::at_fill)); one that fails or does not shrink the
@@ -442,7 +451,10 @@ mod tests {
             if let Some(accept) = accept {
                 request.insert(ACCEPT_ENCODING, accept.parse().unwrap());
             }
-            policy.wanted(&request, &stored.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            let stored = stored.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+            let (served, wanted) = policy.choose(&request, &stored);
+            assert_eq!(served, negotiate(&request, &stored), "{accept:?}: served as negotiated among the stored");
+            wanted
         };
         assert_eq!(wanted(Some("gzip, br"), &["gzip"]), Some(Coding::Br));
         assert_eq!(wanted(Some("gzip, zstd"), &["gzip"]), Some(Coding::Zstd));
@@ -452,10 +464,11 @@ mod tests {
         assert_eq!(wanted(Some("br;q=0"), &["gzip"]), None, "q=0 refuses br");
         assert_eq!(wanted(None, &["gzip"]), None, "no Accept-Encoding: identity");
         assert_eq!(wanted(Some("*"), &["gzip"]), Some(Coding::Br), "* takes the smallest first");
+        assert_eq!(wanted(Some("gzip, br"), &[]), None, "an entry stored without codings does not vary by them");
 
         let eager = CompressionPolicy { on_demand: false, ..CompressionPolicy::default() };
         assert_eq!(eager.at_fill().len(), 3);
-        assert_eq!(eager.wanted(&HeaderMap::new(), &[]), None);
+        assert_eq!(eager.choose(&HeaderMap::new(), &[]), (None, None));
         let off = CompressionPolicy { codings: vec![], ..CompressionPolicy::default() };
         assert!(off.at_fill().is_empty());
     }

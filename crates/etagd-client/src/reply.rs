@@ -264,6 +264,12 @@ impl<'a> Representation<'a> {
         Self::new(request, meta, encoding::negotiate(request, &meta.codings))
     }
 
+    /// The representation in `coding` (`None`: identity), which the caller negotiated among the stored codings
+    /// (as [`encoding::CompressionPolicy::choose`] does).
+    pub fn coded(request: &'a HeaderMap, meta: &'a EntryMeta, coding: Option<Coding>) -> Self {
+        Self::new(request, meta, coding)
+    }
+
     fn new(request: &'a HeaderMap, meta: &'a EntryMeta, coding: Option<Coding>) -> Self {
         let fields = meta.parsed.of(meta);
         let etag = fields.etag.as_ref().map(|base| match coding {

@@ -1,5 +1,5 @@
 //! Codings added to a stored entry on demand: a fill stores identity and its first coding; when a client first
-//! wants another one (`encoding::CompressionPolicy::wanted`), one caller in the fleet claims it
+//! wants another one (`encoding::CompressionPolicy::choose`), one caller in the fleet claims it
 //! ([`Cache::claim_coding`]), encodes the stored identity body and adds the result ([`Cache::add_coding`]).
 //!
 //! The addition follows the commit protocol of a fill, so a reader never sees a coding without its body and

@@ -42,15 +42,15 @@ impl Recent {
 }
 
 impl Exchange {
-    /// Starts making the coding `request` wants of `hit`'s entry when it is configured, not stored and the
-    /// body is not too large to compress; the request itself is answered from what is stored.
-    pub(super) fn make_wanted_coding(&self, hit: &Hit, request: &http::HeaderMap) {
+    /// Starts making `coding` (`CompressionPolicy::choose`'s wanted one) of `hit`'s entry when its body is not
+    /// too large to compress; the request itself is answered from what is stored. `Cache::claim_coding`
+    /// checks the rest (a fresh entry that already varies by coding).
+    pub(super) fn make_wanted_coding(&self, hit: &Hit, coding: Coding) {
         let policy = &self.config().compression;
         let meta = &hit.meta;
-        if meta.codings.is_empty() || policy.identity_only(usize::try_from(meta.body_len).unwrap_or(usize::MAX)) {
+        if policy.identity_only(usize::try_from(meta.body_len).unwrap_or(usize::MAX)) {
             return;
         }
-        let Some(coding) = policy.wanted(request, &meta.codings) else { return };
         if !self.inner.on_demand.first_try(meta.fill_id, coding, self.cache().now_ms()) {
             return;
         }

@@ -74,10 +74,11 @@ where
     ) -> Answer<U::Error> {
         let exchange = self.exchange.clone();
         // Each stored coding is its own representation with its own validator (RFC 9110 section 8.8.3).
-        let chosen = Representation::negotiate(&self.parts.headers, &meta).echo_weakened();
-        if matches!(outcome, Outcome::Hit) {
+        let (coding, wanted) = exchange.config().compression.choose(&self.parts.headers, &meta.codings);
+        let chosen = Representation::coded(&self.parts.headers, &meta, coding).echo_weakened();
+        if let Some(wanted) = wanted.filter(|_| matches!(outcome, Outcome::Hit)) {
             // A coding this client would take and the entry lacks is made for the next ones (`codings.rs`).
-            exchange.make_wanted_coding(hit, &self.parts.headers);
+            exchange.make_wanted_coding(hit, wanted);
         }
         if meta.minted && chosen.weakened() {
             self.report.weakened = true;
