@@ -454,6 +454,16 @@ pub fn streamed_head(parts: &Parts, etag: &EntityTag, initial_age_s: u64) -> Res
     response
 }
 
+/// Makes a fill's answer made before its commit (`streamed_head`) the `coding` representation: its
+/// `Content-Encoding` and the coding's own tag derived from the fill's `etag`, the tag the stored coding is
+/// answered with later ([`Representation::stamp`]).
+pub fn stamp_fill_coding(headers: &mut HeaderMap, etag: &EntityTag, coding: Coding) {
+    headers.insert(CONTENT_ENCODING, HeaderValue::from_static(coding.as_str()));
+    if let Ok(value) = HeaderValue::from_str(&etag.for_coding(coding.as_str()).to_header_value()) {
+        headers.insert(ETAG, value);
+    }
+}
+
 /// Adds `Accept-Encoding` to `Vary` unless it (or `*`) is there (RFC 9110 section 12.5.5): caches downstream
 /// must key on it once etagd picks codings per request.
 pub fn vary_on_accept_encoding(headers: &mut HeaderMap) {

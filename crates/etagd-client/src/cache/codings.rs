@@ -42,16 +42,9 @@ impl Cache {
             return false;
         }
         let key = self.inner.config.namespace.coding_claim_key(&hit.slot.entry_digest, meta.fill_id, coding);
-        let near = Placement::Near(&hit.slot.head_key);
         let expiry = Expiry::from_secs(CODING_CLAIM_TTL_S);
-        match self.inner.store.set_placed(&key, near, Bytes::from_static(b"1"), expiry, SetCondition::Add).await {
-            Ok(SetOutcome::Stored) => true,
-            Ok(SetOutcome::NotStored) => false,
-            Err(error) => {
-                self.store_error(&error);
-                false
-            }
-        }
+        // A failing store claims nothing: the coding is left to a later request.
+        self.take_lock_for(&key, &hit.slot.head_key, expiry).await == Some(true)
     }
 
     /// Adds `encoded` (the hit's identity body in `coding`) to the hit's entry; the caller holds the claim. On

@@ -488,10 +488,15 @@ impl Cache {
         Lookup::Hit(Hit { meta, state, age_s, slot, refresh_lease })
     }
 
-    /// Tries to take an entry's refresh lock: `Some(true)` won, `Some(false)` held elsewhere, `None` the store
-    /// failed (the caller proceeds without coordination).
+    /// Tries to take an entry's refresh lock, for a fill lease: `Some(true)` won, `Some(false)` held
+    /// elsewhere, `None` the store failed (the caller proceeds without coordination).
     async fn take_lock(&self, key: &str, head_key: &str) -> Option<bool> {
-        let expiry = Expiry::from_secs(self.inner.config.fill_lease.as_secs());
+        self.take_lock_for(key, head_key, Expiry::from_secs(self.inner.config.fill_lease.as_secs())).await
+    }
+
+    /// Tries to take a lock item beside an entry's head record (`head_key`), living `expiry`: as
+    /// [`take_lock`](Self::take_lock).
+    pub(super) async fn take_lock_for(&self, key: &str, head_key: &str, expiry: Expiry) -> Option<bool> {
         let near = Placement::Near(head_key);
         match self.inner.store.set_placed(key, near, Bytes::from_static(b"1"), expiry, SetCondition::Add).await {
             Ok(SetOutcome::Stored) => Some(true),

@@ -195,11 +195,7 @@ where
         let answer = match (chosen, &codings) {
             (Some(coding), Some(codings)) => {
                 let (_, coded) = codings.iter().find(|(name, _)| name == coding.as_str()).expect("negotiated");
-                let headers = head.headers_mut();
-                headers.insert(http::header::CONTENT_ENCODING, http::HeaderValue::from_static(coding.as_str()));
-                if let Ok(value) = http::HeaderValue::from_str(&etag.for_coding(coding.as_str()).to_header_value()) {
-                    headers.insert(http::header::ETAG, value);
-                }
+                reply::stamp_fill_coding(head.headers_mut(), &etag, coding);
                 coded.clone()
             }
             _ => bytes.clone(),
