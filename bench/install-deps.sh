@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what bench/run.sh needs, from Debian's packages, only when something is missing:
-#   varnishd (varnish), nginx (nginx, with its built-in memcached and gzip modules), wrk, memcached, python3, curl.
+#   varnishd (varnish), nginx (nginx, with its built-in memcached and gzip modules), wrk, memcached, python3, curl,
+#   and strace for `SYSCALLS=1 bench/profile.sh`.
 # Idempotent: with everything present it changes nothing and runs no apt-get at all.
 set -euo pipefail
 
@@ -12,6 +13,7 @@ declare -A wanted=(
   [memcached]=memcached
   [python3]=python3
   [curl]=curl
+  [strace]=strace
 )
 
 missing=()
@@ -23,7 +25,7 @@ for cmd in "${!wanted[@]}"; do
 done
 
 if ((${#missing[@]} == 0)); then
-  echo "install-deps: varnishd, nginx, wrk, memcached, python3 and curl are already installed"
+  echo "install-deps: varnishd, nginx, wrk, memcached, python3, curl and strace are already installed"
   exit 0
 fi
 
