@@ -10,7 +10,7 @@ fn read(relative: &str) -> String {
 
 #[test]
 fn every_environment_variable_is_documented_in_the_readme() {
-    let config = read("crates/etagd/src/config.rs");
+    let config = read("crates/etagd/src/config/args.rs");
     let readme = read("README.md");
     let variables: Vec<&str> = config
         .split("env = \"")
