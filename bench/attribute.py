@@ -33,6 +33,9 @@ PARTS = [
     ("tokio: scheduler and I/O driver", r"tokio::runtime::"),
 ]
 
+# A leaf frame in the allocator (mimalloc's `mi_*`, glibc's malloc family), for samples outside every part.
+ALLOCATOR = re.compile(r"(_?mi_\w+|_int_(malloc|free)|malloc\w*|cfree|free|__libc_(malloc|free)) ")
+
 
 def stacks(data: str):
     """The frames of each sample, innermost first."""
@@ -62,8 +65,7 @@ def main() -> int:
             continue
         part = next((name for name, p in patterns if any(p.search(f) for f in frames)), None)
         if part is None:
-            leaf = frames[0]
-            part = "allocator" if re.search(r"mi_|malloc|free", leaf) else "other"
+            part = "allocator" if ALLOCATOR.match(frames[0]) else "other"
         parts[part] += 1
     user = sum(parts.values())
     print(f"CPU per request: {(user + kernel) * per_request:.2f} us")
