@@ -23,7 +23,7 @@ PARTS = [
     ("finish: Cache-Status, Date, report", r"exchange::Run<B,U>::finish"),
     ("request key", r"request_key|ResourceKey::from_request"),
     ("lookup: store enqueue", r"as etagd_client::store::Store>::get_many"),
-    ("lookup: keys, counters, judging", r"cache::lookup::"),
+    ("lookup: keys, counters, judging", r"cache::(lookup|judge)::"),
     ("memcached batcher", r"store::memcached::(coalescer|wire|pool|protocol)|limit::batcher|memcache::exp"),
     ("hit: negotiation, conditional, headers", r"exchange::serve::|limit::handle"),
     ("rest of the exchange", r"etagd_client::exchange::"),

@@ -18,13 +18,24 @@
 //! | `Pass` | goes to the origin without storing (the resource was recently uncacheable) |
 //! | `Unavailable` | goes to the origin: the store failed, which is never the client's problem |
 //!
-//! One concern per file: `config` (settings and the clock), `lookup` (the batched read, the judgement of what
-//! it found, refresh permits and locks), `live` (generation counters read and checked), `body` (body
-//! reads and the in-process body cache), `chunks` (bodies larger than one item: written, touched and streamed
-//! in chunks), `codings` (a coding added to a stored entry on demand), `fill` (the commit protocol), `invalidate`, `inspect` (what operators
-//! see), `counters`, `inflight` (waiting for a fill in this process), `memo` (decoded entries), `hints` (which keys a resource's first round asks for) and `renew`
-//! (keeping a fill's short lease alive while it works). An entry's bodies, variant and refresh lock are placed
-//! on its head record's server ([`crate::store::Placement`]).
+//! One concern per file:
+//! - `config`: settings and the clock.
+//! - `lookup`: the batched read, and the wait for another caller's fill.
+//! - `judge`: what the read found (fresh, stale, grace or invalid), refresh permits and locks.
+//! - `live`: generation counters read and checked.
+//! - `body`: body reads and the in-process body cache.
+//! - `chunks`: bodies larger than one item, written, touched and streamed in chunks.
+//! - `codings`: a coding added to a stored entry on demand.
+//! - `fill`: the commit protocol.
+//! - `invalidate`, `inspect` (what operators see), `counters`.
+//! - `inflight`: waiting for a fill in this process. `memo`: decoded entries.
+//! - `hints`: which keys a resource's first round asks for.
+//! - `renew`: keeping a fill's short lease alive while it works.
+//! - `fence`: an invalidation that missed a server is never undone when it answers again.
+//! - `bridge`: honouring invalidations across a rolling upgrade's key schema change.
+//!
+//! An entry's bodies, variant and refresh lock are placed on its head record's server
+//! ([`crate::store::Placement`]).
 
 mod body;
 mod bridge;
@@ -38,6 +49,7 @@ mod hints;
 mod inflight;
 mod inspect;
 mod invalidate;
+mod judge;
 mod live;
 mod lookup;
 mod memo;
@@ -53,7 +65,8 @@ pub use counters::{CounterSnapshot, Counters};
 pub use fill::{CommitError, Fill, FillResponse};
 pub use inspect::{EntryView, Inspection};
 pub use invalidate::{Invalidation, InvalidationReport, TargetReport};
-pub use lookup::{Hit, HitState, Lookup, LookupRequest};
+pub use judge::{Hit, HitState};
+pub use lookup::{Lookup, LookupRequest};
 
 use crate::store::{Store, StoreError};
 use counters::bump;
