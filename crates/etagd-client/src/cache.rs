@@ -28,7 +28,8 @@
 //! - `codings`: a coding added to a stored entry on demand.
 //! - `fill`: the commit protocol.
 //! - `invalidate`, `inspect` (what operators see), `counters`.
-//! - `inflight`: waiting for a fill in this process. `memo`: decoded entries.
+//! - `inflight`: waiting for a fill in this process.
+//! - `memo`: decoded entries.
 //! - `hints`: which keys a resource's first round asks for.
 //! - `renew`: keeping a fill's short lease alive while it works.
 //! - `fence`: an invalidation that missed a server is never undone when it answers again.
